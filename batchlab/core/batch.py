@@ -1,0 +1,96 @@
+"""`Batch`: what one forward step runs on one device.
+
+A batch is a set of rows, one per sequence: the request id, the number of new tokens the
+step feeds (a prefill chunk, or 1 for a decode) and the number of tokens already in that
+sequence's KV cache. Rows are numpy arrays so that engines, validators and cost models can
+work on a whole batch without a Python loop per sequence. A batch is built fresh each step and
+never mutated: its arrays are read-only.
+
+Token bookkeeping, shared by every engine: a sequence is its prompt followed by the tokens it
+has generated. A step that brings the cache to `cached + new >= prompt_tokens` yields one output
+token; a recompute after preemption starts again from `cached = 0`.
+"""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+
+
+def _int_array(values) -> np.ndarray:
+    arr = np.array(values, dtype=np.int64, copy=True).reshape(-1)
+    arr.flags.writeable = False
+    return arr
+
+
+@attrs.frozen(slots=True)
+class Batch:
+    """One step's work for one device.
+
+    request_ids, num_new_tokens, num_cached_tokens: equal-length int64 arrays, one row per
+        sequence.
+    padded_len: if set, every row is padded to this many tokens of (cached + new), as static
+        shape backends do with length buckets; the padding costs compute and memory.
+    num_micro_batches: how many micro-batches the step is split into (pipelines,
+        attention/FFN disaggregation); 1 means none.
+    """
+
+    request_ids: np.ndarray = attrs.field(converter=_int_array)
+    num_new_tokens: np.ndarray = attrs.field(converter=_int_array)
+    num_cached_tokens: np.ndarray = attrs.field(converter=_int_array)
+    padded_len: int | None = None
+    num_micro_batches: int = 1
+
+    def __attrs_post_init__(self):
+        n = len(self.request_ids)
+        if len(self.num_new_tokens) != n or len(self.num_cached_tokens) != n:
+            raise ValueError(
+                "Batch arrays differ in length: "
+                f"request_ids={n}, num_new_tokens={len(self.num_new_tokens)}, "
+                f"num_cached_tokens={len(self.num_cached_tokens)}"
+            )
+
+    @classmethod
+    def decode(cls, request_ids, num_cached_tokens, **kw) -> "Batch":
+        """A batch of pure decodes: one new token per sequence."""
+        ids = _int_array(request_ids)
+        return cls(ids, np.ones(len(ids), dtype=np.int64), num_cached_tokens, **kw)
+
+    @property
+    def num_seqs(self) -> int:
+        return len(self.request_ids)
+
+    @property
+    def num_tokens(self) -> int:
+        """New tokens fed through the model this step (without padding)."""
+        return int(self.num_new_tokens.sum())
+
+    @property
+    def num_context_tokens(self) -> int:
+        """Tokens each row attends over after the step, summed (cached + new)."""
+        return int(self.num_cached_tokens.sum() + self.num_new_tokens.sum())
+
+    @property
+    def num_padded_tokens(self) -> int:
+        """Padding rows carry: padded_len * rows minus the real (cached + new) tokens."""
+        if self.padded_len is None:
+            return 0
+        return int(self.padded_len * self.num_seqs - self.num_context_tokens)
+
+    @property
+    def num_prefill_seqs(self) -> int:
+        """Rows that feed more than one token (prefill chunks or recomputes)."""
+        return int((self.num_new_tokens > 1).sum())
+
+    def __eq__(self, other):  # arrays compare element-wise, so attrs' __eq__ would not do
+        if not isinstance(other, Batch):
+            return NotImplemented
+        return (
+            np.array_equal(self.request_ids, other.request_ids)
+            and np.array_equal(self.num_new_tokens, other.num_new_tokens)
+            and np.array_equal(self.num_cached_tokens, other.num_cached_tokens)
+            and self.padded_len == other.padded_len
+            and self.num_micro_batches == other.num_micro_batches
+        )
+
+    __hash__ = None

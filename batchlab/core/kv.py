@@ -1,0 +1,120 @@
+"""`KVBlockManager`: block-granular KV-cache accounting that policies share.
+
+Policy apart from mechanism: every policy that manages memory asks this helper instead of
+counting blocks itself. Memory is split into fixed-size blocks (vLLM's paged attention uses 16
+tokens); a sequence holding T tokens holds ceil(T / block_size) blocks. Operations accept a
+single id or an array of ids, so a policy can grow a whole decode batch in one call.
+"""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+
+
+@attrs.define
+class KVBlockManager:
+    """Blocks held per request id, and how many are free.
+
+    num_blocks: total blocks on the device (capacity_tokens // block_size).
+    block_size: tokens per block.
+    """
+
+    num_blocks: int
+    block_size: int = 16
+    _held: np.ndarray = attrs.field(init=False)
+    num_free_blocks: int = attrs.field(init=False)
+
+    def __attrs_post_init__(self):
+        if self.block_size < 1:
+            raise ValueError(f"KVBlockManager.block_size must be >= 1, got {self.block_size}")
+        if self.num_blocks < 0:
+            raise ValueError(f"KVBlockManager.num_blocks must be >= 0, got {self.num_blocks}")
+        self._held = np.zeros(64, dtype=np.int64)
+        self.num_free_blocks = int(self.num_blocks)
+
+    @classmethod
+    def for_capacity(cls, capacity_tokens: int, block_size: int = 16) -> "KVBlockManager":
+        return cls(int(capacity_tokens) // block_size, block_size)
+
+    # -- queries (no side effects) ------------------------------------------------------
+    def blocks_for(self, num_tokens):
+        """Blocks needed to hold num_tokens tokens (int or array)."""
+        return -(-np.asarray(num_tokens, dtype=np.int64) // self.block_size)
+
+    def num_held(self, ids):
+        """Blocks held by a request id (or array of ids); 0 for unknown ids."""
+        ids = np.asarray(ids, dtype=np.int64)
+        out = np.zeros(ids.shape, dtype=np.int64)
+        known = ids < len(self._held)
+        out[known] = self._held[ids[known]]
+        return out if out.ndim else int(out)
+
+    def num_extra_blocks(self, ids, num_tokens) -> int:
+        """Blocks that `grow(ids, num_tokens)` would take from the free pool."""
+        need = self.blocks_for(num_tokens) - self.num_held(ids)
+        return int(np.maximum(need, 0).sum())
+
+    def can_grow(self, ids, num_tokens) -> bool:
+        """Whether every id can hold num_tokens tokens (each) without running out of blocks."""
+        return self.num_extra_blocks(ids, num_tokens) <= self.num_free_blocks
+
+    def can_allocate(self, num_blocks: int) -> bool:
+        return num_blocks <= self.num_free_blocks
+
+    @property
+    def num_used_blocks(self) -> int:
+        return self.num_blocks - self.num_free_blocks
+
+    @property
+    def usage(self) -> float:
+        """Fraction of blocks in use (0 when the device has no blocks)."""
+        return self.num_used_blocks / self.num_blocks if self.num_blocks else 0.0
+
+    # -- changes ------------------------------------------------------------------------
+    def grow(self, ids, num_tokens) -> None:
+        """Make each id hold enough blocks for num_tokens tokens; never shrinks.
+
+        Raises MemoryError (nothing changed) if the free blocks do not suffice: a policy
+        should ask `can_grow` first and preempt when it says no.
+        """
+        ids = np.atleast_1d(np.asarray(ids, dtype=np.int64))
+        if ids.size and ids.min() < 0:
+            raise ValueError("request ids must be non-negative")
+        tokens = np.broadcast_to(np.asarray(num_tokens, dtype=np.int64), ids.shape)
+        self._ensure_size(int(ids.max()) + 1 if ids.size else 0)
+        # np.maximum.at handles an id repeated in `ids` (it keeps the larger need).
+        want = self._held.copy()
+        np.maximum.at(want, ids, self.blocks_for(tokens))
+        extra = int((want - self._held).sum())
+        if extra > self.num_free_blocks:
+            raise MemoryError(
+                f"KV cache out of blocks: need {extra} more, {self.num_free_blocks} free "
+                f"of {self.num_blocks}"
+            )
+        self._held = want
+        self.num_free_blocks -= extra
+
+    def free(self, ids) -> None:
+        """Release every block the ids hold (unknown ids and repeats are fine)."""
+        ids = np.unique(np.atleast_1d(np.asarray(ids, dtype=np.int64)))
+        ids = ids[ids < len(self._held)]
+        self.num_free_blocks += int(self._held[ids].sum())
+        self._held[ids] = 0
+
+    def check_valid(self) -> None:
+        """Raise AssertionError if the accounting is inconsistent."""
+        assert (self._held >= 0).all(), "a request holds a negative number of blocks"
+        assert 0 <= self.num_free_blocks <= self.num_blocks, (
+            f"free blocks {self.num_free_blocks} outside [0, {self.num_blocks}]"
+        )
+        assert int(self._held.sum()) + self.num_free_blocks == self.num_blocks, (
+            f"held {int(self._held.sum())} + free {self.num_free_blocks} != "
+            f"total {self.num_blocks}"
+        )
+
+    def _ensure_size(self, n: int) -> None:
+        if n > len(self._held):
+            grown = np.zeros(max(n, 2 * len(self._held)), dtype=np.int64)
+            grown[: len(self._held)] = self._held
+            self._held = grown

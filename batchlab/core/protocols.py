@@ -1,0 +1,79 @@
+"""The two protocols everything else plugs into: `Scheduler` (a policy) and `Device`.
+
+They are `typing.Protocol`s: a policy or a device is any object with these methods, no base
+class needed. `runtime_checkable` lets discovery reject a plugin that lacks one of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from .batch import Batch
+from .plan import Plan
+from .request import Request
+from .step import StepResult
+
+
+@runtime_checkable
+class Device(Protocol):
+    """Something that runs one Batch at a time.
+
+    name: unique within a run; plans address devices by it.
+    kv_capacity_tokens: how many tokens of KV cache fit in its memory (after weights and
+        activations). The engine rejects a batch whose rows need more.
+    run(batch): execute (or predict) one step and return its duration and cost breakdown;
+        `emitted`, `finished` and `num_generated` are left for the engine to fill.
+
+    Optional attributes that reports use when present: `price_per_hour` (USD per device-hour)
+    and `num_gpus` (GPUs this device stands for, for per-GPU throughput).
+    """
+
+    name: str
+    kv_capacity_tokens: int
+
+    def run(self, batch: Batch) -> StepResult: ...
+
+
+@runtime_checkable
+class Scheduler(Protocol):
+    """A batching and scheduling policy.
+
+    The engine calls, in time order and never concurrently:
+    - `add(request, now)` when a request arrives. The request carries no true output length.
+    - `schedule(now, devices)` when at least one device is idle and something changed (an
+      arrival, a finished step, or the wake-up time the policy asked for). `devices` are the
+      idle devices; the policy returns a `Plan` with at most one Batch per idle device, and
+      optionally the time it next wants to be asked.
+    - `update(batch, result, now)` when a batch it launched has run: `result.emitted`,
+      `result.finished` and `result.num_generated` say, per row, what happened. A finished
+      request is gone: the policy must free its memory and never schedule it again.
+    - `abort(request_id)` when a client cancels a request (or a device lost it); the policy
+      forgets it and frees its memory.
+
+    A policy owns its queues and its view of KV memory (use `batchlab.core.KVBlockManager`).
+    It never sleeps, reads a clock, draws unseeded randomness, or does I/O: everything it
+    knows comes through these calls, so the same policy object runs in the simulator, on a
+    real backend, and inside someone else's server loop. One instance serves one run.
+
+    The engine guarantees: `now` never decreases; every request is added once before it
+    appears anywhere else; every batch is checked (see `batchlab.core.validate`) before it
+    runs, and a bad one stops the run with a `PolicyError` naming the policy and the rule.
+
+    Policies may define `name` (a str used in messages and reports) and `check_valid()`
+    (raises AssertionError if internal state is inconsistent; property tests call it).
+    """
+
+    def add(self, request: Request, now: float) -> None: ...
+
+    def schedule(self, now: float, devices: Sequence[Device]) -> Plan: ...
+
+    def update(self, batch: Batch, result: StepResult, now: float) -> None: ...
+
+    def abort(self, request_id: int) -> None: ...
+
+
+def policy_name(policy) -> str:
+    """The name to use for a policy in messages: its `name` attribute, else its class name."""
+    name = getattr(policy, "name", None)
+    return name if isinstance(name, str) and name else type(policy).__name__

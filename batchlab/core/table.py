@@ -1,0 +1,151 @@
+"""`RequestTable`: an engine's per-request state, as numpy arrays indexed by request id.
+
+Every engine (the simulator, the wall-clock torch engine, the serving front) keeps the same
+facts about each request: when it arrived, how far its prompt and output have got, where its
+KV cache lives, and its true output length, which only the engine sees. Keeping them in one
+class means the batch validator and the token bookkeeping are written once, and a step is
+booked with a few vectorised operations instead of a Python loop over sequences.
+
+Request ids are dense: workloads number requests 0..N-1 and a serving front counts up.
+"""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+
+from .batch import Batch
+
+# Request states.
+PENDING, WAITING, FINISHED, REJECTED, ABORTED = 0, 1, 2, 3, 4
+STATUS_NAMES = {PENDING: "pending", WAITING: "waiting", FINISHED: "finished",
+                REJECTED: "rejected", ABORTED: "aborted"}
+
+RECORD_DTYPE = np.dtype([
+    ("id", np.int64),
+    ("arrival", np.float64),
+    ("first_scheduled", np.float64),
+    ("first_token", np.float64),
+    ("finish", np.float64),
+    ("prompt_tokens", np.int64),
+    ("output_tokens", np.int64),
+    ("preemptions", np.int64),
+    ("status", np.int8),
+])
+"""Per-request records. Times are seconds since the start of the run; NaN where an event never
+happened (a rejected request has no first token). output_tokens is what the request produced."""
+
+
+@attrs.define
+class RequestTable:
+    """Per-request arrays; grows as requests are registered."""
+
+    size: int = 0
+    arrival: np.ndarray = attrs.field(factory=lambda: np.zeros(0))
+    first_scheduled: np.ndarray = attrs.field(factory=lambda: np.zeros(0))
+    first_token: np.ndarray = attrs.field(factory=lambda: np.zeros(0))
+    finish: np.ndarray = attrs.field(factory=lambda: np.zeros(0))
+    prompt: np.ndarray = attrs.field(factory=lambda: np.zeros(0, np.int64))
+    output: np.ndarray = attrs.field(factory=lambda: np.zeros(0, np.int64))  # true length
+    cached: np.ndarray = attrs.field(factory=lambda: np.zeros(0, np.int64))
+    generated: np.ndarray = attrs.field(factory=lambda: np.zeros(0, np.int64))
+    preemptions: np.ndarray = attrs.field(factory=lambda: np.zeros(0, np.int64))
+    home: np.ndarray = attrs.field(factory=lambda: np.zeros(0, np.int64))  # device index, -1
+    status: np.ndarray = attrs.field(factory=lambda: np.zeros(0, np.int8))
+    in_flight: np.ndarray = attrs.field(factory=lambda: np.zeros(0, bool))
+    num_finished: int = 0
+    num_closed: int = 0  # finished + rejected + aborted
+
+    @classmethod
+    def for_requests(cls, prompt_tokens, output_tokens) -> "RequestTable":
+        table = cls()
+        table.register(prompt_tokens, output_tokens)
+        return table
+
+    def register(self, prompt_tokens, output_tokens) -> np.ndarray:
+        """Add requests with the next ids; returns their ids."""
+        prompt = np.asarray(prompt_tokens, dtype=np.int64).reshape(-1)
+        output = np.asarray(output_tokens, dtype=np.int64).reshape(-1)
+        n, start = len(prompt), self.size
+        for name, fill, dtype in (
+            ("arrival", np.nan, float), ("first_scheduled", np.nan, float),
+            ("first_token", np.nan, float), ("finish", np.nan, float),
+            ("prompt", 0, np.int64), ("output", 0, np.int64), ("cached", 0, np.int64),
+            ("generated", 0, np.int64), ("preemptions", 0, np.int64), ("home", -1, np.int64),
+            ("status", PENDING, np.int8), ("in_flight", False, bool),
+        ):
+            old = getattr(self, name)
+            setattr(self, name, np.concatenate([old[:start], np.full(n, fill, dtype=dtype)]))
+        self.prompt[start:] = prompt
+        self.output[start:] = output
+        self.size = start + n
+        return np.arange(start, start + n)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def arrive(self, rid: int, now: float) -> None:
+        self.arrival[rid] = now
+        self.status[rid] = WAITING
+
+    def close(self, rid: int, status: int, now: float) -> None:
+        """Reject or abort a request that is not in flight."""
+        if self.status[rid] in (FINISHED, REJECTED, ABORTED):
+            return
+        self.status[rid] = status
+        self.finish[rid] = now if status == ABORTED else np.nan
+        self.cached[rid] = 0
+        self.home[rid] = -1
+        self.num_closed += 1
+
+    def launch(self, batch: Batch, device_index: int, now: float) -> None:
+        """Book a validated batch as started on a device at `now`."""
+        idx = batch.request_ids
+        restarted = (batch.num_cached_tokens == 0) & (self.cached[idx] > 0)
+        self.preemptions[idx[restarted]] += 1
+        never = np.isnan(self.first_scheduled[idx])
+        self.first_scheduled[idx[never]] = now
+        self.in_flight[idx] = True
+        self.home[idx] = device_index
+
+    def complete(self, batch: Batch, end: float):
+        """Book a batch as finished at `end`; returns (emitted, finished, num_generated) per row.
+
+        A row emits a token when it brings the cache past the prompt to a length it has not
+        reached before (a recompute after preemption re-emits nothing until it catches up).
+        """
+        idx = batch.request_ids
+        new_cached = batch.num_cached_tokens + batch.num_new_tokens
+        before = self.generated[idx]
+        emitted = new_cached - self.prompt[idx] + 1 > before
+        generated = before + emitted
+        self.first_token[idx[emitted & (before == 0)]] = end
+        self.generated[idx] = generated
+        self.cached[idx] = new_cached
+        self.in_flight[idx] = False
+        finished = generated >= self.output[idx]
+        done = idx[finished]
+        if done.size:
+            self.finish[done] = end
+            self.status[done] = FINISHED
+            self.cached[done] = 0
+            self.home[done] = -1
+            self.num_finished += done.size
+            self.num_closed += done.size
+        return emitted, finished, generated
+
+    def lose(self, batch: Batch) -> None:
+        """A device failed mid-step: the batch's work and its rows' KV caches are gone."""
+        idx = batch.request_ids
+        self.in_flight[idx] = False
+        self.cached[idx] = 0
+        self.home[idx] = -1
+
+    # -- results --------------------------------------------------------------------------
+    def records(self) -> np.ndarray:
+        rec = np.zeros(self.size, dtype=RECORD_DTYPE)
+        rec["id"] = np.arange(self.size)
+        for field, arr in (("arrival", self.arrival), ("first_scheduled", self.first_scheduled),
+                           ("first_token", self.first_token), ("finish", self.finish),
+                           ("prompt_tokens", self.prompt), ("output_tokens", self.generated),
+                           ("preemptions", self.preemptions), ("status", self.status)):
+            rec[field] = arr[: self.size]
+        return rec

@@ -1,0 +1,85 @@
+"""The batch validator every engine applies before a batch runs.
+
+A policy is somebody's code, often a plugin; the engine trusts none of it. Each rule has a
+short name that appears in the `PolicyError`, so a policy author sees at once which promise
+was broken, by which request, on which device. Checks are vectorised over the batch rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .batch import Batch
+from .errors import PolicyError
+from .table import FINISHED, PENDING, STATUS_NAMES, RequestTable
+
+
+def check_batch(batch, device, device_index: int, table: RequestTable, policy: str) -> None:
+    """Raise PolicyError if `batch` may not run on `device` given the engine's table."""
+
+    def fail(rule, detail):
+        raise PolicyError(policy, rule, f"{detail} (device {device.name!r})")
+
+    if not isinstance(batch, Batch):
+        fail("batch-type", f"planned a {type(batch).__name__}, not a batchlab Batch")
+    if batch.num_seqs == 0:
+        fail("empty", "planned a batch with no rows; leave the device out of the plan instead")
+    ids, new, cached = batch.request_ids, batch.num_new_tokens, batch.num_cached_tokens
+
+    unknown = (ids < 0) | (ids >= table.size)
+    if unknown.any():
+        fail("known", f"request {int(ids[unknown][0])} was never added")
+    status = table.status[ids]
+    if (status == PENDING).any():
+        fail("known", f"request {int(ids[status == PENDING][0])} has not arrived yet")
+    closed = status >= FINISHED
+    if closed.any():
+        rid = int(ids[closed][0])
+        fail("closed", f"request {rid} is already {STATUS_NAMES[int(table.status[rid])]}")
+    if len(np.unique(ids)) != len(ids):
+        values, counts = np.unique(ids, return_counts=True)
+        fail("unique", f"request {int(values[counts > 1][0])} appears more than once")
+    busy = table.in_flight[ids]
+    if busy.any():
+        rid = int(ids[busy][0])
+        fail("in-flight", f"request {rid} is still running in another batch")
+
+    if (new < 1).any():
+        bad = int(np.argmax(new < 1))
+        fail("tokens", f"request {int(ids[bad])} feeds {int(new[bad])} new tokens; must be >= 1")
+    if (cached < 0).any():
+        bad = int(np.argmax(cached < 0))
+        fail("tokens", f"request {int(ids[bad])} claims {int(cached[bad])} cached tokens")
+    have = table.cached[ids]
+    mismatch = (cached != have) & (cached != 0)
+    if mismatch.any():
+        bad = int(np.argmax(mismatch))
+        fail("cache", f"request {int(ids[bad])} claims {int(cached[bad])} cached tokens but "
+                      f"{int(have[bad])} are cached; continue from {int(have[bad])} or "
+                      "recompute from 0")
+    moved = (cached > 0) & (table.home[ids] != device_index)
+    if moved.any():
+        bad = int(np.argmax(moved))
+        fail("cache", f"request {int(ids[bad])} continues from a KV cache that lives on "
+                      "another device; recompute it from 0 instead")
+    limit = table.prompt[ids] + table.generated[ids]
+    over = cached + new > limit
+    if over.any():
+        bad = int(np.argmax(over))
+        fail("tokens", f"request {int(ids[bad])} feeds up to token {int(cached[bad] + new[bad])} "
+                       f"but only {int(limit[bad])} exist (prompt + generated so far)")
+
+    lengths = cached + new
+    if batch.padded_len is not None:
+        if batch.padded_len < int(lengths.max()):
+            fail("padding", f"padded_len {batch.padded_len} is shorter than a row "
+                            f"({int(lengths.max())} tokens)")
+        need = batch.padded_len * batch.num_seqs
+    else:
+        need = int(lengths.sum())
+    if need > device.kv_capacity_tokens:
+        fail("memory", f"batch needs {need} KV tokens but the device holds "
+                       f"{device.kv_capacity_tokens}")
+    if not 1 <= batch.num_micro_batches <= batch.num_seqs:
+        fail("micro-batches", f"num_micro_batches={batch.num_micro_batches} must be between 1 "
+                              f"and the number of rows ({batch.num_seqs})")
