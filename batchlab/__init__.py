@@ -1,0 +1,28 @@
+"""batchlab: pluggable batching and scheduling policies for LLM inference serving.
+
+    import batchlab
+    result = batchlab.simulate(batchlab.load_policy("fixed-window", window=0.02),
+                               workload, batchlab.affine_devices(2), seed=0)
+    print(result.summary())
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .adapters.affine import AffineDevice, affine_devices
+from .adapters.simulator import simulate
+from .core import (Batch, BatchlabError, ConfigError, KVBlockManager, Plan, PolicyError,
+                   Request, Scheduler, StepCost, StepResult, TraceError)
+from .discovery import available_policies, load_policy
+from .metrics import Result
+from .workloads import Workload
+
+try:
+    __version__ = version("batchlab")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "AffineDevice", "Batch", "BatchlabError", "ConfigError", "KVBlockManager", "Plan",
+    "PolicyError", "Request", "Result", "Scheduler", "StepCost", "StepResult", "TraceError",
+    "Workload", "affine_devices", "available_policies", "load_policy", "simulate",
+]

@@ -1,0 +1,244 @@
+"""The discrete-event simulator: drives any Scheduler on cost-model devices in simulated time.
+
+A heap of (time, priority, sequence, kind, payload) events: arrivals, step completions and
+scheduler wake-ups. At one instant, completions come first (they free memory), then arrivals,
+then wake-ups; the sequence number breaks the remaining ties, so a run is deterministic for a
+seed. After all events of an instant are handled, the policy is asked to schedule if a device
+is idle — the loop reads as: schedule, run, update.
+
+The engine keeps each request's true output length to itself (in a RequestTable), decides when
+a request finishes, validates every batch, and stops a misbehaving policy with a PolicyError.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..core import Batch, Plan, Request, StepResult
+from ..core.errors import ConfigError, PolicyError
+from ..core.protocols import policy_name
+from ..core.table import REJECTED, WAITING, RequestTable
+from ..core.validate import check_batch
+from ..metrics import DEVICE_DTYPE, Result
+
+DONE, ARRIVAL, WAKE = 0, 1, 2  # priorities at equal times
+PROGRESS, WOKEN = 1, 2  # what handling an event amounted to (bit flags)
+
+# A policy that keeps asking to be woken without doing anything is stuck, not slow.
+MAX_IDLE_WAKES = 1_000_000
+
+
+class Simulator:
+    """One run of one policy on one workload; use `simulate()` unless you need the parts."""
+
+    def __init__(self, policy, workload, devices: Sequence, *, seed: int = 0,
+                 oracle: bool = False):
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise ConfigError(f"seed must be an int, got {seed!r}")
+        self.policy, self.name = policy, policy_name(policy)
+        self.devices = list(devices)
+        if not self.devices:
+            raise ConfigError("simulate needs at least one device")
+        names = [d.name for d in self.devices]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"device names must be unique, got {names}")
+        self.index = {name: i for i, name in enumerate(names)}
+        self.seed, self.oracle = int(seed), oracle
+        self.workload = workload.sample(np.random.default_rng(self.seed))
+        wl = self.workload
+        self.table = RequestTable.for_requests(wl.prompt_tokens, wl.output_tokens)
+        self.heap: list = []
+        self.seq = 0
+        self.now = 0.0
+        self.num_events = 0
+        self.idle = [True] * len(self.devices)
+        self.running: list = [None] * len(self.devices)
+        self.stats = np.zeros(len(self.devices), dtype=DEVICE_DTYPE)
+        for i, d in enumerate(self.devices):
+            self.stats[i]["name"] = d.name
+            self.stats[i]["num_gpus"] = getattr(d, "num_gpus", 1)
+            for field in ("price_per_hour", "peak_flops", "peak_bandwidth"):
+                value = getattr(d, field, None)
+                self.stats[i][field] = math.nan if value is None else value
+            self.stats[i]["num_experts"] = getattr(d, "num_experts", 0) or 0
+        self.pending_wake: float | None = None
+        # Open-loop arrivals are fed to the heap one at a time, in arrival order, to keep the
+        # heap small; closed-loop follow-ups are pushed when their predecessor finishes.
+        arrival = wl.arrival
+        timed = np.flatnonzero(~np.isnan(arrival))
+        self.arrival_order = timed[np.argsort(arrival[timed], kind="stable")]
+        self.next_arrival = 0
+        self.follow_up = np.full(wl.num_requests, -1, dtype=np.int64)
+        if wl.user is not None:
+            for user in np.unique(wl.user):
+                mine = np.flatnonzero(wl.user == user)
+                self.follow_up[mine[:-1]] = mine[1:]
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self) -> Result:
+        start = time.perf_counter()
+        self._push_next_open_arrival()
+        idle_wakes = 0
+        while self.heap:
+            changed = self._handle(heapq.heappop(self.heap))
+            while self.heap and self.heap[0][0] == self.now:
+                changed |= self._handle(heapq.heappop(self.heap))
+            if changed and any(self.idle):
+                launched = self._schedule()
+                idle_wakes = 0 if launched or changed & PROGRESS else idle_wakes + 1
+                if idle_wakes > MAX_IDLE_WAKES:
+                    raise PolicyError(self.name, "liveness", f"woke {idle_wakes} times in a row "
+                                      "without launching anything")
+        if self.table.num_closed < self.table.size:
+            open_ids = np.flatnonzero(self.table.status == WAITING)
+            raise PolicyError(
+                self.name, "liveness",
+                f"{self.table.size - self.table.num_closed} requests never finished and the "
+                f"policy asked for no wake-up (first: request {int(open_ids[0])}); a policy "
+                "must run or reject every request it was given")
+        return Result(self.table.records(), self.stats, policy=self.name,
+                      workload=self.workload.name, seed=self.seed,
+                      wall_time=time.perf_counter() - start, num_events=self.num_events)
+
+    def _push(self, t: float, priority: int, kind_payload) -> None:
+        self.seq += 1
+        heapq.heappush(self.heap, (t, priority, self.seq, kind_payload))
+
+    def _handle(self, event) -> int:
+        """Process one event; PROGRESS or WOKEN if the policy should be asked again."""
+        t, priority, _, payload = event
+        self.now = t
+        self.num_events += 1
+        if priority == DONE:
+            self._complete(payload)
+            return PROGRESS
+        if priority == ARRIVAL:
+            self._arrive(payload)
+            return PROGRESS
+        if t != self.pending_wake:  # superseded by a later plan
+            return 0
+        self.pending_wake = None
+        return WOKEN
+
+    def _push_next_open_arrival(self) -> None:
+        if self.next_arrival < len(self.arrival_order):
+            rid = int(self.arrival_order[self.next_arrival])
+            self.next_arrival += 1
+            self._push(float(self.workload.arrival[rid]), ARRIVAL, rid)
+
+    def _arrive(self, rid: int) -> None:
+        self.table.arrive(rid, self.now)
+        wl = self.workload
+        request = Request(
+            id=rid, arrival=self.now, prompt_tokens=int(wl.prompt_tokens[rid]),
+            max_new_tokens=int(wl.max_new_tokens),
+            priority=0 if wl.priority is None else int(wl.priority[rid]),
+            oracle_output_tokens=int(wl.output_tokens[rid]) if self.oracle else None,
+        )
+        if not math.isnan(wl.arrival[rid]):
+            self._push_next_open_arrival()
+        self._call("add", request, self.now)
+
+    def _closed(self, rids) -> None:
+        """Closed loop: a user sends its next request think-time after the last one ended."""
+        for rid in rids:
+            nxt = int(self.follow_up[rid])
+            if nxt >= 0:
+                self._push(self.now + float(self.workload.think[nxt]), ARRIVAL, nxt)
+
+    # -- schedule, run, update --------------------------------------------------------------
+    def _schedule(self) -> bool:
+        idle = [d for d, free in zip(self.devices, self.idle) if free]
+        plan = self._call("schedule", self.now, idle)
+        if not isinstance(plan, Plan):
+            raise PolicyError(self.name, "plan-type",
+                              f"schedule() returned {type(plan).__name__}, not a Plan")
+        for rid in plan.rejected:
+            self._reject(rid)
+        for name, batch in plan.batches.items():
+            d = self.index.get(name)
+            if d is None or not self.idle[d]:
+                what = "no such device" if d is None else "it is busy"
+                raise PolicyError(self.name, "device",
+                                  f"planned a batch for device {name!r}, but {what}")
+            check_batch(batch, self.devices[d], d, self.table, self.name)
+            self.table.launch(batch, d, self.now)
+            result = self.devices[d].run(batch)
+            duration = result.duration
+            if not (duration >= 0 and math.isfinite(duration)):
+                raise ConfigError(f"device {name!r} returned step duration {duration!r}")
+            self.idle[d] = False
+            self.running[d] = (batch, result)
+            self._push(self.now + duration, DONE, d)
+        if plan.wake_at is not None:
+            if not plan.wake_at > self.now:
+                raise PolicyError(self.name, "wake", f"asked to be woken at {plan.wake_at}, "
+                                  f"not after now ({self.now})")
+            if plan.wake_at != self.pending_wake:
+                self._push(plan.wake_at, WAKE, None)
+        self.pending_wake = plan.wake_at
+        return bool(plan.batches) or bool(plan.rejected)
+
+    def _reject(self, rid) -> None:
+        rid = int(rid)
+        if not (0 <= rid < self.table.size) or self.table.status[rid] != WAITING \
+                or self.table.in_flight[rid]:
+            raise PolicyError(self.name, "reject", f"rejected request {rid}, which is not "
+                              "waiting (unknown, finished, or running)")
+        self.table.close(rid, REJECTED, self.now)
+        self._closed((rid,))
+
+    def _complete(self, d: int) -> None:
+        batch, result = self.running[d]
+        self.running[d] = None
+        self.idle[d] = True
+        emitted, finished, generated = self.table.complete(batch, self.now)
+        cost = result.cost
+        s = self.stats[d]
+        s["steps"] += 1
+        s["busy_time"] += result.duration
+        s["new_tokens"] += batch.num_tokens
+        s["context_tokens"] += batch.num_context_tokens
+        s["output_tokens"] += int(emitted.sum())
+        s["flops"] += cost.flops
+        s["bytes"] += cost.bytes
+        s["compute_time"] += cost.compute
+        s["memory_time"] += cost.memory
+        s["communication_time"] += cost.communication
+        s["overhead_time"] += cost.overhead
+        s["experts_touched"] += cost.experts_touched
+        s["routed_tokens"] += cost.tokens_per_expert * cost.experts_touched
+        s["bubble_time"] += cost.bubble_fraction * result.duration
+        s["padded_tokens"] += cost.padded_tokens or batch.num_padded_tokens
+        full = StepResult(result.duration, cost, emitted, finished, generated, result.tokens)
+        self._call("update", batch, full, self.now)
+        if finished.any():
+            self._closed(batch.request_ids[finished])
+
+    def _call(self, method: str, *args):
+        """Call the policy; an exception in its code becomes a PolicyError naming it."""
+        try:
+            return getattr(self.policy, method)(*args)
+        except PolicyError:
+            raise
+        except Exception as exc:  # the policy's own bug: say whose and where
+            raise PolicyError(self.name, "raised",
+                              f"{method}() raised {type(exc).__name__}: {exc}") from exc
+
+
+def simulate(policy, workload, devices: Sequence, *, seed: int = 0,
+             oracle: bool = False) -> Result:
+    """Run `policy` (a Scheduler, or a policy name) on `workload` (a Workload or a
+    WorkloadSpec, sampled with `seed`) across `devices`; return the Result.
+
+    A Scheduler instance serves one run: pass a fresh one (or a name) each time.
+    """
+    if isinstance(policy, str):
+        from ..discovery import load_policy
+        policy = load_policy(policy)
+    return Simulator(policy, workload, devices, seed=seed, oracle=oracle).run()
