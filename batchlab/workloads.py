@@ -259,10 +259,10 @@ class LogNormalLength:
 
 def _length_tuple(values) -> tuple:
     try:
-        arr = np.asarray(values).reshape(-1)
+        arr = np.asarray(values)
     except (TypeError, ValueError):
         return values  # left for the validator to name
-    return tuple(arr.tolist())
+    return tuple(arr.tolist()) if arr.ndim == 1 else values
 
 
 @attrs.frozen
