@@ -28,6 +28,10 @@ from ..metrics import DEVICE_DTYPE, Result
 
 DONE, ARRIVAL, WAKE = 0, 1, 2  # priorities at equal times
 PROGRESS, WOKEN = 1, 2  # what handling an event amounted to (bit flags)
+# Per-device totals accumulated during a run, in this order (DEVICE_DTYPE field names).
+ACC_FIELDS = ("steps", "busy_time", "new_tokens", "context_tokens", "output_tokens", "flops",
+              "bytes", "compute_time", "memory_time", "communication_time", "overhead_time",
+              "experts_touched", "routed_tokens", "bubble_time", "padded_tokens")
 
 # A policy that keeps asking to be woken without doing anything is stuck, not slow.
 MAX_IDLE_WAKES = 1_000_000
@@ -66,6 +70,7 @@ class Simulator:
                 value = getattr(d, field, None)
                 self.stats[i][field] = math.nan if value is None else value
             self.stats[i]["num_experts"] = getattr(d, "num_experts", 0) or 0
+        self.acc = [[0.0] * len(ACC_FIELDS) for _ in self.devices]
         self.pending_wake: float | None = None
         # Open-loop arrivals are fed to the heap one at a time, in arrival order, to keep the
         # heap small; closed-loop follow-ups are pushed when their predecessor finishes.
@@ -101,6 +106,9 @@ class Simulator:
                 f"{self.table.size - self.table.num_closed} requests never finished and the "
                 f"policy asked for no wake-up (first: request {int(open_ids[0])}); a policy "
                 "must run or reject every request it was given")
+        for d, acc in enumerate(self.acc):
+            for field, value in zip(ACC_FIELDS, acc):
+                self.stats[d][field] = value
         return Result(self.table.records(), self.stats, policy=self.name,
                       workload=self.workload.name, seed=self.seed,
                       wall_time=time.perf_counter() - start, num_events=self.num_events)
@@ -199,22 +207,24 @@ class Simulator:
         self.idle[d] = True
         emitted, finished, generated = self.table.complete(batch, self.now)
         cost = result.cost
-        s = self.stats[d]
-        s["steps"] += 1
-        s["busy_time"] += result.duration
-        s["new_tokens"] += batch.num_tokens
-        s["context_tokens"] += batch.num_context_tokens
-        s["output_tokens"] += int(emitted.sum())
-        s["flops"] += cost.flops
-        s["bytes"] += cost.bytes
-        s["compute_time"] += cost.compute
-        s["memory_time"] += cost.memory
-        s["communication_time"] += cost.communication
-        s["overhead_time"] += cost.overhead
-        s["experts_touched"] += cost.experts_touched
-        s["routed_tokens"] += cost.tokens_per_expert * cost.experts_touched
-        s["bubble_time"] += cost.bubble_fraction * result.duration
-        s["padded_tokens"] += cost.padded_tokens or batch.num_padded_tokens
+        # Plain Python floats per device: numpy field updates cost more than the sums.
+        acc = self.acc[d]
+        duration = result.duration
+        acc[0] += 1
+        acc[1] += duration
+        acc[2] += batch.num_tokens
+        acc[3] += batch.num_context_tokens
+        acc[4] += int(emitted.sum())
+        acc[5] += cost.flops
+        acc[6] += cost.bytes
+        acc[7] += cost.compute
+        acc[8] += cost.memory
+        acc[9] += cost.communication
+        acc[10] += cost.overhead
+        acc[11] += cost.experts_touched
+        acc[12] += cost.tokens_per_expert * cost.experts_touched
+        acc[13] += cost.bubble_fraction * duration
+        acc[14] += cost.padded_tokens
         full = StepResult(result.duration, cost, emitted, finished, generated, result.tokens)
         self._call("update", batch, full, self.now)
         if finished.any():

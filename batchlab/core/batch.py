@@ -40,6 +40,9 @@ class Batch:
     num_cached_tokens: np.ndarray = attrs.field(converter=_int_array)
     padded_len: int | None = None
     num_micro_batches: int = 1
+    # Totals every consumer asks for, summed once (engines read them several times a step).
+    num_tokens: int = attrs.field(init=False, eq=False, repr=False)
+    num_context_tokens: int = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self):
         n = len(self.request_ids)
@@ -49,6 +52,11 @@ class Batch:
                 f"request_ids={n}, num_new_tokens={len(self.num_new_tokens)}, "
                 f"num_cached_tokens={len(self.num_cached_tokens)}"
             )
+        new = int(self.num_new_tokens.sum())
+        # num_tokens: new tokens fed through the model this step (without padding).
+        object.__setattr__(self, "num_tokens", new)
+        # num_context_tokens: tokens the rows attend over after the step (cached + new).
+        object.__setattr__(self, "num_context_tokens", new + int(self.num_cached_tokens.sum()))
 
     @classmethod
     def decode(cls, request_ids, num_cached_tokens, **kw) -> "Batch":
@@ -59,16 +67,6 @@ class Batch:
     @property
     def num_seqs(self) -> int:
         return len(self.request_ids)
-
-    @property
-    def num_tokens(self) -> int:
-        """New tokens fed through the model this step (without padding)."""
-        return int(self.num_new_tokens.sum())
-
-    @property
-    def num_context_tokens(self) -> int:
-        """Tokens each row attends over after the step, summed (cached + new)."""
-        return int(self.num_cached_tokens.sum() + self.num_new_tokens.sum())
 
     @property
     def num_padded_tokens(self) -> int:

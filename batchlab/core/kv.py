@@ -75,32 +75,51 @@ class KVBlockManager:
     def grow(self, ids, num_tokens) -> None:
         """Make each id hold enough blocks for num_tokens tokens; never shrinks.
 
-        Raises MemoryError (nothing changed) if the free blocks do not suffice: a policy
-        should ask `can_grow` first and preempt when it says no.
+        `ids` is one id or an array of distinct ids. Raises MemoryError (nothing changed) if
+        the free blocks do not suffice: ask `can_grow` first and preempt when it says no.
         """
-        ids = np.atleast_1d(np.asarray(ids, dtype=np.int64))
-        if ids.size and ids.min() < 0:
-            raise ValueError("request ids must be non-negative")
-        tokens = np.broadcast_to(np.asarray(num_tokens, dtype=np.int64), ids.shape)
-        self._ensure_size(int(ids.max()) + 1 if ids.size else 0)
-        # np.maximum.at handles an id repeated in `ids` (it keeps the larger need).
-        want = self._held.copy()
-        np.maximum.at(want, ids, self.blocks_for(tokens))
-        extra = int((want - self._held).sum())
-        if extra > self.num_free_blocks:
-            raise MemoryError(
-                f"KV cache out of blocks: need {extra} more, {self.num_free_blocks} free "
-                f"of {self.num_blocks}"
-            )
-        self._held = want
-        self.num_free_blocks -= extra
+        if isinstance(ids, (int, np.integer)):  # the common scalar case, without arrays
+            rid, need = int(ids), -(-int(num_tokens) // self.block_size)
+            if rid < 0:
+                raise ValueError(f"request ids must be non-negative, got {rid}")
+            self._ensure_size(rid + 1)
+            extra = need - int(self._held[rid])
+            if extra > 0:
+                self._take(extra)
+                self._held[rid] = need
+            return
+        ids = self._distinct(ids)
+        if ids.size == 0:
+            return
+        self._ensure_size(int(ids.max()) + 1)
+        held = self._held[ids]
+        want = np.maximum(self.blocks_for(num_tokens), held)
+        self._take(int((want - held).sum()))
+        self._held[ids] = want
 
     def free(self, ids) -> None:
-        """Release every block the ids hold (unknown ids and repeats are fine)."""
-        ids = np.unique(np.atleast_1d(np.asarray(ids, dtype=np.int64)))
+        """Release every block the ids hold (unknown ids are fine)."""
+        ids = self._distinct(ids)
         ids = ids[ids < len(self._held)]
         self.num_free_blocks += int(self._held[ids].sum())
         self._held[ids] = 0
+
+    def _take(self, extra: int) -> None:
+        if extra > self.num_free_blocks:
+            raise MemoryError(f"KV cache out of blocks: need {extra} more, "
+                              f"{self.num_free_blocks} free of {self.num_blocks}")
+        self.num_free_blocks -= extra
+
+    @staticmethod
+    def _distinct(ids) -> np.ndarray:
+        ids = np.atleast_1d(np.asarray(ids, dtype=np.int64))
+        if ids.size > 1:
+            ordered = np.sort(ids)
+            if (ordered[1:] == ordered[:-1]).any():
+                raise ValueError("KVBlockManager: an id appears twice in one call")
+        if ids.size and ids.min() < 0:
+            raise ValueError("request ids must be non-negative")
+        return ids
 
     def check_valid(self) -> None:
         """Raise AssertionError if the accounting is inconsistent."""

@@ -100,9 +100,11 @@ class RequestTable:
         """Book a validated batch as started on a device at `now`."""
         idx = batch.request_ids
         restarted = (batch.num_cached_tokens == 0) & (self.cached[idx] > 0)
-        self.preemptions[idx[restarted]] += 1
+        if np.count_nonzero(restarted):
+            self.preemptions[idx[restarted]] += 1
         never = np.isnan(self.first_scheduled[idx])
-        self.first_scheduled[idx[never]] = now
+        if np.count_nonzero(never):
+            self.first_scheduled[idx[never]] = now
         self.in_flight[idx] = True
         self.home[idx] = device_index
 
@@ -117,13 +119,15 @@ class RequestTable:
         before = self.generated[idx]
         emitted = new_cached - self.prompt[idx] + 1 > before
         generated = before + emitted
-        self.first_token[idx[emitted & (before == 0)]] = end
+        first = emitted & (before == 0)
+        if np.count_nonzero(first):
+            self.first_token[idx[first]] = end
         self.generated[idx] = generated
         self.cached[idx] = new_cached
         self.in_flight[idx] = False
         finished = generated >= self.output[idx]
-        done = idx[finished]
-        if done.size:
+        if np.count_nonzero(finished):
+            done = idx[finished]
             self.finish[done] = end
             self.status[done] = FINISHED
             self.cached[done] = 0

@@ -51,9 +51,11 @@ class FixedWindow:
     _cohorts: dict = attrs.field(factory=dict, init=False)  # device name -> _Cohort
     _kv: dict = attrs.field(factory=dict, init=False)       # device name -> KVBlockManager
     _launched: dict = attrs.field(factory=dict, init=False)  # id(batch) -> device name
+    _unchecked: list = attrs.field(factory=list, init=False)  # added, not yet size-checked
 
     def add(self, request: Request, now: float) -> None:
         self._queue.append(request)
+        self._unchecked.append(request)
 
     def abort(self, request_id: int) -> None:
         self._queue = deque(r for r in self._queue if r.id != request_id)
@@ -93,7 +95,9 @@ class FixedWindow:
         """Form a cohort on an idle device if one is due; return its prefill batch."""
         if not self._queue:
             return None
-        if len(self._queue) < self.max_batch and now - self._queue[0].arrival < self.window:
+        # Compare with the same expression the wake-up time uses, so rounding cannot leave
+        # the policy awake at its own deadline yet not due.
+        if len(self._queue) < self.max_batch and now < self._queue[0].arrival + self.window:
             return None
         kv, members = self._kv[name], []
         while self._queue and len(members) < self.max_batch:
@@ -113,11 +117,11 @@ class FixedWindow:
     def _reject_impossible(self) -> list[int]:
         """Requests whose reservation exceeds the largest device's memory can never run."""
         most = max(kv.num_blocks for kv in self._kv.values()) * self.block_size
-        if all(r.prompt_tokens + r.max_new_tokens <= most for r in self._queue):
-            return []
-        too_big = [r.id for r in self._queue if r.prompt_tokens + r.max_new_tokens > most]
-        self._queue = deque(r for r in self._queue if r.prompt_tokens + r.max_new_tokens <= most)
-        return too_big
+        too_big = {r.id for r in self._unchecked if r.prompt_tokens + r.max_new_tokens > most}
+        self._unchecked.clear()
+        if too_big:
+            self._queue = deque(r for r in self._queue if r.id not in too_big)
+        return sorted(too_big)
 
     def update(self, batch: Batch, result, now: float) -> None:
         name = self._launched.pop(id(batch))
@@ -125,8 +129,9 @@ class FixedWindow:
         cohort.in_flight = False
         ids = batch.request_ids
         self._kv[name].free(ids[result.finished])
-        # Rows aborted while the step ran are no longer in cohort.ids.
-        keep = ~result.finished & np.isin(ids, cohort.ids)
+        keep = ~result.finished
+        if cohort.ids.size != ids.size:  # rows aborted while the step ran
+            keep &= np.isin(ids, cohort.ids)
         cohort.ids = ids[keep]
         cohort.cached = (batch.num_cached_tokens + batch.num_new_tokens)[keep]
         if cohort.ids.size == 0:
