@@ -41,7 +41,7 @@ class Simulator:
     """One run of one policy on one workload; use `simulate()` unless you need the parts."""
 
     def __init__(self, policy, workload, devices: Sequence, *, seed: int = 0,
-                 oracle: bool = False):
+                 oracle: bool = False, progress=None):
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise ConfigError(f"seed must be an int, got {seed!r}")
         self.policy, self.name = policy, policy_name(policy)
@@ -72,6 +72,10 @@ class Simulator:
             self.stats[i]["num_experts"] = getattr(d, "num_experts", 0) or 0
         self.acc = [[0.0] * len(ACC_FIELDS) for _ in self.devices]
         self.pending_wake: float | None = None
+        # progress(closed, total) is called as requests close, about every 1% of them.
+        self.progress = progress
+        self.progress_step = max(1, self.table.size // 100)
+        self.progress_next = self.progress_step
         # Open-loop arrivals are fed to the heap one at a time, in arrival order, to keep the
         # heap small; closed-loop follow-ups are pushed when their predecessor finishes.
         arrival = wl.arrival
@@ -106,6 +110,8 @@ class Simulator:
                 f"{self.table.size - self.table.num_closed} requests never finished and the "
                 f"policy asked for no wake-up (first: request {int(open_ids[0])}); a policy "
                 "must run or reject every request it was given")
+        if self.progress is not None:
+            self.progress(self.table.num_closed, self.table.size)
         for d, acc in enumerate(self.acc):
             for field, value in zip(ACC_FIELDS, acc):
                 self.stats[d][field] = value
@@ -229,6 +235,9 @@ class Simulator:
         self._call("update", batch, full, self.now)
         if finished.any():
             self._closed(batch.request_ids[finished])
+            if self.progress is not None and self.table.num_closed >= self.progress_next:
+                self.progress_next = self.table.num_closed + self.progress_step
+                self.progress(self.table.num_closed, self.table.size)
 
     def _call(self, method: str, *args):
         """Call the policy; an exception in its code becomes a PolicyError naming it."""
@@ -242,13 +251,16 @@ class Simulator:
 
 
 def simulate(policy, workload, devices: Sequence, *, seed: int = 0,
-             oracle: bool = False) -> Result:
+             oracle: bool = False, progress=None) -> Result:
     """Run `policy` (a Scheduler, or a policy name) on `workload` (a Workload or a
     WorkloadSpec, sampled with `seed`) across `devices`; return the Result.
 
     A Scheduler instance serves one run: pass a fresh one (or a name) each time.
+    oracle: fill `Request.oracle_output_tokens` (for research on oracle schedulers only).
+    progress: optional callable(closed_requests, total_requests), called about every 1%.
     """
     if isinstance(policy, str):
         from ..discovery import load_policy
         policy = load_policy(policy)
-    return Simulator(policy, workload, devices, seed=seed, oracle=oracle).run()
+    return Simulator(policy, workload, devices, seed=seed, oracle=oracle,
+                     progress=progress).run()

@@ -1,0 +1,207 @@
+"""The `batchlab` command line.
+
+    batchlab --version
+    batchlab policies                      # what is installed, with parameters
+    batchlab run [--policy NAME] [--set key=value ...] [workload and device options] [--json]
+
+A user mistake (unknown policy, bad parameter, unreadable trace) prints one line starting
+with "batchlab: error:" and exits with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from . import __version__
+from .adapters.affine import affine_devices
+from .adapters.simulator import simulate
+from .core.errors import BatchlabError, ConfigError
+from .discovery import available_policies, load_policy
+from .metrics import _jsonable
+from .report import format_summary
+from .workloads import make_workload
+
+DEFAULT_POLICY = "fixed-window"
+
+
+def _finite(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        return value
+    return parse
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="batchlab", description="Batching and scheduling "
+                                 "policies for LLM inference serving, simulated.")
+    ap.add_argument("--version", action="version", version=f"batchlab {__version__}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    sub.add_parser("policies", help="list installed policies and their parameters")
+
+    run = sub.add_parser("run", help="simulate one policy on one workload and print a summary")
+    run.add_argument("--policy", default=DEFAULT_POLICY, help="policy name (see `batchlab "
+                     f"policies`; default {DEFAULT_POLICY})")
+    run.add_argument("--set", dest="params", action="append", type=_key_value, default=[],
+                     metavar="KEY=VALUE", help="a policy parameter; repeat for several")
+    wl = run.add_argument_group("workload")
+    wl.add_argument("--trace", help="replay a CSV or JSONL trace (Azure LLM inference "
+                    "columns, or arrival,prompt_tokens,output_tokens) instead of sampling")
+    wl.add_argument("--time-scale", type=_finite(float), default=1.0,
+                    help="multiply trace arrival times (0.5 replays twice as fast)")
+    wl.add_argument("--limit", type=int, help="use only the first N requests of the trace")
+    wl.add_argument("--arrival", default="poisson",
+                    help="poisson, gamma, constant, closed or local (default poisson)")
+    wl.add_argument("--rate", type=_finite(float), help="requests per second (default 1.5)")
+    wl.add_argument("--cv", type=_finite(float), help="coefficient of variation (gamma)")
+    wl.add_argument("--users", type=int, help="closed-loop users")
+    wl.add_argument("--think-time", type=_finite(float), help="closed-loop think time, s")
+    wl.add_argument("--requests", type=int, default=500, help="number of requests (500)")
+    wl.add_argument("--prompt", default="lognormal:512:1.0",
+                    help="prompt lengths: N, uniform:LO:HI, lognormal:MEAN:CV[:MAX]")
+    wl.add_argument("--output", default="lognormal:128:1.0", help="output lengths, as --prompt")
+    wl.add_argument("--max-new-tokens", type=int, help="cap every request carries")
+    dev = run.add_argument_group("devices (affine teaching model unless --model is given)")
+    dev.add_argument("--devices", type=int, default=1, help="number of affine devices (1)")
+    dev.add_argument("--model", help="model preset for the roofline cost model")
+    dev.add_argument("--gpu", help="GPU preset for the roofline cost model")
+    dev.add_argument("--gpus", type=int, default=None, help="GPUs per device (cluster size)")
+    dev.add_argument("--tp", type=int, help="tensor-parallel degree")
+    dev.add_argument("--ep", type=int, help="expert-parallel degree")
+    dev.add_argument("--pp", type=int, help="pipeline-parallel degree")
+    dev.add_argument("--dp", type=int, help="data-parallel replicas (separate devices)")
+    dev.add_argument("--price", type=_finite(float), help="USD per device-hour")
+    out = run.add_argument_group("output")
+    out.add_argument("--slo-ttft", type=_finite(float), help="TTFT target, s (for goodput)")
+    out.add_argument("--slo-tpot", type=_finite(float), help="TPOT target, s (for goodput)")
+    out.add_argument("--seed", type=int, default=0)
+    out.add_argument("--json", action="store_true", help="print the summary as JSON")
+    out.add_argument("--records", metavar="FILE.csv", help="write per-request records")
+    out.add_argument("--save", metavar="FILE.json", help="write summary, devices, records")
+    out.add_argument("--progress", action="store_true", help="show a progress bar on stderr "
+                     "(default: when stderr is a terminal)")
+    return ap
+
+
+def cmd_policies(args) -> int:
+    infos = available_policies()
+    if not infos:
+        print("no policies installed (is batchlab installed with pip?)")
+        return 1
+    for info in infos:
+        print(f"{info.name}  [{info.source}]")
+        if info.error:
+            print(f"    BROKEN: {info.error}")
+            continue
+        if info.description:
+            print(f"    {info.description}")
+        for p in info.params:
+            print(f"    --set {p.name}=<{p.type}>  (default {p.default!r})")
+    return 0
+
+
+def _workload(args):
+    if args.trace:
+        from .traces import load_trace
+        return load_trace(args.trace, time_scale=args.time_scale, limit=args.limit,
+                          max_new_tokens=args.max_new_tokens)
+    if args.limit is not None:
+        raise ConfigError("--limit applies to --trace only; use --requests for sampled traffic")
+    rate = args.rate
+    if rate is None and args.arrival in ("poisson", "gamma", "constant"):
+        rate = 1.5
+    return make_workload(args.arrival, num_requests=args.requests, rate=rate, cv=args.cv,
+                         users=args.users, think_time=args.think_time, prompt=args.prompt,
+                         output=args.output, max_new_tokens=args.max_new_tokens)
+
+
+def _devices(args):
+    if args.model or args.gpu:
+        from . import costmodel
+        if not (args.model and args.gpu):
+            raise ConfigError("the cost model needs both --model and --gpu (see `batchlab "
+                              "presets`)")
+        return costmodel.make_devices(args.model, args.gpu, args.gpus or 1, tp=args.tp,
+                                      ep=args.ep, pp=args.pp or 1, dp=args.dp or 1,
+                                      price_per_hour=args.price, seed=args.seed)
+    for flag in ("gpus", "tp", "ep", "pp", "dp"):
+        if getattr(args, flag) is not None:
+            raise ConfigError(f"--{flag} needs --model and --gpu (the affine device has no "
+                              "parallelism)")
+    if args.devices < 1:
+        raise ConfigError(f"--devices must be >= 1, got {args.devices}")
+    return affine_devices(args.devices, price_per_hour=args.price)
+
+
+class _ProgressBar:
+    def __init__(self, stream):
+        self.stream, self.last = stream, -1
+
+    def __call__(self, done: int, total: int) -> None:
+        percent = 100 * done // max(total, 1)
+        if percent != self.last:
+            self.last = percent
+            bar = "#" * (percent // 4)
+            self.stream.write(f"\r  simulating [{bar:<25}] {percent:3d}% ({done}/{total})")
+            if done >= total:
+                self.stream.write("\n")
+            self.stream.flush()
+
+
+def cmd_run(args) -> int:
+    policy = load_policy(args.policy, **dict(args.params))
+    workload = _workload(args)
+    devices = _devices(args)
+    show = args.progress or sys.stderr.isatty()
+    result = simulate(policy, workload, devices, seed=args.seed,
+                      progress=_ProgressBar(sys.stderr) if show else None)
+    summary = result.summary(slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot,
+                             price_per_device_hour=args.price)
+    if args.records:
+        result.to_csv(args.records)
+    if args.save:
+        result.to_json(args.save, slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot,
+                       price_per_device_hour=args.price)
+    if args.json:
+        print(json.dumps(_jsonable(summary), indent=1))
+    else:
+        print(format_summary(summary))
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return {"policies": cmd_policies, "run": cmd_run}[args.command](args)
+    except BatchlabError as exc:
+        print(f"batchlab: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # an output file that cannot be written, say
+        print(f"batchlab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("batchlab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""KVBlockManager: unit cases and a hypothesis state machine over random operations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from batchlab.core import KVBlockManager
+
+
+def test_blocks_are_rounded_up_and_freed():
+    kv = KVBlockManager(10, block_size=16)
+    kv.grow(3, 17)
+    assert kv.num_held(3) == 2 and kv.num_free_blocks == 8
+    kv.grow(3, 20)                       # still two blocks
+    assert kv.num_free_blocks == 8
+    kv.grow(np.array([1, 2]), np.array([16, 48]))
+    assert kv.num_held(np.array([1, 2])).tolist() == [1, 3]
+    assert kv.usage == pytest.approx(0.6)
+    kv.free([1, 3, 99])                  # unknown ids are fine
+    assert kv.num_free_blocks == 7
+    kv.check_valid()
+
+
+def test_out_of_blocks_raises_and_changes_nothing():
+    kv = KVBlockManager(2, block_size=4)
+    assert not kv.can_grow([0, 1], [8, 1])
+    with pytest.raises(MemoryError, match="need 3 more, 2 free"):
+        kv.grow(np.array([0, 1]), np.array([8, 1]))
+    assert kv.num_free_blocks == 2
+    kv.check_valid()
+
+
+def test_repeated_id_in_one_call_is_an_error():
+    kv = KVBlockManager(10)
+    with pytest.raises(ValueError, match="twice"):
+        kv.grow(np.array([1, 1]), 16)
+
+
+class KVMachine(RuleBasedStateMachine):
+    """Random grows and frees against a dict model of what each id should hold."""
+
+    def __init__(self):
+        super().__init__()
+        self.kv = KVBlockManager(40, block_size=8)
+        self.model: dict[int, int] = {}
+
+    @rule(rid=st.integers(0, 20), tokens=st.integers(0, 200))
+    def grow(self, rid, tokens):
+        need = -(-tokens // 8)
+        extra = max(need - self.model.get(rid, 0), 0)
+        free = 40 - sum(self.model.values())
+        assert self.kv.can_grow(rid, tokens) == (extra <= free)
+        if extra <= free:
+            self.kv.grow(rid, tokens)
+            self.model[rid] = max(need, self.model.get(rid, 0))
+        else:
+            with pytest.raises(MemoryError):
+                self.kv.grow(rid, tokens)
+
+    @rule(ids=st.lists(st.integers(0, 20), unique=True, max_size=5), tokens=st.integers(1, 40))
+    def grow_many(self, ids, tokens):
+        if self.kv.can_grow(np.array(ids, dtype=np.int64), tokens):
+            self.kv.grow(np.array(ids, dtype=np.int64), tokens)
+            for rid in ids:
+                self.model[rid] = max(-(-tokens // 8), self.model.get(rid, 0))
+
+    @precondition(lambda self: self.model)
+    @rule(data=st.data())
+    def free(self, data):
+        rid = data.draw(st.sampled_from(sorted(self.model)))
+        self.kv.free(rid)
+        del self.model[rid]
+
+    @invariant()
+    def matches_model(self):
+        self.kv.check_valid()
+        assert self.kv.num_free_blocks == 40 - sum(self.model.values())
+        for rid, held in self.model.items():
+            assert self.kv.num_held(rid) == held
+
+
+TestKVMachine = KVMachine.TestCase
