@@ -1,0 +1,70 @@
+"""`CostModelDevice`: one model replica on a set of GPUs, as a simulator `Device`.
+
+It predicts each step's duration with a `StepModel` and reports the attributes the simulator's
+summary needs: `kv_capacity_tokens` (real memory left for the KV cache), `num_gpus`,
+`price_per_hour` (USD per hour for all its GPUs), and `peak_flops` / `peak_bandwidth` (FLOP/s
+and bytes/s of all its GPUs together), so that
+    MFU = sum(cost.flops) / (busy time x peak_flops),
+    bandwidth utilisation = sum(cost.bytes) / (busy time x peak_bandwidth),
+    expert utilisation = mean(cost.experts_touched) / num_experts.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from batchlab.core import Batch, StepResult
+
+from .memory import MemoryPlan
+from .step import PartTimes, StepModel
+
+
+@attrs.define(eq=False)
+class CostModelDevice:
+    """A Device whose steps take the time the roofline cost model predicts."""
+
+    name: str
+    step_model: StepModel = attrs.field(repr=False)
+    memory: MemoryPlan = attrs.field(repr=False)
+    price_per_hour: float
+    kv_capacity_tokens: int = attrs.field(init=False)
+    num_gpus: int = attrs.field(init=False)
+    peak_flops: float = attrs.field(init=False)
+    peak_bandwidth: float = attrs.field(init=False)
+
+    def __attrs_post_init__(self):
+        self.kv_capacity_tokens = self.memory.kv_capacity_tokens
+        self.num_gpus = self.step_model.layout.num_gpus
+        self.peak_flops = self.step_model.peak_flops
+        self.peak_bandwidth = self.step_model.peak_bandwidth
+
+    @property
+    def model(self):
+        return self.step_model.model
+
+    @property
+    def gpu(self):
+        return self.step_model.gpu
+
+    @property
+    def num_experts(self) -> int:
+        """Routed experts per MoE layer (0 for dense models), for expert utilisation."""
+        return self.step_model.model.num_experts
+
+    def run(self, batch: Batch) -> StepResult:
+        duration, cost = self.step_model.cost(batch)
+        return StepResult(duration, cost=cost)
+
+    def part_times(self, batch: Batch) -> PartTimes:
+        """Attention-side and FFN-side time of one pass (for disaggregated devices)."""
+        return self.step_model.part_times(batch)
+
+    def explain(self, batch: Batch) -> dict[str, float]:
+        """Seconds per op for one pass of `batch`: where a step's time goes."""
+        return self.step_model.explain(batch)
+
+    def describe(self) -> str:
+        lay, m = self.step_model.layout, self.step_model.model
+        return (f"{self.name}: {m.name} on {self.num_gpus} x {self.gpu.name} "
+                f"(tp={lay.tp}, ep={lay.ep}, pp={lay.pp}), KV capacity "
+                f"{self.kv_capacity_tokens:,} tokens, ${self.price_per_hour:.2f}/h")

@@ -1,0 +1,51 @@
+"""Batch features: the seven totals a step's cost depends on, from a Batch in closed form.
+
+A row feeding n new tokens on top of c cached ones attends, for its j-th new token, over
+c + j + 1 keys, so it computes n*c + n(n+1)/2 query-key pairs and reads c + n keys. Summing
+these over rows needs a handful of numpy reductions, whatever the batch size, and no Python
+loop over rows or tokens.
+
+Padding (`Batch.padded_len = P`, static-shape backends with length buckets): every row is
+padded to P tokens of context, so it reads P keys; a prefill row (n > 1) feeds P - c tokens
+(its prompt padded out to P); a decode row still feeds one token but attends over P keys.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def batch_features(batch) -> tuple[float, float, float, float, float, float, float]:
+    """(T, R, TP, CP, AP, RD, CD): tokens fed, rows, prefill tokens, prefill context keys,
+    prefill query-key pairs, decode rows, decode context keys (padding included)."""
+    new, cached = batch.num_new_tokens, batch.num_cached_tokens
+    rows = len(new)
+    if rows == 0:
+        return 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+    padded = batch.padded_len
+    if padded is None:
+        s_new = int(new.sum())
+        if s_new == rows:  # every row feeds exactly one token (n >= 1): a pure decode batch
+            return float(rows), float(rows), 0.0, 0.0, 0.0, float(rows), float(cached.sum() + rows)
+        pre = new > 1
+        n_pre = int(np.count_nonzero(pre))
+        if n_pre == rows:  # pure prefill (or chunked prefill) batch
+            tp = float(s_new)
+            cp = float(cached.sum()) + tp
+            ap = float(new @ cached) + 0.5 * (float(new @ new) + tp)
+            return tp, float(rows), tp, cp, ap, 0.0, 0.0
+        n, c = new[pre], cached[pre]
+        tp = float(n.sum())
+        cp = float(c.sum()) + tp
+        ap = float(n @ c) + 0.5 * (float(n @ n) + tp)
+        rd = rows - n_pre
+        cd = float(cached.sum()) - float(c.sum()) + rd
+        return tp + rd, float(rows), tp, cp, ap, float(rd), cd
+    pre = new > 1
+    n_pre = int(np.count_nonzero(pre))
+    c = cached[pre]
+    n = padded - c  # a padded prefill row feeds its whole padded length past the cache
+    tp = float(n.sum())
+    ap = float(n @ c) + 0.5 * (float(n @ n) + tp)
+    rd = rows - n_pre
+    return tp + rd, float(rows), tp, float(padded * n_pre), ap, float(rd), float(padded * rd)

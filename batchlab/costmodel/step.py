@@ -1,0 +1,257 @@
+"""`StepModel`: the time one forward step of a Batch takes on one replica, and why.
+
+Per op and layer, on the busiest GPU of each pipeline stage:
+    time = max(FLOPs / (peak x compute eff.), bytes / (bandwidth x memory eff.)) + kernel overhead
+summed over the stage's layers, plus the stage's collectives (two tensor-parallel all-reduces
+per layer, or an all-reduce and the expert-parallel dispatch and combine all-to-alls in a MoE
+layer). Routed experts wait for the busiest expert-parallel rank (see `moe.py`). The stages
+and the links between them form a pipeline that the batch's micro-batches flow through
+(see `pipeline.py`); the step ends when the last micro-batch leaves the last stage, plus the
+fixed per-step overhead. Collectives are not overlapped with compute.
+
+The breakdown attributes every op to whichever bound set its time (compute or memory), the
+collectives and sends to communication, and launches and the step overhead to overhead; along
+the pipeline's critical path they add up to the duration exactly.
+"""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+
+from batchlab.core import StepCost
+
+from . import ops as O
+from .efficiency import Efficiency
+from .features import batch_features
+from .gpus import GPUSpec
+from .models import ModelConfig
+from .moe import Router
+from .parallel import Layout
+from .pipeline import bubble_fraction
+from .topology import FREE, Cluster
+
+
+@attrs.frozen(slots=True)
+class PartTimes:
+    """Seconds one pass of a whole batch (no micro-batching) spends per side of the model,
+    summed over all layers: what a disaggregated device puts on separate GPU pools."""
+
+    attention: float       # norms, projections and attention of every layer
+    ffn: float             # FFN / router / shared and routed experts of every layer
+    head: float            # embedding lookup and output head
+    attention_comm: float  # tensor-parallel all-reduces after attention
+    ffn_comm: float        # all-reduces or dispatch/combine all-to-alls of the FFN side
+
+
+@attrs.define(eq=False, slots=False)  # many precomputed tables, set in post-init
+class StepModel:
+    """Precomputed cost tables of one model on one replica's GPUs."""
+
+    model: ModelConfig
+    gpu: GPUSpec
+    layout: Layout
+    efficiency: Efficiency
+    cluster: Cluster
+    router: Router | None = None
+
+    def __attrs_post_init__(self):
+        m, lay, gpu, eff = self.model, self.layout, self.gpu, self.efficiency
+        op_list, self._experts = O.build_ops(m, lay, gpu)
+        self.op_names = [o.name for o in op_list]
+        F = np.array([o.flops for o in op_list])
+        B = np.array([o.bytes for o in op_list])
+        peak = np.array([o.peak for o in op_list])[:, None]
+        # one product gives compute time, memory time, FLOPs and bytes of every op
+        self._M = np.vstack([F / (peak * eff.compute), B / (gpu.memory_bandwidth * eff.memory),
+                             F, B])
+        self._n = n = len(op_list)
+        p = lay.pp
+        dense = [float(d) for d in lay.stage_dense_layers]
+        moe = [float(e) for e in lay.stage_moe_layers]
+        layers = [d + e for d, e in zip(dense, moe)]
+        first, last = [1.0] + [0.0] * (p - 1), [0.0] * (p - 1) + [1.0]
+        count = {O.EVERY: layers, O.DENSE: dense, O.MOE: moe, O.FIRST: first, O.LAST: last}
+        self._K = np.array([count[o.where] for o in op_list], float).T  # stages x ops
+        self._Ktot = self._K.sum(axis=0)
+        self._part = {part: np.array([o.part == part for o in op_list], float)
+                      for part in (O.ATTENTION, O.FFN, O.HEAD)}
+        # which ops run: prefill attention only with prefill rows, decode only with decodes
+        gate = np.array([{O.ONE: 0, O.TP: 1, O.RD: 2}[o.gate] for o in op_list], int)
+        kov = eff.kernel_overhead
+        self._on, self._w, self._ovh = {}, {}, {}
+        for key in ((True, False), (False, True), (True, True)):
+            on = np.array([1.0, key[0], key[1]])[gate]
+            self._on[key] = on
+            self._w[key] = self._Ktot * on
+            self._ovh[key] = [float(x) + (e * kov if m.is_moe else 0.0)
+                              for x, e in zip(self._K @ (on * kov), moe)]
+        self._size = lay.stage_size
+        self._scale = 1.0 / lay.attention_dp
+        self._h_bytes = m.hidden_size * m.act_bytes
+        c, ce = self.cluster, eff.communication
+        self._stages = []
+        for s in range(p):
+            ar = c.all_reduce(lay.tp_group(s))
+            a2a = c.all_to_all(lay.stage_gpus[s]) if m.is_moe and lay.ep > 1 else FREE
+            self._stages.append((layers[s], dense[s], moe[s], ar.latency, ar.seconds_per_byte / ce,
+                                 a2a.latency, a2a.seconds_per_byte / ce))
+        self._links = []
+        for s in range(p - 1):
+            x = c.p2p(lay.stage_gpus[s][0], lay.stage_gpus[s + 1][0])
+            self._links.append((x.latency, x.seconds_per_byte / ce))
+        self._moe_ar = lay.ep == 1  # experts tensor-parallel: their output is all-reduced
+        self._moe_cum = np.concatenate([[0], np.cumsum(moe)]).astype(int)
+        if self._experts is not None:
+            ex = self._experts
+            self._ex_c = ex.flops_per_assignment / (ex.peak * eff.compute)
+            self._ex_ma = ex.bytes_per_assignment / (gpu.memory_bandwidth * eff.memory)
+            self._ex_me = ex.bytes_per_expert / (gpu.memory_bandwidth * eff.memory)
+            self._top_k = m.num_experts_per_tok
+        self.peak_flops = gpu.matmul_flops(m.weight_dtype) * lay.num_gpus
+        self.peak_bandwidth = gpu.memory_bandwidth * lay.num_gpus
+
+    # ---- pieces --------------------------------------------------------------------------
+    def _op_out(self, feats, m):
+        """Per op, one GPU, one micro-batch: rows of compute time, memory time, FLOPs, bytes."""
+        T, R, Tp, Cp, Ap, Rd, Cd = feats
+        s = self._scale / m
+        f = np.array([1.0, T * s, R * s, Tp * s, Cp * s, Ap * s, Rd * s, Cd * s])
+        return (self._M @ f).reshape(4, self._n), (Tp > 0, Rd > 0)
+
+    def _experts_time(self, tokens):
+        """Routed experts of each stage for one micro-batch (busiest rank): time, compute
+        share (lists per stage), distinct experts touched per layer."""
+        st = self.router.route(tokens)
+        moe = self.layout.stage_moe_layers
+        if isinstance(st.rank_load, float):
+            tc = st.rank_load * self._ex_c
+            t = max(tc, st.rank_touched * self._ex_me + st.rank_load * self._ex_ma)
+            c = t if tc >= t else 0.0
+            return [e * t for e in moe], [e * c for e in moe], float(st.touched)
+        tc = st.rank_load * self._ex_c
+        t_rank = np.maximum(tc, st.rank_touched * self._ex_me + st.rank_load * self._ex_ma)
+        worst = t_rank.argmax(axis=1)
+        rows = np.arange(len(worst))
+        t_layer = t_rank[rows, worst]
+        c_layer = np.where(tc[rows, worst] >= t_layer, t_layer, 0.0)
+        k = self._moe_cum
+        cum, ccum = np.concatenate([[0], np.cumsum(t_layer)]), np.concatenate([[0], np.cumsum(c_layer)])
+        return ((cum[k[1:]] - cum[k[:-1]]).tolist(), (ccum[k[1:]] - ccum[k[:-1]]).tolist(),
+                float(st.touched.mean()))
+
+    def _comm(self, tokens_stage):
+        """Collective seconds of one micro-batch per stage: (attention side, FFN side) lists."""
+        msg = tokens_stage * self._scale * self._h_bytes  # all-reduce: one attention group
+        pay = (tokens_stage * self._top_k * self._h_bytes / self.layout.ep
+               if self._experts is not None else 0.0)  # dispatch/combine per GPU
+        attn, ffn = [], []
+        for layers, dense, moe, ar_l, ar_s, a2a_l, a2a_s in self._stages:
+            ar = ar_l + msg * ar_s if ar_s and msg > 0 else 0.0
+            f = dense * ar
+            if moe:
+                if self._moe_ar:
+                    f += moe * ar
+                elif a2a_s and pay > 0:
+                    f += moe * 2.0 * (a2a_l + pay * a2a_s)
+            attn.append(layers * ar)
+            ffn.append(f)
+        return attn, ffn
+
+    # ---- the step ------------------------------------------------------------------------
+    def cost(self, batch) -> tuple[float, StepCost]:
+        """Duration (s) and breakdown of one step of `batch`."""
+        eff = self.efficiency
+        feats = batch_features(batch)
+        T, R = feats[0], feats[1]
+        if R == 0:
+            return eff.step_overhead, StepCost(overhead=eff.step_overhead)
+        m = max(1, min(int(batch.num_micro_batches), int(R)))
+        out, key = self._op_out(feats, m)
+        tc, tm = out[0], out[1]
+        roof = np.maximum(tc, tm)
+        roof *= self._on[key]
+        comp = roof * (tc >= tm)
+        s_time = (self._K @ roof).tolist()
+        s_comp = (self._K @ comp).tolist()
+        s_ovh = self._ovh[key]
+        w = self._w[key]
+        scale = self._size * m
+        flops = float(out[2] @ w) * scale
+        nbytes = float(out[3] @ w) * scale
+        t_mb = T / m
+        touched = tpe = 0.0
+        if self._experts is not None:
+            e_time, e_comp, touched = self._experts_time(t_mb)
+            s_time = [a + b for a, b in zip(s_time, e_time)]
+            s_comp = [a + b for a, b in zip(s_comp, e_comp)]
+            k, ex, etp = self._top_k, self._experts, self.layout.expert_tp
+            tpe = t_mb * k / touched if touched else 0.0
+            n_moe = self.model.num_moe_layers * m * etp
+            flops += n_moe * t_mb * k * ex.flops_per_assignment
+            nbytes += n_moe * (touched * ex.bytes_per_expert + t_mb * k * ex.bytes_per_assignment)
+        attn_c, ffn_c = self._comm(t_mb)
+        s_comm = [a + b for a, b in zip(attn_c, ffn_c)]
+        stages = [a + b + c for a, b, c in zip(s_time, s_ovh, s_comm)]
+        act = t_mb * self._h_bytes / self._size
+        links = [lat + act * spb for lat, spb in self._links]
+        times = stages + links
+        worst = max(times)
+        b = times.index(worst)
+        makespan = sum(times) + (m - 1) * worst
+        # the critical path runs every stage and link once, and the bottleneck m - 1 more times
+        extra = m - 1
+        compute = sum(s_comp)
+        memory = sum(s_time) - compute
+        overhead = sum(s_ovh) + eff.step_overhead
+        communication = sum(s_comm) + sum(links)
+        if extra:
+            if b < len(stages):
+                compute += extra * s_comp[b]
+                memory += extra * (s_time[b] - s_comp[b])
+                overhead += extra * s_ovh[b]
+                communication += extra * s_comm[b]
+            else:
+                communication += extra * links[b - len(stages)]
+        bubble = bubble_fraction(stages, m, makespan) if len(stages) > 1 else 0.0
+        return makespan + eff.step_overhead, StepCost(
+            compute=compute, memory=memory, communication=communication, overhead=overhead,
+            flops=flops, bytes=nbytes, experts_touched=touched, tokens_per_expert=tpe,
+            bubble_fraction=bubble, padded_tokens=batch.num_padded_tokens)
+
+    def _per_op(self, feats) -> np.ndarray:
+        """Seconds per op for one pass (no micro-batches), summed over layers and stages."""
+        out, key = self._op_out(feats, 1)
+        on = self._on[key]
+        return self._Ktot * on * (np.maximum(out[0], out[1]) + self.efficiency.kernel_overhead)
+
+    def part_times(self, batch) -> PartTimes:
+        """Attention-side and FFN-side seconds of one pass of `batch`, over all layers."""
+        feats = batch_features(batch)
+        if feats[1] == 0:
+            return PartTimes(0.0, 0.0, 0.0, 0.0, 0.0)
+        per_op = self._per_op(feats)
+        ffn = float(per_op @ self._part[O.FFN])
+        if self._experts is not None:
+            e_time = self._experts_time(feats[0])[0]
+            ffn += sum(e_time) + self.model.num_moe_layers * self.efficiency.kernel_overhead
+        attn_c, ffn_c = self._comm(feats[0])
+        return PartTimes(attention=float(per_op @ self._part[O.ATTENTION]), ffn=ffn,
+                         head=float(per_op @ self._part[O.HEAD]),
+                         attention_comm=sum(attn_c), ffn_comm=sum(ffn_c))
+
+    def explain(self, batch) -> dict[str, float]:
+        """Seconds per op name for one pass (no micro-batches), summed over layers and
+        stages; routed experts and collectives are listed under their own names."""
+        feats = batch_features(batch)
+        if feats[1] == 0:
+            return {}
+        out: dict[str, float] = {}
+        for name, t in zip(self.op_names, self._per_op(feats)):
+            out[name] = out.get(name, 0.0) + float(t)
+        if self._experts is not None:
+            out["routed_experts"] = (sum(self._experts_time(feats[0])[0])
+                                     + self.model.num_moe_layers * self.efficiency.kernel_overhead)
+        attn_c, ffn_c = self._comm(feats[0])
+        out["attention_comm"], out["ffn_comm"] = sum(attn_c), sum(ffn_c)
+        return out
