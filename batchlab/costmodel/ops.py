@@ -10,11 +10,13 @@ into a few small matrix-vector products instead of a Python loop over layers and
 
 Per-GPU shares follow the layout: projections, FFNs and shared experts are split over `tp`
 (KV heads too, replicated when tp exceeds them); MLA's down-projections and latent cache are
-replicated on every tensor-parallel rank, as vLLM and SGLang do. Attention is prefill-style
-(MLA: decompress the latent cache, then ordinary attention) for rows feeding several tokens,
-and decode-style (MLA: "absorbed" weights, attention over the 576-wide latent) for rows
-feeding one. KV is read once per row per layer (FlashAttention's re-reads across query tiles
-are left out). Routed experts depend on routing, so they are kept as coefficients per token
+replicated on every tensor-parallel rank, as vLLM and SGLang do. Attention over all rows is
+one op, as one variable-length kernel runs mixed prefill and decode rows in vLLM V1; its work
+is prefill-style for rows feeding several tokens (MLA: decompress the latent cache, then
+ordinary attention) and decode-style for rows feeding one (MLA: "absorbed" weights, attention
+over the 576-wide latent). One op also keeps the model monotone: a row that feeds more
+tokens only ever adds FLOPs and bytes. KV is read once per row per layer (FlashAttention's
+re-reads across query tiles are left out). Routed experts depend on routing, so they are kept as coefficients per token
 assignment and per touched expert (see `experts`).
 """
 
@@ -39,7 +41,6 @@ class Op:
     name: str
     part: str          # attention / ffn / head: which pool runs it when disaggregated
     where: int         # EVERY / DENSE / MOE / FIRST / LAST
-    gate: int          # op runs only if this feature > 0 (ONE: always)
     peak: float        # FLOP/s it can reach (GEMMs may use FP8 tensor cores)
     flops: tuple       # coefficients over the features
     bytes: tuple
@@ -70,8 +71,8 @@ def build_ops(m: ModelConfig, lay: Layout, gpu: GPUSpec) -> tuple[list[Op], Expe
     nh = m.num_heads / tp
     ops: list[Op] = []
 
-    def op(name, part, where, flops, bytes_, gate=ONE, peak=gemm):
-        ops.append(Op(name, part, where, gate, peak, flops, bytes_))
+    def op(name, part, where, flops, bytes_, peak=gemm):
+        ops.append(Op(name, part, where, peak, flops, bytes_))
 
     def norm(name, part, where):
         op(name, part, where, _vec(T=4 * h), _vec(ONE=h * wb, T=2 * h * ab), peak=bf16)
@@ -91,15 +92,14 @@ def build_ops(m: ModelConfig, lay: Layout, gpu: GPUSpec) -> tuple[list[Op], Expe
                 q_out + lora + rope)
         latent = (lora + rope) * kvb  # cached bytes per token, on every tp rank
         kv_b = lora * nh * (nope + v)  # up-projection of the latent to per-head K and V
-        op("attention_prefill", ATTENTION, EVERY,
-           _vec(CP=2 * kv_b, AP=nh * (2 * qk + 2 * v)),
+        # prefill rows: decompress each key's latent with kv_b, then attention with qk/v dims;
+        # decode rows: absorb kv_b into the query and output, attend over the latent itself
+        op("attention", ATTENTION, EVERY,
+           _vec(CP=2 * kv_b, AP=nh * (2 * qk + 2 * v),
+                RD=2 * nh * (nope * lora + lora * v), CD=nh * (2 * (lora + rope) + 2 * lora)),
            _vec(ONE=kv_b * wb, CP=latent + 2 * nh * (nope + v) * ab,
-                TP=nh * (qk + v) * ab + latent),
-           gate=TP, peak=bf16)
-        op("attention_decode", ATTENTION, EVERY,
-           _vec(RD=2 * nh * (nope * lora + lora * v), CD=nh * (2 * (lora + rope) + 2 * lora)),
-           _vec(ONE=kv_b * wb, CD=latent, RD=nh * (qk + v) * ab + latent),
-           gate=RD, peak=bf16)
+                TP=nh * (qk + v) * ab + latent, CD=latent, RD=nh * (qk + v) * ab + latent),
+           peak=bf16)
         o_in = nh * v
     else:
         hd = m.head_dim
@@ -107,10 +107,10 @@ def build_ops(m: ModelConfig, lay: Layout, gpu: GPUSpec) -> tuple[list[Op], Expe
         qkv = (nh + 2 * kv_heads) * hd
         gemm_op("qkv_proj", ATTENTION, EVERY, h * qkv, h, qkv)
         kv_tok = 2 * kv_heads * hd * kvb
-        op("attention_prefill", ATTENTION, EVERY, _vec(AP=4 * nh * hd),
-           _vec(CP=kv_tok, TP=2 * nh * hd * ab + kv_tok), gate=TP, peak=bf16)
-        op("attention_decode", ATTENTION, EVERY, _vec(CD=4 * nh * hd),
-           _vec(CD=kv_tok, RD=2 * nh * hd * ab + kv_tok), gate=RD, peak=bf16)
+        # QK^T and PV: 2 FLOPs per multiply-add each, per head-dim, per query-key pair
+        op("attention", ATTENTION, EVERY, _vec(AP=4 * nh * hd, CD=4 * nh * hd),
+           _vec(CP=kv_tok, TP=2 * nh * hd * ab + kv_tok, CD=kv_tok,
+                RD=2 * nh * hd * ab + kv_tok), peak=bf16)
         o_in = nh * hd
     gemm_op("o_proj", ATTENTION, EVERY, o_in * h, o_in, h)
 

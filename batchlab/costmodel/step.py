@@ -76,16 +76,10 @@ class StepModel:
         self._Ktot = self._K.sum(axis=0)
         self._part = {part: np.array([o.part == part for o in op_list], float)
                       for part in (O.ATTENTION, O.FFN, O.HEAD)}
-        # which ops run: prefill attention only with prefill rows, decode only with decodes
-        gate = np.array([{O.ONE: 0, O.TP: 1, O.RD: 2}[o.gate] for o in op_list], int)
+        # launch overheads per stage: every op of every layer, and the routed experts
         kov = eff.kernel_overhead
-        self._on, self._w, self._ovh = {}, {}, {}
-        for key in ((True, False), (False, True), (True, True)):
-            on = np.array([1.0, key[0], key[1]])[gate]
-            self._on[key] = on
-            self._w[key] = self._Ktot * on
-            self._ovh[key] = [float(x) + (e * kov if m.is_moe else 0.0)
-                              for x, e in zip(self._K @ (on * kov), moe)]
+        self._ovh = [float(x) + (e * kov if m.is_moe else 0.0)
+                     for x, e in zip(self._K @ np.full(n, kov), moe)]
         self._size = lay.stage_size
         self._scale = 1.0 / lay.attention_dp
         self._h_bytes = m.hidden_size * m.act_bytes
@@ -117,7 +111,7 @@ class StepModel:
         T, R, Tp, Cp, Ap, Rd, Cd = feats
         s = self._scale / m
         f = np.array([1.0, T * s, R * s, Tp * s, Cp * s, Ap * s, Rd * s, Cd * s])
-        return (self._M @ f).reshape(4, self._n), (Tp > 0, Rd > 0)
+        return (self._M @ f).reshape(4, self._n)
 
     def _experts_time(self, tokens):
         """Routed experts of each stage for one micro-batch (busiest rank): time, compute
@@ -159,23 +153,19 @@ class StepModel:
         return attn, ffn
 
     # ---- the step ------------------------------------------------------------------------
-    def cost(self, batch) -> tuple[float, StepCost]:
-        """Duration (s) and breakdown of one step of `batch`."""
-        eff = self.efficiency
+    def _evaluate(self, batch):
+        """Per stage, one micro-batch: op time, its compute share, launch overhead and
+        collectives (lists), link times, micro-batches, and the step's totals."""
         feats = batch_features(batch)
         T, R = feats[0], feats[1]
-        if R == 0:
-            return eff.step_overhead, StepCost(overhead=eff.step_overhead)
         m = max(1, min(int(batch.num_micro_batches), int(R)))
-        out, key = self._op_out(feats, m)
+        out = self._op_out(feats, m)
         tc, tm = out[0], out[1]
         roof = np.maximum(tc, tm)
-        roof *= self._on[key]
         comp = roof * (tc >= tm)
         s_time = (self._K @ roof).tolist()
         s_comp = (self._K @ comp).tolist()
-        s_ovh = self._ovh[key]
-        w = self._w[key]
+        w = self._Ktot
         scale = self._size * m
         flops = float(out[2] @ w) * scale
         nbytes = float(out[3] @ w) * scale
@@ -192,27 +182,46 @@ class StepModel:
             nbytes += n_moe * (touched * ex.bytes_per_expert + t_mb * k * ex.bytes_per_assignment)
         attn_c, ffn_c = self._comm(t_mb)
         s_comm = [a + b for a, b in zip(attn_c, ffn_c)]
-        stages = [a + b + c for a, b, c in zip(s_time, s_ovh, s_comm)]
         act = t_mb * self._h_bytes / self._size
         links = [lat + act * spb for lat, spb in self._links]
+        return (s_time, s_comp, self._ovh, s_comm, links, m,
+                flops, nbytes, touched, tpe)
+
+    def pipeline_times(self, batch) -> tuple[list[float], int]:
+        """The chain one micro-batch runs through (stage 0, link 0, stage 1, ...), in seconds,
+        and the number of micro-batches: the step's flow shop."""
+        s_time, _, s_ovh, s_comm, links, m = self._evaluate(batch)[:6]
+        chain = []
+        for j, (a, b, c) in enumerate(zip(s_time, s_ovh, s_comm)):
+            chain.append(a + b + c)
+            if j < len(links):
+                chain.append(links[j])
+        return chain, m
+
+    def cost(self, batch) -> tuple[float, StepCost]:
+        """Duration (s) and breakdown of one step of `batch`."""
+        eff = self.efficiency
+        if len(batch.num_new_tokens) == 0:
+            return eff.step_overhead, StepCost(overhead=eff.step_overhead)
+        s_time, s_comp, s_ovh, s_comm, links, m, flops, nbytes, touched, tpe = \
+            self._evaluate(batch)
+        stages = [a + b + c for a, b, c in zip(s_time, s_ovh, s_comm)]
         times = stages + links
         worst = max(times)
-        b = times.index(worst)
         makespan = sum(times) + (m - 1) * worst
-        # the critical path runs every stage and link once, and the bottleneck m - 1 more times
-        extra = m - 1
         compute = sum(s_comp)
         memory = sum(s_time) - compute
         overhead = sum(s_ovh) + eff.step_overhead
         communication = sum(s_comm) + sum(links)
-        if extra:
+        if m > 1:  # the critical path runs the bottleneck m - 1 more times
+            b = times.index(worst)
             if b < len(stages):
-                compute += extra * s_comp[b]
-                memory += extra * (s_time[b] - s_comp[b])
-                overhead += extra * s_ovh[b]
-                communication += extra * s_comm[b]
+                compute += (m - 1) * s_comp[b]
+                memory += (m - 1) * (s_time[b] - s_comp[b])
+                overhead += (m - 1) * s_ovh[b]
+                communication += (m - 1) * s_comm[b]
             else:
-                communication += extra * links[b - len(stages)]
+                communication += (m - 1) * links[b - len(stages)]
         bubble = bubble_fraction(stages, m, makespan) if len(stages) > 1 else 0.0
         return makespan + eff.step_overhead, StepCost(
             compute=compute, memory=memory, communication=communication, overhead=overhead,
@@ -221,9 +230,8 @@ class StepModel:
 
     def _per_op(self, feats) -> np.ndarray:
         """Seconds per op for one pass (no micro-batches), summed over layers and stages."""
-        out, key = self._op_out(feats, 1)
-        on = self._on[key]
-        return self._Ktot * on * (np.maximum(out[0], out[1]) + self.efficiency.kernel_overhead)
+        out = self._op_out(feats, 1)
+        return self._Ktot * (np.maximum(out[0], out[1]) + self.efficiency.kernel_overhead)
 
     def part_times(self, batch) -> PartTimes:
         """Attention-side and FFN-side seconds of one pass of `batch`, over all layers."""
