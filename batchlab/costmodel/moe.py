@@ -55,8 +55,10 @@ class RouteStats:
     """Routing of one micro-batch. Floats in expected mode; per-layer arrays when sampled.
 
     touched: distinct routed experts with at least one token (per layer).
-    rank_load: token-expert assignments on each EP rank; rank_touched: distinct experts there
-        (shape (layers, ep) when sampled; the busiest rank's as floats when expected).
+    rank_load: token-expert assignments on each EP rank; rank_touched: distinct experts there.
+    Uniform expected routing gives floats for the busiest rank (all layers alike); skewed
+    expected routing gives arrays of shape (1, ep) (all layers alike); sampled routing gives
+    (layers,) and (layers, ep).
     """
 
     touched: object
@@ -130,17 +132,20 @@ class Router:
         return RouteStats(touched, load, rank_touched)
 
     def _expected_skewed(self, num_tokens: float) -> RouteStats:
+        """Every rank: its expected load (plus the fluctuation term) and distinct experts;
+        the step model takes the slowest, which may be the busiest or the widest rank."""
         if num_tokens <= 0:
-            return RouteStats(0.0, 0.0, 0.0)
-        miss = (1.0 - self._q) ** num_tokens
-        touched = float(self.num_experts - miss.sum())
+            z = np.zeros((1, self.ep))
+            return RouteStats(np.zeros(1), z, z)
+        touched = self.num_experts - float(((1.0 - self._q) ** num_tokens).sum())
         share = self._q_rank.sum(axis=1) / self.top_k  # each rank's share of assignments
-        r = int(np.argmax(share))
-        mu = num_tokens * self.top_k * float(share[r])
-        load = self._busiest_load(mu, float(share[r]), num_tokens) if self.ep > 1 else mu
-        eff = num_tokens * load / mu
-        rank_touched = float(self.experts_per_rank - ((1.0 - self._q_rank[r]) ** eff).sum())
-        return RouteStats(touched, load, rank_touched)
+        mu = num_tokens * self.top_k * share
+        sigma = np.sqrt(num_tokens * self.top_k * share * (1.0 - share))
+        cap = num_tokens * min(self.top_k, self.experts_per_rank)
+        load = np.minimum(cap, mu + sigma * math.sqrt(2.0 * math.log(self.ep)))
+        eff = (num_tokens * load / np.maximum(mu, 1e-300))[:, None]
+        rank_touched = self.experts_per_rank - ((1.0 - self._q_rank) ** eff).sum(axis=1)
+        return RouteStats(np.array([touched]), load[None, :], rank_touched[None, :])
 
     # ---- sampled -------------------------------------------------------------------------
     def _sampled(self, num_tokens: int) -> RouteStats:

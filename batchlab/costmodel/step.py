@@ -129,6 +129,9 @@ class StepModel:
         rows = np.arange(len(worst))
         t_layer = t_rank[rows, worst]
         c_layer = np.where(tc[rows, worst] >= t_layer, t_layer, 0.0)
+        if len(t_layer) == 1:  # expected routing: every MoE layer alike
+            t, c = float(t_layer[0]), float(c_layer[0])
+            return [e * t for e in moe], [e * c for e in moe], float(st.touched[0])
         k = self._moe_cum
         cum, ccum = np.concatenate([[0], np.cumsum(t_layer)]), np.concatenate([[0], np.cumsum(c_layer)])
         return ((cum[k[1:]] - cum[k[:-1]]).tolist(), (ccum[k[1:]] - ccum[k[:-1]]).tolist(),
