@@ -4,7 +4,8 @@ Every engine returns a Result, so the same metrics, tables and plots serve the s
 real backend. Definitions (all times in seconds):
 - TTFT = first token - arrival; TPOT = (finish - first token) / (output tokens - 1), for
   requests with more than one output token; end-to-end = finish - arrival; queueing delay =
-  first scheduled - arrival. Statistics are over finished requests.
+  first scheduled - arrival; worst stall = a request's longest time between two consecutive
+  output tokens (max TBT). Statistics are over finished requests.
 - makespan = last finish - first arrival; throughputs divide by it.
 - busy fraction = a device's busy time / makespan, averaged over devices.
 - goodput = finished requests meeting every given SLO, per second; SLO attainment = their
@@ -91,7 +92,8 @@ class Result:
         return float(fin["finish"].max() - np.nanmin(self.records["arrival"]))
 
     def latencies(self) -> dict[str, np.ndarray]:
-        """Per finished request: ttft, tpot (NaN for one-token outputs), e2e, queue."""
+        """Per finished request: ttft, tpot, e2e, queue, stall (max time between tokens);
+        tpot and stall are NaN for one-token outputs."""
         r = self.finished
         out = r["output_tokens"]
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -101,6 +103,7 @@ class Result:
             "tpot": tpot,
             "e2e": r["finish"] - r["arrival"],
             "queue": r["first_scheduled"] - r["arrival"],
+            "stall": r["max_tbt"],
         }
 
     def summary(self, *, slo_ttft: float | None = None, slo_tpot: float | None = None,
@@ -122,7 +125,7 @@ class Result:
             "makespan_s": span,
         }
         lat = self.latencies()
-        for key in ("ttft", "tpot", "e2e", "queue"):
+        for key in ("ttft", "tpot", "e2e", "queue", "stall"):
             _stats(lat[key], key, out)
         out_tokens = float(fin["output_tokens"].sum())
         all_tokens = out_tokens + float(fin["prompt_tokens"].sum())

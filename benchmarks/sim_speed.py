@@ -23,7 +23,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=20_000)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--policy", default="fixed-window")
+    ap.add_argument("--policy", default="continuous")
     ap.add_argument("--rate", type=float, default=40.0)
     ap.add_argument("--devices", type=int, default=4)
     args = ap.parse_args()

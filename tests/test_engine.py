@@ -48,7 +48,7 @@ def test_decode_steps_emit_one_token_each_and_finish_on_the_last():
     assert generated == [[1], [2], [3]]
     assert finished == [[False], [False], [True]]
     rec = result.records[0]
-    assert (rec["first_token"], rec["finish"]) == (1.0, 3.0)
+    assert (rec["first_token"], rec["finish"], rec["max_tbt"]) == (1.0, 3.0, 1.0)
 
 
 def test_chunked_prefill_emits_only_when_the_prompt_is_complete():

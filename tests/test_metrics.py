@@ -15,10 +15,11 @@ from batchlab.metrics import DEVICE_DTYPE, Result
 
 def make_result(price=10.0):
     rec = np.zeros(3, dtype=RECORD_DTYPE)
-    # id, arrival, first_scheduled, first_token, finish, prompt, output, preemptions, status
-    rec[0] = (0, 0.0, 0.5, 1.0, 3.0, 100, 5, 0, FINISHED)   # ttft 1, tpot 0.5, e2e 3, q 0.5
-    rec[1] = (1, 1.0, 1.0, 1.5, 1.5, 50, 1, 1, FINISHED)    # ttft .5, tpot n/a, e2e .5, q 0
-    rec[2] = (2, 2.0, math.nan, math.nan, math.nan, 10_000, 0, 0, REJECTED)
+    # id, arrival, first_scheduled, first_token, finish, prompt, output, preemptions, max_tbt,
+    # status
+    rec[0] = (0, 0.0, 0.5, 1.0, 3.0, 100, 5, 0, 0.9, FINISHED)  # ttft 1, tpot .5, e2e 3, q .5
+    rec[1] = (1, 1.0, 1.0, 1.5, 1.5, 50, 1, 1, math.nan, FINISHED)  # ttft .5, e2e .5, q 0
+    rec[2] = (2, 2.0, math.nan, math.nan, math.nan, 10_000, 0, 0, math.nan, REJECTED)
     dev = np.zeros(2, dtype=DEVICE_DTYPE)
     dev["name"] = ["a", "b"]
     dev["busy_time"] = [1.5, 3.0]
@@ -39,6 +40,7 @@ def test_hand_computed_summary():
     assert s["tpot_mean_s"] == pytest.approx(0.5)      # only request 0 has a TPOT
     assert s["e2e_p99_s"] == pytest.approx(0.5 + 0.99 * 2.5)
     assert s["queue_mean_s"] == pytest.approx(0.25)
+    assert s["stall_p99_s"] == pytest.approx(0.9)       # request 1 has no gap between tokens
     assert s["throughput_rps"] == pytest.approx(2 / 3)
     assert s["output_tokens_per_s"] == pytest.approx(6 / 3)
     assert s["total_tokens_per_s"] == pytest.approx(156 / 3)

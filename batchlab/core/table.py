@@ -30,10 +30,13 @@ RECORD_DTYPE = np.dtype([
     ("prompt_tokens", np.int64),
     ("output_tokens", np.int64),
     ("preemptions", np.int64),
+    ("max_tbt", np.float64),
     ("status", np.int8),
 ])
 """Per-request records. Times are seconds since the start of the run; NaN where an event never
-happened (a rejected request has no first token). output_tokens is what the request produced."""
+happened (a rejected request has no first token). output_tokens is what the request produced;
+max_tbt is the longest time between two of its consecutive output tokens (its worst decode
+stall; NaN with fewer than two tokens)."""
 
 
 @attrs.define
@@ -44,6 +47,8 @@ class RequestTable:
     arrival: np.ndarray = attrs.field(factory=lambda: np.zeros(0))
     first_scheduled: np.ndarray = attrs.field(factory=lambda: np.zeros(0))
     first_token: np.ndarray = attrs.field(factory=lambda: np.zeros(0))
+    last_token: np.ndarray = attrs.field(factory=lambda: np.zeros(0))
+    max_tbt: np.ndarray = attrs.field(factory=lambda: np.zeros(0))
     finish: np.ndarray = attrs.field(factory=lambda: np.zeros(0))
     prompt: np.ndarray = attrs.field(factory=lambda: np.zeros(0, np.int64))
     output: np.ndarray = attrs.field(factory=lambda: np.zeros(0, np.int64))  # true length
@@ -69,7 +74,8 @@ class RequestTable:
         n, start = len(prompt), self.size
         for name, fill, dtype in (
             ("arrival", np.nan, float), ("first_scheduled", np.nan, float),
-            ("first_token", np.nan, float), ("finish", np.nan, float),
+            ("first_token", np.nan, float), ("last_token", np.nan, float),
+            ("max_tbt", np.nan, float), ("finish", np.nan, float),
             ("prompt", 0, np.int64), ("output", 0, np.int64), ("cached", 0, np.int64),
             ("generated", 0, np.int64), ("preemptions", 0, np.int64), ("home", -1, np.int64),
             ("status", PENDING, np.int8), ("in_flight", False, bool),
@@ -122,6 +128,11 @@ class RequestTable:
         first = emitted & (before == 0)
         if np.count_nonzero(first):
             self.first_token[idx[first]] = end
+        later = idx[emitted & (before > 0)]
+        if later.size:
+            # fmax: NaN (no gap yet) loses against any real gap.
+            self.max_tbt[later] = np.fmax(self.max_tbt[later], end - self.last_token[later])
+        self.last_token[idx[emitted]] = end
         self.generated[idx] = generated
         self.cached[idx] = new_cached
         self.in_flight[idx] = False
@@ -150,6 +161,7 @@ class RequestTable:
         for field, arr in (("arrival", self.arrival), ("first_scheduled", self.first_scheduled),
                            ("first_token", self.first_token), ("finish", self.finish),
                            ("prompt_tokens", self.prompt), ("output_tokens", self.generated),
-                           ("preemptions", self.preemptions), ("status", self.status)):
+                           ("preemptions", self.preemptions), ("max_tbt", self.max_tbt),
+                           ("status", self.status)):
             rec[field] = arr[: self.size]
         return rec

@@ -1,0 +1,258 @@
+"""Continuous batching: iteration-level scheduling, as Orca and vLLM do it.
+
+Every step, per idle device: the sequences already running there get tokens first (a decode
+needs one; a prefill or a recompute needs the rest of its known tokens), in priority order,
+under a token budget (`max_num_batched_tokens`); then waiting requests are admitted while the
+budget, the sequence cap (`max_num_seqs`) and KV memory allow. With `chunked_prefill` a long
+prompt is split across steps so decodes keep flowing (Sarathi); without it a prompt runs whole
+(a prompt larger than the budget is let through as the step's only prefill, or it could
+never run). Decodes are served before prefills, so a long prompt never stalls them.
+
+When KV blocks run out, the lowest-ranked running sequence on that device is preempted: its
+blocks are freed and it goes back to the waiting queue, to be recomputed from scratch later
+(recompute, as vLLM does by default) — never dropped. Order is FCFS (arrival) or priority
+(higher first, then arrival).
+
+Speed: the running set of each device is kept as numpy arrays sorted by rank, so a step costs
+a handful of whole-array operations, not a Python loop over sequences.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import attrs
+import numpy as np
+
+from ..core import Batch, KVBlockManager, Plan, Request
+
+
+def _positive(instance, attribute, value):
+    if not value > 0:
+        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+
+
+def _order(instance, attribute, value):
+    if value not in ("fcfs", "priority"):
+        raise ValueError(f"{attribute.name} must be 'fcfs' or 'priority', got {value!r}")
+
+
+_EMPTY = np.zeros(0, dtype=np.int64)
+
+
+@attrs.define
+class _Running:
+    """One device's running sequences, sorted best rank first."""
+
+    ids: np.ndarray = _EMPTY
+    computed: np.ndarray = _EMPTY   # tokens in the KV cache
+    known: np.ndarray = _EMPTY      # prompt + generated so far: what could be fed
+    key: np.ndarray = _EMPTY        # sort key (smaller runs first)
+    scheduled: np.ndarray | None = None  # positions of the rows of the batch in flight
+
+    def take(self, keep: np.ndarray) -> None:
+        self.ids, self.computed = self.ids[keep], self.computed[keep]
+        self.known, self.key = self.known[keep], self.key[keep]
+
+
+@attrs.define
+class ContinuousBatching:
+    """Iteration-level batching under a token budget, with chunked prefill and preemption by
+    recompute when KV memory runs out."""
+
+    max_num_batched_tokens: int = attrs.field(default=8192, validator=_positive)
+    max_num_seqs: int = attrs.field(default=256, validator=_positive)
+    chunked_prefill: bool = True
+    order: str = attrs.field(default="fcfs", validator=_order)
+    block_size: int = attrs.field(default=16, validator=_positive)
+    name: str = attrs.field(default="continuous", init=False)
+    _waiting: list = attrs.field(factory=list, init=False)   # heap of (key, id)
+    _requests: dict = attrs.field(factory=dict, init=False)  # id -> Request, until it ends
+    _key: dict = attrs.field(factory=dict, init=False)       # id -> sort key
+    _known: dict = attrs.field(factory=dict, init=False)     # id -> known tokens if preempted
+    _where: dict = attrs.field(factory=dict, init=False)     # id -> device name if running
+    _running: dict = attrs.field(factory=dict, init=False)   # device name -> _Running
+    _kv: dict = attrs.field(factory=dict, init=False)        # device name -> KVBlockManager
+    _launched: dict = attrs.field(factory=dict, init=False)  # id(batch) -> device name
+    _aborted: set = attrs.field(factory=set, init=False)     # aborted while in flight
+    _unchecked: list = attrs.field(factory=list, init=False)
+    _rank: int = attrs.field(default=0, init=False)
+
+    # -- protocol -----------------------------------------------------------------------------
+    def add(self, request: Request, now: float) -> None:
+        self._rank += 1
+        # One float key orders both modes: priority dominates, arrival rank breaks ties.
+        key = float(self._rank)
+        if self.order == "priority":
+            key -= request.priority * 2.0**40
+        self._key[request.id] = key
+        self._requests[request.id] = request
+        heapq.heappush(self._waiting, (key, request.id))
+        self._unchecked.append(request)
+
+    def abort(self, request_id: int) -> None:
+        if self._requests.pop(request_id, None) is None:
+            return
+        self._known.pop(request_id, None)
+        device = self._where.pop(request_id, None)
+        if device is None:
+            return  # a waiting entry is skipped when it reaches the head of the heap
+        self._kv[device].free(request_id)
+        run = self._running[device]
+        if run.scheduled is None:
+            run.take(run.ids != request_id)
+        else:  # its row is in flight: drop it when the step comes back
+            self._aborted.add(request_id)
+
+    def schedule(self, now: float, devices) -> Plan:
+        for device in devices:  # every device is idle, hence offered, at the first call
+            if device.name not in self._kv:
+                self._kv[device.name] = KVBlockManager.for_capacity(
+                    device.kv_capacity_tokens, self.block_size)
+                self._running[device.name] = _Running()
+        rejected = self._reject_impossible()
+        batches = {}
+        for device in devices:
+            batch = self._schedule_device(device.name)
+            if batch is not None:
+                batches[device.name] = batch
+                self._launched[id(batch)] = device.name
+        return Plan(batches, rejected=rejected)
+
+    def update(self, batch: Batch, result, now: float) -> None:
+        name = self._launched.pop(id(batch))
+        run = self._running[name]
+        rows, run.scheduled = run.scheduled, None
+        fed = batch.num_cached_tokens + batch.num_new_tokens
+        run.computed[rows] = fed
+        # An emitted token is known from now on: it is fed at the next step.
+        run.known[rows] = np.where(result.emitted, fed + 1, run.known[rows])
+        gone = np.zeros(run.ids.size, dtype=bool)
+        if result.finished.any():
+            gone[rows[result.finished]] = True
+            done = batch.request_ids[result.finished]
+            self._kv[name].free(done)
+            for rid in done.tolist():
+                self._requests.pop(rid, None)
+                self._where.pop(rid, None)
+        if self._aborted:
+            gone |= np.isin(run.ids, np.fromiter(self._aborted, np.int64))
+            self._aborted.difference_update(batch.request_ids.tolist())
+        if gone.any():
+            run.take(~gone)
+
+    def check_valid(self) -> None:
+        for name, run in self._running.items():
+            kv = self._kv[name]
+            kv.check_valid()
+            assert (run.computed <= run.known).all(), "a row computed more than it knows"
+            held = kv.num_held(run.ids) * self.block_size
+            assert (held >= run.computed).all(), "a row's cache exceeds its blocks"
+            assert len(set(run.ids.tolist())) == run.ids.size, "a request runs twice"
+            assert all(self._where.get(rid) == name for rid in run.ids.tolist()
+                       if rid not in self._aborted), "running rows and _where disagree"
+            assert run.ids.size <= self.max_num_seqs
+
+    # -- one device's step ----------------------------------------------------------------
+    def _schedule_device(self, name: str) -> Batch | None:
+        run, kv = self._running[name], self._kv[name]
+        budget = self.max_num_batched_tokens
+        preempted, take = self._fit_running(run, kv, budget)
+        if not preempted:  # like vLLM: no admissions in a step that had to preempt
+            take = self._admit(name, run, kv, budget - int(take.sum()), take)
+        rows = np.flatnonzero(take)
+        if rows.size == 0:
+            return None
+        run.scheduled = rows
+        return Batch(run.ids[rows], take[rows], run.computed[rows])
+
+    def _take(self, need: np.ndarray, budget: int) -> np.ndarray:
+        """Tokens each running row gets within the budget: decodes first (Sarathi's
+        stall-free order: a long prefill never holds up a running decode), then prefills
+        and recomputes in rank order. Unchunked, a prefill runs whole or waits; the first one
+        runs even if it alone exceeds the budget, or it could never run."""
+        decode = need == 1
+        take = (decode & (np.cumsum(decode) <= budget)).astype(np.int64)
+        left = budget - int(np.count_nonzero(take))
+        prefill = np.where(decode, 0, need)
+        before = np.cumsum(prefill) - prefill
+        if self.chunked_prefill:
+            return take + np.minimum(prefill, np.maximum(left - before, 0))
+        whole = (prefill > 0) & (before + prefill <= left)
+        first = np.flatnonzero(prefill)
+        if first.size and not whole.any():
+            whole[first[0]] = True
+        return np.where(whole, prefill, take)
+
+    def _fit_running(self, run: _Running, kv: KVBlockManager, budget: int):
+        """Preempt the lowest-ranked rows until what this step feeds to the running rows
+        fits in memory, and reserve it; returns (whether it preempted, tokens per row)."""
+        preempted = False
+        while True:
+            take = self._take(run.known - run.computed, budget)
+            try:
+                kv.grow(run.ids, run.computed + take)  # changes nothing if it raises
+                return preempted, take
+            except MemoryError:
+                pass
+            victim = run.ids.size - 1
+            rid = int(run.ids[victim])
+            kv.free(rid)
+            del self._where[rid]
+            self._known[rid] = int(run.known[victim])  # prompt + generated, to recompute
+            heapq.heappush(self._waiting, (self._key[rid], rid))
+            run.take(np.arange(run.ids.size) != victim)
+            preempted = True
+
+    def _admit(self, name, run: _Running, kv: KVBlockManager, left: int,
+               take: np.ndarray) -> np.ndarray:
+        """Admit waiting requests while budget, sequence cap and memory allow; returns the
+        take of every row, the admitted ones included, in the running set's new order."""
+        ids, takes, knowns, keys = [], [], [], []
+        alone = not (take > 1).any()  # no prefill in the batch yet
+        while self._waiting and run.ids.size + len(ids) < self.max_num_seqs and left > 0:
+            key, rid = self._waiting[0]
+            if rid not in self._requests or rid in self._where or self._key[rid] != key:
+                heapq.heappop(self._waiting)  # aborted, finished or already running
+                continue
+            known = self._known.get(rid) or self._requests[rid].prompt_tokens
+            if self.chunked_prefill:
+                chunk = min(known, left)
+            elif known <= left or (alone and not ids):
+                chunk = known
+            else:
+                break
+            if not kv.can_grow(rid, chunk):
+                break
+            kv.grow(rid, chunk)
+            heapq.heappop(self._waiting)
+            self._known.pop(rid, None)
+            self._where[rid] = name
+            ids.append(rid)
+            takes.append(chunk)
+            knowns.append(known)
+            keys.append(key)
+            left -= chunk
+        if not ids:
+            return take
+        run.ids = np.concatenate([run.ids, np.array(ids, np.int64)])
+        run.computed = np.concatenate([run.computed, np.zeros(len(ids), np.int64)])
+        run.known = np.concatenate([run.known, np.array(knowns, np.int64)])
+        run.key = np.concatenate([run.key, np.array(keys)])
+        take = np.concatenate([take, np.array(takes, np.int64)])
+        order = np.argsort(run.key, kind="stable")
+        if (order[1:] < order[:-1]).any():  # a recomputed or high-priority request jumped in
+            run.take(order)
+            take = take[order]
+        return take
+
+    def _reject_impossible(self) -> list[int]:
+        """A request whose prompt + max_new_tokens exceeds every device's memory could be
+        preempted forever; refuse it up front (its cap is visible, its true length is not)."""
+        most = max(kv.num_blocks for kv in self._kv.values())
+        too_big = [r.id for r in self._unchecked
+                   if -(-(r.prompt_tokens + r.max_new_tokens) // self.block_size) > most]
+        self._unchecked.clear()
+        for rid in too_big:
+            self._requests.pop(rid, None)
+        return too_big
