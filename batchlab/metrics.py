@@ -43,6 +43,8 @@ DEVICE_DTYPE = np.dtype([
     ("bubble_time", np.float64),      # bubble_fraction x duration, summed
     ("padded_tokens", np.int64),
     ("failures", np.int64),
+    ("kv_transfers", np.int64),       # KV caches received from other devices
+    ("kv_transfer_time", np.float64), # seconds those transfers took, summed
     ("num_gpus", np.int64),
     ("price_per_hour", np.float64),   # NaN: unknown
     ("peak_flops", np.float64),       # NaN: unknown
@@ -137,6 +139,7 @@ class Result:
         out["busy_fraction"] = _ratio(dev["busy_time"].mean(), span) if dev.size else math.nan
         out["preemptions"] = int(rec["preemptions"].sum())
         out["failures"] = int(dev["failures"].sum())
+        out["kv_transfers"] = int(dev["kv_transfers"].sum())
         busy = dev["busy_time"].sum()
         out["bubble_fraction"] = _ratio(dev["bubble_time"].sum(), busy)
         padded = dev["padded_tokens"].sum()

@@ -179,3 +179,43 @@ def test_md1_queue_matches_pollaczek_khinchine():
     e2e = result.latencies()["e2e"]
     assert e2e.mean() == pytest.approx(theory + service, rel=0.08)
     assert result.summary()["busy_fraction"] == pytest.approx(rho, rel=0.03)
+
+
+def test_kv_migration_moves_a_cache_and_takes_its_transfer_time():
+    devs = [AffineDevice(name="prefill", fixed=1.0, per_token=0.0, per_context_token=0.0,
+                         kv_transfer_per_token=0.01),
+            AffineDevice(name="decode", fixed=1.0, per_token=0.0, per_context_token=0.0)]
+    moved = []
+
+    class Disagg(Scripted):
+        def migrated(self, request_id, device_name, now):
+            moved.append((request_id, device_name, now))
+
+    policy = Disagg([
+        lambda now, d, a: Plan({"prefill": Batch([0], [50], [0])}),      # t=0..1, token 1
+        lambda now, d, a: Plan(migrations={0: "decode"}),                # t=1..1.5
+        lambda now, d, a: Plan({"decode": Batch.decode([0], [50])}),     # t=1.5..2.5, token 2
+    ])
+    result = simulate(policy, open_workload([0.0], [50], [2]), devs)
+    assert moved == [(0, "decode", 1.5)]
+    assert result.records[0]["finish"] == 2.5
+    assert result.devices["kv_transfers"].tolist() == [0, 1]
+    assert result.devices["kv_transfer_time"].tolist() == [0.0, 0.5]
+    assert result.summary()["kv_transfers"] == 1
+
+
+@pytest.mark.parametrize("migrations,message", [
+    ({0: "nowhere"}, "no such device"),
+    ({0: "prefill"}, "already there"),
+    ({5: "decode"}, "not waiting"),
+])
+def test_bad_migrations_are_named(migrations, message):
+    devs = affine_devices(1) + [AffineDevice(name="decode")]
+    devs[0] = AffineDevice(name="prefill")
+    policy = Scripted([
+        lambda now, d, a: Plan({"prefill": Batch([0], [50], [0])}),
+        lambda now, d, a: Plan(migrations=migrations),
+    ])
+    with pytest.raises(PolicyError, match=message) as info:
+        simulate(policy, open_workload([0.0], [50], [2]), devs)
+    assert info.value.rule == "migration"

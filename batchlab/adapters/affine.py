@@ -1,6 +1,7 @@
 """`AffineDevice`: a step time that is an affine function of the batch.
 
 duration = fixed + per_token x (new tokens fed) + per_context_token x (tokens attended over)
+KV migration to another device = kv_transfer_per_token x tokens moved
 
 It is not a model of any particular GPU: it is the simplest device that still shows the
 batching trade-off (the fixed part is amortised over the batch), so it serves tests,
@@ -40,6 +41,11 @@ class AffineDevice:
     kv_capacity_tokens: int = attrs.field(default=131_072, validator=_positive_int)
     price_per_hour: float | None = None
     num_gpus: int = 1
+    # About 0.5 MB of KV per token (7B, fp16) over a 50 GB/s link: 10 us per token.
+    kv_transfer_per_token: float = attrs.field(default=1e-5, validator=_non_negative)
+
+    def kv_transfer_time(self, num_tokens: int, to_device) -> float:
+        return self.kv_transfer_per_token * num_tokens
 
     def step_time(self, batch: Batch) -> float:
         if batch.padded_len is None:

@@ -1,8 +1,8 @@
 """The discrete-event simulator: drives any Scheduler on cost-model devices in simulated time.
 
-A heap of (time, priority, sequence, kind, payload) events: arrivals, step completions and
-scheduler wake-ups. At one instant, completions come first (they free memory), then arrivals,
-then wake-ups; the sequence number breaks the remaining ties, so a run is deterministic for a
+A heap of (time, priority, sequence, payload) events: step completions, KV migrations ending,
+arrivals and scheduler wake-ups. At one instant, completions come first (they free memory),
+then migrations, then arrivals, then wake-ups; the sequence number breaks the remaining ties, so a run is deterministic for a
 seed. After all events of an instant are handled, the policy is asked to schedule if a device
 is idle — the loop reads as: schedule, run, update.
 
@@ -26,7 +26,7 @@ from ..core.table import REJECTED, WAITING, RequestTable
 from ..core.validate import check_batch
 from ..metrics import DEVICE_DTYPE, Result
 
-DONE, ARRIVAL, WAKE = 0, 1, 2  # priorities at equal times
+DONE, MOVED, ARRIVAL, WAKE = 0, 1, 2, 3  # priorities at equal times
 PROGRESS, WOKEN = 1, 2  # what handling an event amounted to (bit flags)
 # Per-device totals accumulated during a run, in this order (DEVICE_DTYPE field names).
 ACC_FIELDS = ("steps", "busy_time", "new_tokens", "context_tokens", "output_tokens", "flops",
@@ -134,6 +134,9 @@ class Simulator:
         if priority == ARRIVAL:
             self._arrive(payload)
             return PROGRESS
+        if priority == MOVED:
+            self._moved(*payload)
+            return PROGRESS
         if t != self.pending_wake:  # superseded by a later plan
             return 0
         self.pending_wake = None
@@ -189,6 +192,8 @@ class Simulator:
             self.idle[d] = False
             self.running[d] = (batch, result)
             self._push(self.now + duration, DONE, d)
+        for rid, target in plan.migrations.items():
+            self._migrate(rid, target)
         if plan.wake_at is not None:
             if not plan.wake_at > self.now:
                 raise PolicyError(self.name, "wake", f"asked to be woken at {plan.wake_at}, "
@@ -196,7 +201,33 @@ class Simulator:
             if plan.wake_at != self.pending_wake:
                 self._push(plan.wake_at, WAKE, None)
         self.pending_wake = plan.wake_at
-        return bool(plan.batches) or bool(plan.rejected)
+        return bool(plan.batches) or bool(plan.rejected) or bool(plan.migrations)
+
+    def _migrate(self, rid, target: str) -> None:
+        table, rid = self.table, int(rid)
+        d = self.index.get(target)
+        if not (0 <= rid < table.size) or table.status[rid] != WAITING or table.in_flight[rid]:
+            raise PolicyError(self.name, "migration", f"asked to move request {rid}, which is "
+                              "not waiting (unknown, finished, or running)")
+        if d is None or table.cached[rid] == 0 or table.home[rid] == d:
+            what = ("no such device" if d is None else "nothing is cached"
+                    if table.cached[rid] == 0 else "it is already there")
+            raise PolicyError(self.name, "migration", f"asked to move request {rid}'s KV cache "
+                              f"to {target!r}, but {what}")
+        source = self.devices[int(table.home[rid])]
+        transfer = getattr(source, "kv_transfer_time", None)
+        if transfer is None:
+            raise ConfigError(f"device {source.name!r} cannot transfer KV caches (it has no "
+                              "kv_transfer_time); use devices that model their links")
+        seconds = float(transfer(int(table.cached[rid]), self.devices[d]))
+        table.start_migration(rid)
+        self.stats[d]["kv_transfers"] += 1
+        self.stats[d]["kv_transfer_time"] += seconds
+        self._push(self.now + seconds, MOVED, (rid, d))
+
+    def _moved(self, rid: int, d: int) -> None:
+        self.table.end_migration(rid, d)
+        self._call("migrated", rid, self.devices[d].name, self.now)
 
     def _reject(self, rid) -> None:
         rid = int(rid)

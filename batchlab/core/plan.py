@@ -24,11 +24,18 @@ class Plan:
     rejected: ids of waiting requests the policy will never run (for instance a prompt that
         cannot fit in any device's memory); the engine records them as rejected, so that no
         request is silently lost.
+    migrations: request id -> device name: move that request's KV cache (all of its cached
+        tokens) from the device that holds it to another (prefill/decode disaggregation). The
+        request must be waiting, not in a batch; it is busy until the transfer ends, which
+        takes the source device's `kv_transfer_time(num_tokens, target)`; then the engine
+        calls the policy's `migrated(request_id, device_name, now)`, and from then on the
+        request continues from its cache on the target device.
     """
 
     batches: Mapping[str, Batch] = attrs.field(factory=dict, converter=_frozen_mapping)
     wake_at: float | None = None
     rejected: tuple[int, ...] = attrs.field(default=(), converter=tuple)
+    migrations: Mapping[int, str] = attrs.field(factory=dict, converter=_frozen_mapping)
 
 
 IDLE = Plan()

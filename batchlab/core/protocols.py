@@ -26,7 +26,10 @@ class Device(Protocol):
         `emitted`, `finished` and `num_generated` are left for the engine to fill.
 
     Optional attributes that reports use when present: `price_per_hour` (USD per device-hour)
-    and `num_gpus` (GPUs this device stands for, for per-GPU throughput).
+    and `num_gpus` (GPUs this device stands for, for per-GPU throughput), `peak_flops` and
+    `peak_bandwidth` (for MFU and bandwidth utilisation), `num_experts` (MoE).
+    Optional method: `kv_transfer_time(num_tokens, to_device) -> float`, the seconds it takes
+    to send num_tokens tokens of KV cache to another device; needed for `Plan.migrations`.
     """
 
     name: str
@@ -61,7 +64,9 @@ class Scheduler(Protocol):
     runs, and a bad one stops the run with a `PolicyError` naming the policy and the rule.
 
     Policies may define `name` (a str used in messages and reports) and `check_valid()`
-    (raises AssertionError if internal state is inconsistent; property tests call it).
+    (raises AssertionError if internal state is inconsistent; property tests call it). A
+    policy that plans KV migrations (`Plan.migrations`) must define
+    `migrated(request_id, device_name, now)`, called when a transfer has ended.
     """
 
     def add(self, request: Request, now: float) -> None: ...

@@ -147,6 +147,13 @@ class RequestTable:
             self.num_closed += done.size
         return emitted, finished, generated
 
+    def start_migration(self, rid: int) -> None:
+        self.in_flight[rid] = True
+
+    def end_migration(self, rid: int, device_index: int) -> None:
+        self.in_flight[rid] = False
+        self.home[rid] = device_index
+
     def lose(self, batch: Batch) -> None:
         """A device failed mid-step: the batch's work and its rows' KV caches are gone."""
         idx = batch.request_ids
