@@ -171,3 +171,18 @@ def test_breakdown_adds_up_to_the_duration(kind, rows_, micro):
         result.duration, rel=1e-9)
     assert 0.0 <= c.bubble_fraction < 1.0
     assert c.flops > 0 and c.bytes > 0
+
+
+@settings(max_examples=40)
+@given(st.sampled_from(["dense", "moe-tp", "moe-ep", "mla"]), rows, st.integers(1, 4),
+       st.one_of(st.none(), st.integers(0, 64)))
+def test_single_stage_fast_path_agrees_with_the_pipeline_path(kind, rows_, micro, pad):
+    sm = DEVICES[kind].step_model
+    batch = _batch(rows_, micro)
+    if pad is not None:
+        batch = Batch(batch.request_ids, batch.num_new_tokens, batch.num_cached_tokens,
+                      padded_len=int((batch.num_new_tokens + batch.num_cached_tokens).max()) + pad,
+                      num_micro_batches=micro)
+    fast, general = sm._cost_one_stage(batch), sm._cost_pipeline(batch)
+    assert fast[0] == pytest.approx(general[0], rel=1e-12)
+    assert attrs.asdict(fast[1]) == pytest.approx(attrs.asdict(general[1]), rel=1e-12)

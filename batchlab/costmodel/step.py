@@ -73,6 +73,7 @@ class StepModel:
         first, last = [1.0] + [0.0] * (p - 1), [0.0] * (p - 1) + [1.0]
         count = {O.EVERY: layers, O.DENSE: dense, O.MOE: moe, O.FIRST: first, O.LAST: last}
         self._K = np.array([count[o.where] for o in op_list], float).T  # stages x ops
+        self._KT = np.ascontiguousarray(self._K.T)
         self._Ktot = self._K.sum(axis=0)
         self._part = {part: np.array([o.part == part for o in op_list], float)
                       for part in (O.ATTENTION, O.FFN, O.HEAD)}
@@ -162,16 +163,14 @@ class StepModel:
         feats = batch_features(batch)
         T, R = feats[0], feats[1]
         m = max(1, min(int(batch.num_micro_batches), int(R)))
-        out = self._op_out(feats, m)
-        tc, tm = out[0], out[1]
-        roof = np.maximum(tc, tm)
-        comp = roof * (tc >= tm)
-        s_time = (self._K @ roof).tolist()
-        s_comp = (self._K @ comp).tolist()
-        w = self._Ktot
+        out = self._op_out(feats, m)  # rows: compute time, memory time, FLOPs, bytes
+        bound = out[0] >= out[1]
+        np.maximum(out[0], out[1], out=out[1])  # row 1 becomes the op's roofline time
+        np.multiply(out[1], bound, out=out[0])  # row 0 its compute-bound share
+        s_comp, s_time, s_flops, s_bytes = (out @ self._KT).tolist()  # 4 x stages
         scale = self._size * m
-        flops = float(out[2] @ w) * scale
-        nbytes = float(out[3] @ w) * scale
+        flops = sum(s_flops) * scale
+        nbytes = sum(s_bytes) * scale
         t_mb = T / m
         touched = tpe = 0.0
         if self._experts is not None:
@@ -203,9 +202,67 @@ class StepModel:
 
     def cost(self, batch) -> tuple[float, StepCost]:
         """Duration (s) and breakdown of one step of `batch`."""
-        eff = self.efficiency
         if len(batch.num_new_tokens) == 0:
+            eff = self.efficiency
             return eff.step_overhead, StepCost(overhead=eff.step_overhead)
+        if self.layout.pp == 1:
+            return self._cost_one_stage(batch)
+        return self._cost_pipeline(batch)
+
+    def _cost_one_stage(self, batch) -> tuple[float, StepCost]:
+        """`cost` without pipeline stages, in scalars: the common case, and the hot path of
+        the simulator (tests check it agrees with `_cost_pipeline`)."""
+        eff = self.efficiency
+        feats = batch_features(batch)
+        T = feats[0]
+        m = max(1, min(int(batch.num_micro_batches), int(feats[1])))
+        out = self._op_out(feats, m)
+        bound = out[0] >= out[1]
+        np.maximum(out[0], out[1], out=out[1])
+        np.multiply(out[1], bound, out=out[0])
+        comp, time, flops, nbytes = (out @ self._K[0]).tolist()
+        scale = self._size * m
+        flops *= scale
+        nbytes *= scale
+        ovh = self._ovh[0]
+        t_mb = T / m
+        layers, dense, moe, ar_l, ar_s, a2a_l, a2a_s = self._stages[0]
+        msg = t_mb * self._scale * self._h_bytes
+        ar = ar_l + msg * ar_s if ar_s else 0.0
+        comm = (layers + dense) * ar
+        touched = tpe = 0.0
+        if self._experts is not None:
+            st = self.router.route(t_mb)
+            if isinstance(st.rank_load, float):
+                tc = st.rank_load * self._ex_c
+                t = max(tc, st.rank_touched * self._ex_me + st.rank_load * self._ex_ma)
+                time += moe * t
+                if tc >= t:
+                    comp += moe * t
+                touched = st.touched
+            else:
+                e_time, e_comp, touched = self._experts_time(t_mb)
+                time += e_time[0]
+                comp += e_comp[0]
+            k, ex = self._top_k, self._experts
+            tpe = t_mb * k / touched if touched else 0.0
+            n_moe = moe * m * self.layout.expert_tp
+            flops += n_moe * t_mb * k * ex.flops_per_assignment
+            nbytes += n_moe * (touched * ex.bytes_per_expert + t_mb * k * ex.bytes_per_assignment)
+            if self._moe_ar:
+                comm += moe * ar
+            elif a2a_s:
+                comm += moe * 2.0 * (a2a_l + t_mb * k * self._h_bytes / self.layout.ep * a2a_s)
+        duration = m * (time + ovh + comm) + eff.step_overhead
+        return duration, StepCost(
+            compute=m * comp, memory=m * (time - comp), communication=m * comm,
+            overhead=m * ovh + eff.step_overhead, flops=flops, bytes=nbytes,
+            experts_touched=touched, tokens_per_expert=tpe, bubble_fraction=0.0,
+            padded_tokens=batch.num_padded_tokens)
+
+    def _cost_pipeline(self, batch) -> tuple[float, StepCost]:
+        """`cost` through pipeline stages and the links between them, as a flow shop."""
+        eff = self.efficiency
         s_time, s_comp, s_ovh, s_comm, links, m, flops, nbytes, touched, tpe = \
             self._evaluate(batch)
         stages = [a + b + c for a, b, c in zip(s_time, s_ovh, s_comm)]
