@@ -2,6 +2,7 @@
 
     batchlab --version
     batchlab policies                      # what is installed, with parameters
+    batchlab presets                       # GPU and model presets of the cost model
     batchlab run [--policy NAME] [--set key=value ...] [workload and device options] [--json]
 
 A user mistake (unknown policy, bad parameter, unreadable trace) prints one line starting
@@ -15,16 +16,13 @@ import json
 import math
 import sys
 
-from . import __version__
-from .adapters.affine import affine_devices
-from .adapters.simulator import simulate
+from . import __version__, scenario
 from .core.errors import BatchlabError, ConfigError
-from .discovery import available_policies, load_policy
+from .discovery import available_policies
 from .metrics import _jsonable
 from .report import format_summary
-from .workloads import make_workload
 
-DEFAULT_POLICY = "fixed-window"
+DEFAULT_POLICY = "continuous"
 
 
 def _finite(kind):
@@ -53,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
     sub.add_parser("policies", help="list installed policies and their parameters")
+    sub.add_parser("presets", help="list the GPU and model presets of the cost model")
 
     run = sub.add_parser("run", help="simulate one policy on one workload and print a summary")
     run.add_argument("--policy", default=DEFAULT_POLICY, help="policy name (see `batchlab "
@@ -85,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--ep", type=int, help="expert-parallel degree")
     dev.add_argument("--pp", type=int, help="pipeline-parallel degree")
     dev.add_argument("--dp", type=int, help="data-parallel replicas (separate devices)")
-    dev.add_argument("--price", type=_finite(float), help="USD per device-hour")
+    dev.add_argument("--price", type=_finite(float), help="USD per GPU-hour (default: the GPU preset's; "
+                     "none for affine devices)")
     out = run.add_argument_group("output")
     out.add_argument("--slo-ttft", type=_finite(float), help="TTFT target, s (for goodput)")
     out.add_argument("--slo-tpot", type=_finite(float), help="TPOT target, s (for goodput)")
@@ -115,37 +115,40 @@ def cmd_policies(args) -> int:
     return 0
 
 
-def _workload(args):
-    if args.trace:
-        from .traces import load_trace
-        return load_trace(args.trace, time_scale=args.time_scale, limit=args.limit,
-                          max_new_tokens=args.max_new_tokens)
-    if args.limit is not None:
-        raise ConfigError("--limit applies to --trace only; use --requests for sampled traffic")
-    rate = args.rate
-    if rate is None and args.arrival in ("poisson", "gamma", "constant"):
-        rate = 1.5
-    return make_workload(args.arrival, num_requests=args.requests, rate=rate, cv=args.cv,
-                         users=args.users, think_time=args.think_time, prompt=args.prompt,
-                         output=args.output, max_new_tokens=args.max_new_tokens)
+def cmd_presets(args) -> int:
+    from .costmodel import list_gpus, list_models
+    for title, rows in (("GPUs (--gpu)", list_gpus()), ("models (--model)", list_models())):
+        print(title)
+        width = max(len(name) for name, _ in rows)
+        for name, description in rows:
+            print(f"  {name:<{width}}  {description}")
+    return 0
 
 
-def _devices(args):
-    if args.model or args.gpu:
-        from . import costmodel
-        if not (args.model and args.gpu):
-            raise ConfigError("the cost model needs both --model and --gpu (see `batchlab "
-                              "presets`)")
-        return costmodel.make_devices(args.model, args.gpu, args.gpus or 1, tp=args.tp,
-                                      ep=args.ep, pp=args.pp or 1, dp=args.dp or 1,
-                                      price_per_hour=args.price, seed=args.seed)
-    for flag in ("gpus", "tp", "ep", "pp", "dp"):
-        if getattr(args, flag) is not None:
-            raise ConfigError(f"--{flag} needs --model and --gpu (the affine device has no "
-                              "parallelism)")
+def _params(args) -> dict:
+    """The run the options describe, in the form scenario.run and sweeps share."""
+    params = {
+        "policy": args.policy, "trace": args.trace, "time_scale": args.time_scale,
+        "limit": args.limit, "arrival": args.arrival, "rate": args.rate, "cv": args.cv,
+        "users": args.users, "think_time": args.think_time, "requests": args.requests,
+        "prompt": args.prompt, "output": args.output, "max_new_tokens": args.max_new_tokens,
+        "model": args.model, "gpu": args.gpu, "gpus": args.gpus, "tp": args.tp, "ep": args.ep,
+        "pp": args.pp, "dp": args.dp, "price": args.price, "devices": args.devices,
+        "seed": args.seed, "slo_ttft": args.slo_ttft, "slo_tpot": args.slo_tpot,
+    }
+    for key, value in args.params:
+        params[f"policy.{key}"] = value
     if args.devices < 1:
         raise ConfigError(f"--devices must be >= 1, got {args.devices}")
-    return affine_devices(args.devices, price_per_hour=args.price)
+    if args.model or args.gpu:
+        params["devices"] = None
+    for flag in ("gpus", "tp", "ep", "pp", "dp"):
+        if params[flag] is not None and not (args.model or args.gpu):
+            raise ConfigError(f"--{flag} needs --model and --gpu (the affine device has no "
+                              "parallelism)")
+    if args.limit is not None and not args.trace:
+        raise ConfigError("--limit applies to --trace only; use --requests for sampled traffic")
+    return {k: v for k, v in params.items() if v is not None}
 
 
 class _ProgressBar:
@@ -164,19 +167,14 @@ class _ProgressBar:
 
 
 def cmd_run(args) -> int:
-    policy = load_policy(args.policy, **dict(args.params))
-    workload = _workload(args)
-    devices = _devices(args)
+    params = _params(args)
     show = args.progress or sys.stderr.isatty()
-    result = simulate(policy, workload, devices, seed=args.seed,
-                      progress=_ProgressBar(sys.stderr) if show else None)
-    summary = result.summary(slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot,
-                             price_per_device_hour=args.price)
+    result = scenario.run(params, progress=_ProgressBar(sys.stderr) if show else None)
+    summary = result.summary(slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot)
     if args.records:
         result.to_csv(args.records)
     if args.save:
-        result.to_json(args.save, slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot,
-                       price_per_device_hour=args.price)
+        result.to_json(args.save, slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot)
     if args.json:
         print(json.dumps(_jsonable(summary), indent=1))
     else:
@@ -191,7 +189,8 @@ def main(argv=None) -> int:
         parser.print_help()
         return 0
     try:
-        return {"policies": cmd_policies, "run": cmd_run}[args.command](args)
+        return {"policies": cmd_policies, "presets": cmd_presets,
+                "run": cmd_run}[args.command](args)
     except BatchlabError as exc:
         print(f"batchlab: error: {exc}", file=sys.stderr)
         return 2

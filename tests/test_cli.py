@@ -27,6 +27,19 @@ def test_policies_lists_fixed_window_with_parameters(capsys):
     assert "fixed-window" in out and "--set window=<float>" in out
 
 
+def test_presets_lists_gpus_and_models(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert "h200" in out and "deepseek-v3" in out
+
+
+def test_run_on_a_cost_model_preset_shows_utilisation(capsys):
+    assert main(["run", "--model", "mixtral-8x7b", "--gpu", "h100", "--gpus", "2",
+                 "--requests", "40", "--rate", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "MFU" in out and "tokens per touched expert" in out and "$ per million" in out
+
+
 def test_run_prints_a_table_and_json_gives_the_same_numbers(capsys):
     assert main(["run", *SMALL]) == 0
     table = capsys.readouterr().out
@@ -35,7 +48,8 @@ def test_run_prints_a_table_and_json_gives_the_same_numbers(capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["num_finished"] == 60
     ttft_ms = summary["ttft_p50_s"] * 1e3
-    assert f"TTFT p50         {ttft_ms:.3g} ms" in table or f"{ttft_ms:,.0f} ms" in table
+    line = next(x for x in table.splitlines() if x.strip().startswith("TTFT p50"))
+    assert line.split()[-2] in (f"{ttft_ms:.3g}", f"{ttft_ms:,.0f}")
 
 
 def test_run_writes_records_and_full_json(tmp_path, capsys):
@@ -57,13 +71,16 @@ def test_trace_replay(tmp_path, capsys):
 @pytest.mark.parametrize("argv,message", [
     (["run", "--policy", "nope"], "unknown policy 'nope'"),
     (["run", "--set", "foo=1"], "has no parameter 'foo'"),
-    (["run", "--set", "window=abc"], "parameter 'window' must be float"),
+    (["run", "--policy", "fixed-window", "--set", "window=abc"], "parameter 'window' must be float"),
     (["run", "--rate", "-1"], "Poisson.rate must be a positive finite number"),
     (["run", "--requests", "0"], "num_requests"),
     (["run", "--trace", "/no/such/trace.csv"], "/no/such/trace.csv"),
     (["run", "--limit", "3"], "--limit applies to --trace only"),
     (["run", "--devices", "0"], "--devices must be >= 1"),
     (["run", "--tp", "2"], "--tp needs --model and --gpu"),
+    (["run", "--model", "deepseek-v3", "--gpu", "h200"], "does not fit on 1 x h200"),
+    (["run", "--model", "gpt-9", "--gpu", "h200"], "unknown model preset 'gpt-9'"),
+    (["run", "--model", "llama-3-8b"], "needs both a model and a gpu"),
     (["run", "--arrival", "sometimes"], "arrival 'sometimes' is unknown"),
     (["run", "--prompt", "lognormal:abc"], "lognormal"),
 ])

@@ -1,0 +1,114 @@
+"""One run described as a flat dict of plain values, and how to build it.
+
+The CLI's `run`, `batchlab sweep` and `batchlab compare` all describe a run the same way, so
+that a row of a results table says exactly how to reproduce it:
+
+    {"policy": "continuous", "policy.max_num_seqs": 64,
+     "model": "deepseek-v3", "gpu": "h200", "gpus": 8,
+     "arrival": "poisson", "rate": 20.0, "requests": 500,
+     "prompt": "lognormal:512:1.0", "output": "lognormal:128:1.0", "seed": 0}
+
+Keys (all optional; defaults in DEFAULTS): policy and policy.<param>; workload: arrival, rate,
+cv, users, think_time, requests, prompt, output, max_new_tokens, or trace, time_scale, limit;
+devices: model, gpu, gpus, tp, ep, pp, dp, price, routing (cost model), or devices (affine);
+run: seed, slo_ttft, slo_tpot; label (free text, ignored). An unknown key is an error.
+"""
+
+from __future__ import annotations
+
+from .adapters.affine import affine_devices
+from .adapters.simulator import simulate
+from .core.errors import ConfigError
+from .discovery import load_policy
+from .workloads import make_workload
+
+DEFAULTS = {
+    "policy": "continuous",
+    "arrival": "poisson",
+    "requests": 500,
+    "prompt": "lognormal:512:1.0",
+    "output": "lognormal:128:1.0",
+    "seed": 0,
+}
+_SAMPLED_RATE = 1.5  # req/s when a rate-based arrival process is given none
+KEYS = frozenset({
+    "policy", "arrival", "rate", "cv", "users", "think_time", "requests", "prompt", "output",
+    "max_new_tokens", "trace", "time_scale", "limit", "model", "gpu", "gpus", "tp", "ep", "pp",
+    "dp", "price", "routing", "devices", "seed", "slo_ttft", "slo_tpot", "label",
+})
+
+
+def _get(params: dict, key: str):
+    value = params.get(key)
+    return DEFAULTS.get(key) if value is None else value
+
+
+def check_keys(params: dict) -> None:
+    unknown = [k for k in params if k not in KEYS and not k.startswith("policy.")]
+    if unknown:
+        raise ConfigError(f"unknown run setting {unknown[0]!r}; known settings: "
+                          f"{', '.join(sorted(KEYS))}, and policy.<parameter>")
+
+
+def build_policy(params: dict):
+    policy_params = {k.split(".", 1)[1]: v for k, v in params.items()
+                     if k.startswith("policy.") and v is not None}
+    return load_policy(_get(params, "policy"), **policy_params)
+
+
+def build_workload(params: dict):
+    if params.get("trace"):
+        from .traces import load_trace
+        return load_trace(params["trace"], time_scale=params.get("time_scale") or 1.0,
+                          limit=params.get("limit"), max_new_tokens=params.get("max_new_tokens"))
+    if params.get("limit") is not None:
+        raise ConfigError("limit applies to a trace only; use requests for sampled traffic")
+    arrival = _get(params, "arrival")
+    rate = params.get("rate")
+    if rate is None and arrival in ("poisson", "gamma", "constant"):
+        rate = _SAMPLED_RATE
+    return make_workload(arrival, num_requests=_get(params, "requests"), rate=rate,
+                         cv=params.get("cv"), users=params.get("users"),
+                         think_time=params.get("think_time"), prompt=_get(params, "prompt"),
+                         output=_get(params, "output"),
+                         max_new_tokens=params.get("max_new_tokens"))
+
+
+def build_devices(params: dict):
+    model, gpu = params.get("model"), params.get("gpu")
+    if model or gpu:
+        from . import costmodel
+        if not (model and gpu):
+            raise ConfigError("the cost model needs both a model and a gpu preset (see "
+                              "`batchlab presets`)")
+        kw = {k: params[k] for k in ("tp", "ep") if params.get(k) is not None}
+        if params.get("routing"):
+            kw["routing"] = params["routing"]
+        return costmodel.make_devices(model, gpu, params.get("gpus") or 1,
+                                      pp=params.get("pp") or 1, dp=params.get("dp") or 1,
+                                      price_per_hour=params.get("price"),
+                                      seed=_get(params, "seed"), **kw)
+    for key in ("gpus", "tp", "ep", "pp", "dp", "routing"):
+        if params.get(key) is not None:
+            raise ConfigError(f"{key} needs a model and a gpu preset (the affine device has "
+                              "no parallelism)")
+    count = params.get("devices") or 1
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ConfigError(f"devices must be a positive int, got {count!r}")
+    return affine_devices(count, price_per_hour=params.get("price"))
+
+
+def run(params: dict, *, progress=None):
+    """Build and simulate the run `params` describes; returns the Result."""
+    check_keys(params)
+    policy = build_policy(params)
+    workload = build_workload(params)
+    devices = build_devices(params)
+    return simulate(policy, workload, devices, seed=_get(params, "seed"), progress=progress)
+
+
+def summarize(params: dict, result) -> dict:
+    """The run's settings followed by its summary: one row of a results table."""
+    # Devices carry their own price (price is per GPU-hour, as the presets give it).
+    summary = result.summary(slo_ttft=params.get("slo_ttft"), slo_tpot=params.get("slo_tpot"))
+    return {**params, **{k: v for k, v in summary.items() if k not in params}}
