@@ -11,8 +11,10 @@ the busiest rank's load is the mean plus the usual extreme-value term of a sum o
 independent choices, mu + sigma * sqrt(2 ln ep) (mu = Bk/ep, sigma^2 = Bk(1/ep)(1-1/ep)),
 capped at what one rank can receive; its distinct experts follow from the same formula at
 the tokens that load implies. "sampled" mode draws the routing of every MoE layer each step
-from a seeded generator instead (exactly top-k distinct experts per token for small batches, a
-multinomial for large ones, where the difference vanishes).
+from a seeded generator instead: exactly k distinct experts for a single token, and for more
+tokens each rank's load (multinomial) and its distinct experts (normal approximation of the
+occupancy distribution), which costs layers x ranks draws per step instead of layers x
+experts.
 
 `skew` > 0 makes some experts more popular than others (Zipf weights over a seeded random
 order of the experts), which is what real routers show; 0 is uniform routing.
@@ -27,7 +29,6 @@ import numpy as np
 
 from batchlab.core import ConfigError
 
-_EXACT_LIMIT = 1 << 16  # layers * tokens * experts below which sampling is exact top-k
 
 
 def expected_experts_touched(num_experts: int, top_k: int, num_tokens: float) -> float:
@@ -82,6 +83,8 @@ class Router:
     _q: np.ndarray = attrs.field(init=False, repr=False)
     _q_rank: np.ndarray = attrs.field(init=False, repr=False)
     _memo: dict = attrs.field(init=False, repr=False, factory=dict)
+    _rank_share: np.ndarray = attrs.field(init=False, repr=False)
+    _inner: np.ndarray = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self):
         if self.mode not in ("expected", "sampled"):
@@ -96,6 +99,8 @@ class Router:
         self._p = w / w.sum()
         self._q = _inclusion(self._p, self.top_k)
         self._q_rank = self._q.reshape(self.ep, -1)
+        self._rank_share = self._q_rank.sum(axis=1) / self.top_k
+        self._inner = self._q_rank / self._q_rank.sum(axis=1, keepdims=True)
 
     @property
     def experts_per_rank(self) -> int:
@@ -149,20 +154,43 @@ class Router:
 
     # ---- sampled -------------------------------------------------------------------------
     def _sampled(self, num_tokens: int) -> RouteStats:
-        layers, e, k = self.num_layers, self.num_experts, self.top_k
+        layers, k, ep = self.num_layers, self.top_k, self.ep
         if num_tokens <= 0:
-            z = np.zeros((layers, self.ep))
+            z = np.zeros((layers, ep))
             return RouteStats(np.zeros(layers), z, z)
-        if layers * num_tokens * e <= _EXACT_LIMIT:
-            # Gumbel top-k: exactly k distinct experts per token, drawn by popularity
-            keys = np.log(self._p) - np.log(-np.log(self._rng.random((layers, num_tokens, e))))
-            chosen = np.argpartition(-keys, k - 1, axis=2)[:, :, :k].reshape(layers, -1)
-            offsets = (np.arange(layers) * e)[:, None]
-            counts = np.bincount((chosen + offsets).ravel(), minlength=layers * e)
-            counts = counts.reshape(layers, e)
-        else:
-            counts = self._rng.multinomial(num_tokens * k, self._p, size=layers)
-        hit = counts > 0
-        per_rank = counts.reshape(layers, self.ep, -1)
-        return RouteStats(hit.sum(axis=1).astype(float), per_rank.sum(axis=2).astype(float),
-                          hit.reshape(layers, self.ep, -1).sum(axis=2).astype(float))
+        if num_tokens == 1:
+            return self._sampled_one()
+        # Several tokens: draw how many assignments each rank gets (per layer), then how many
+        # distinct experts that many assignments reach on the rank, from the normal
+        # approximation of the occupancy distribution (mean and variance of the number of
+        # bins l balls hit). Drawing every expert's count would cost layers x experts
+        # variates a step; this costs layers x ranks, and agrees closely with it. A token's
+        # chance to pick an expert is its inclusion probability q (k distinct per token).
+        loads = (self._rng.multinomial(num_tokens * k, self._rank_share, size=layers)
+                 if ep > 1 else np.full((layers, 1), num_tokens * k))
+        per = self.experts_per_rank
+        stay = 1.0 - 1.0 / per
+        if self.skew == 0:
+            mean = per * (1.0 - stay ** loads)
+        else:  # popularity inside each rank: experts' shares of their rank's assignments
+            mean = per - ((1.0 - self._inner[None]) ** loads[..., None]).sum(axis=2)
+        var = (per * (per - 1) * (1.0 - 2.0 / per) ** loads + per * stay ** loads
+               - (per * stay ** loads) ** 2) if per > 1 else np.zeros(loads.shape)
+        touched = np.rint(mean + np.sqrt(np.maximum(var, 0.0))
+                          * self._rng.standard_normal(loads.shape))
+        touched = np.clip(touched, np.minimum(loads, 1), np.minimum(loads, per)).astype(float)
+        return RouteStats(touched.sum(axis=1), loads.astype(float), touched)
+
+    def _sampled_one(self) -> RouteStats:
+        """One token: exactly k distinct experts per layer, drawn by popularity."""
+        layers, e, k, ep = self.num_layers, self.num_experts, self.top_k, self.ep
+        if self.skew == 0:  # a uniform k-subset: ranks' shares are multivariate hypergeometric
+            loads = self._rng.multivariate_hypergeometric(
+                [self.experts_per_rank] * ep, k, size=layers).astype(float)
+        else:  # Gumbel top-k over the popularity weights
+            keys = np.log(self._p) - np.log(-np.log(self._rng.random((layers, e))))
+            chosen = np.argpartition(-keys, k - 1, axis=1)[:, :k]
+            hit = np.zeros((layers, e))
+            np.put_along_axis(hit, chosen, 1.0, axis=1)
+            loads = hit.reshape(layers, ep, -1).sum(axis=2)
+        return RouteStats(np.full(layers, float(k)), loads, loads)

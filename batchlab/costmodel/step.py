@@ -96,6 +96,7 @@ class StepModel:
             x = c.p2p(lay.stage_gpus[s][0], lay.stage_gpus[s + 1][0])
             self._links.append((x.latency, x.seconds_per_byte / ce))
         self._moe_ar = lay.ep == 1  # experts tensor-parallel: their output is all-reduced
+        self._ep, self._etp = lay.ep, lay.expert_tp
         self._moe_cum = np.concatenate([[0], np.cumsum(moe)]).astype(int)
         if self._experts is not None:
             ex = self._experts
@@ -246,13 +247,13 @@ class StepModel:
                 comp += e_comp[0]
             k, ex = self._top_k, self._experts
             tpe = t_mb * k / touched if touched else 0.0
-            n_moe = moe * m * self.layout.expert_tp
+            n_moe = moe * m * self._etp
             flops += n_moe * t_mb * k * ex.flops_per_assignment
             nbytes += n_moe * (touched * ex.bytes_per_expert + t_mb * k * ex.bytes_per_assignment)
             if self._moe_ar:
                 comm += moe * ar
             elif a2a_s:
-                comm += moe * 2.0 * (a2a_l + t_mb * k * self._h_bytes / self.layout.ep * a2a_s)
+                comm += moe * 2.0 * (a2a_l + t_mb * k * self._h_bytes / self._ep * a2a_s)
         duration = m * (time + ovh + comm) + eff.step_overhead
         return duration, StepCost(
             compute=m * comp, memory=m * (time - comp), communication=m * comm,
