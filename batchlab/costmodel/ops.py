@@ -16,14 +16,13 @@ is prefill-style for rows feeding several tokens (MLA: decompress the latent cac
 ordinary attention) and decode-style for rows feeding one (MLA: "absorbed" weights, attention
 over the 576-wide latent). One op also keeps the model monotone: a row that feeds more
 tokens only ever adds FLOPs and bytes. KV is read once per row per layer (FlashAttention's
-re-reads across query tiles are left out). Routed experts depend on routing, so they are kept as coefficients per token
-assignment and per touched expert (see `experts`).
+re-reads across query tiles are left out). Routed experts depend on routing, so they are
+kept as coefficients per token assignment and per touched expert (see `ExpertCoeffs`).
 """
 
 from __future__ import annotations
 
 import attrs
-import numpy as np
 
 from .gpus import GPUSpec
 from .models import ModelConfig

@@ -135,7 +135,8 @@ class StepModel:
             t, c = float(t_layer[0]), float(c_layer[0])
             return [e * t for e in moe], [e * c for e in moe], float(st.touched[0])
         k = self._moe_cum
-        cum, ccum = np.concatenate([[0], np.cumsum(t_layer)]), np.concatenate([[0], np.cumsum(c_layer)])
+        cum = np.concatenate([[0.0], np.cumsum(t_layer)])  # split layers over the stages
+        ccum = np.concatenate([[0.0], np.cumsum(c_layer)])
         return ((cum[k[1:]] - cum[k[:-1]]).tolist(), (ccum[k[1:]] - ccum[k[:-1]]).tolist(),
                 float(st.touched.mean()))
 
