@@ -106,3 +106,28 @@ def test_abort_of_waiting_running_and_in_flight_requests():
     policy.check_valid()
     nxt = policy.schedule(0.1, [dev]).batches["dev0"]
     assert sorted(nxt.request_ids.tolist()) == [0, 2]    # 1 and 3 are gone
+
+
+def test_window_trades_latency_for_tokens_per_expert_on_a_moe_model():
+    """The MoE story: waiting up to 200 ms to gather a fuller step (instead of 5 ms) feeds
+    each touched expert many more tokens, and costs time to first token."""
+    from batchlab.costmodel import make_devices
+
+    devices = make_devices("deepseek-v3", "h200", 8)
+    spec = make_workload("poisson", rate=4.0, num_requests=200)
+    short, long = (simulate(load_policy("continuous", window=w), spec, devices).summary()
+                   for w in (0.005, 0.2))
+    # Measured: about 5 vs 12 tokens per touched expert; TTFT p50 about 0.04 s vs 0.17 s.
+    assert long["tokens_per_touched_expert"] > 1.8 * short["tokens_per_touched_expert"]
+    assert long["ttft_p50_s"] > 2 * short["ttft_p50_s"]
+
+
+def test_micro_batches_shrink_the_pipeline_bubble():
+    from batchlab.costmodel import make_devices
+
+    devices = make_devices("llama-3-70b", "h100", 8, pp=4, tp=2)
+    spec = make_workload("poisson", rate=10.0, num_requests=100)
+    bubbles = [simulate(load_policy("continuous", num_micro_batches=m), spec, devices)
+               .summary()["bubble_fraction"] for m in (1, 4)]
+    assert bubbles[0] == pytest.approx(3 / 4)          # (p - 1) / (m + p - 1), m = 1, p = 4
+    assert bubbles[1] < bubbles[0]

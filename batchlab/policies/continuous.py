@@ -32,6 +32,11 @@ def _positive(instance, attribute, value):
         raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
 
 
+def _non_negative(instance, attribute, value):
+    if not value >= 0:
+        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
 def _order(instance, attribute, value):
     if value not in ("fcfs", "priority"):
         raise ValueError(f"{attribute.name} must be 'fcfs' or 'priority', got {value!r}")
@@ -65,6 +70,12 @@ class ContinuousBatching:
     chunked_prefill: bool = True
     order: str = attrs.field(default="fcfs", validator=_order)
     block_size: int = attrs.field(default=16, validator=_positive)
+    # Micro-batches per step, for pipeline-parallel devices (capped by the batch's rows).
+    num_micro_batches: int = attrs.field(default=1, validator=_positive)
+    # Seconds an idle device may wait to gather a fuller step (0: never wait). A step starts
+    # once max_num_seqs requests are in hand or the window since the device went idle ends:
+    # the MoE trade of latency for tokens per expert.
+    window: float = attrs.field(default=0.0, validator=_non_negative)
     name: str = attrs.field(default="continuous", init=False)
     _waiting: list = attrs.field(factory=list, init=False)   # heap of (key, id)
     _requests: dict = attrs.field(factory=dict, init=False)  # id -> Request, until it ends
@@ -77,6 +88,7 @@ class ContinuousBatching:
     _aborted: set = attrs.field(factory=set, init=False)     # aborted while in flight
     _unchecked: list = attrs.field(factory=list, init=False)
     _rank: int = attrs.field(default=0, init=False)
+    _idle_since: dict = attrs.field(factory=dict, init=False)  # device name -> time
 
     # -- protocol -----------------------------------------------------------------------------
     def add(self, request: Request, now: float) -> None:
@@ -111,16 +123,23 @@ class ContinuousBatching:
                     device.kv_capacity_tokens, self.block_size)
                 self._running[device.name] = _Running()
         rejected = self._reject_impossible()
-        batches = {}
+        batches, wake = {}, None
         for device in devices:
+            if self.window > 0:
+                due = self._idle_since.setdefault(device.name, now) + self.window
+                if now < due and len(self._requests) < self.max_num_seqs:
+                    if self._requests:  # work in hand: come back when the window ends
+                        wake = due if wake is None else min(wake, due)
+                    continue
             batch = self._schedule_device(device.name)
             if batch is not None:
                 batches[device.name] = batch
                 self._launched[id(batch)] = device.name
-        return Plan(batches, rejected=rejected)
+        return Plan(batches, wake_at=wake, rejected=rejected)
 
     def update(self, batch: Batch, result, now: float) -> None:
         name = self._launched.pop(id(batch))
+        self._idle_since[name] = now
         run = self._running[name]
         rows, run.scheduled = run.scheduled, None
         fed = batch.num_cached_tokens + batch.num_new_tokens
@@ -164,7 +183,8 @@ class ContinuousBatching:
         if rows.size == 0:
             return None
         run.scheduled = rows
-        return Batch(run.ids[rows], take[rows], run.computed[rows])
+        return Batch(run.ids[rows], take[rows], run.computed[rows],
+                     num_micro_batches=min(self.num_micro_batches, rows.size))
 
     def _take(self, need: np.ndarray, budget: int) -> np.ndarray:
         """Tokens each running row gets within the budget: decodes first (Sarathi's
