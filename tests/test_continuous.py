@@ -129,5 +129,5 @@ def test_micro_batches_shrink_the_pipeline_bubble():
     spec = make_workload("poisson", rate=10.0, num_requests=100)
     bubbles = [simulate(load_policy("continuous", num_micro_batches=m), spec, devices)
                .summary()["bubble_fraction"] for m in (1, 4)]
-    assert bubbles[0] == pytest.approx(3 / 4)          # (p - 1) / (m + p - 1), m = 1, p = 4
+    assert bubbles[0] == pytest.approx(3 / 4, rel=1e-3)  # (p - 1) / (m + p - 1), m=1, p=4
     assert bubbles[1] < bubbles[0]
