@@ -46,6 +46,8 @@ def test_deepseek_does_not_fit_on_one_gpu_and_says_what_to_do():
     (dict(model="mixtral-8x7b", num_gpus=2, routing="random"), "routing 'random'"),
     (dict(model="mixtral-8x7b", num_gpus=2, skew=float("nan")), "skew"),
     (dict(model="llama-3-8b", num_gpus=1, memory_utilization=0), "memory_utilization"),
+    (dict(model="llama-3-8b", num_gpus=2, tp=2.0), "tp must be a whole number"),
+    (dict(model="llama-3-8b", num_gpus=2, gpus_per_node=0), "gpus_per_node"),
 ])
 def test_bad_layouts_name_the_parameter(kwargs, match):
     with pytest.raises(ConfigError, match=match):

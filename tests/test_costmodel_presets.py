@@ -85,6 +85,7 @@ def test_unknown_presets_name_the_choices():
 @pytest.mark.parametrize("field,value", [
     ("memory_bandwidth", 0), ("memory_bandwidth", -1.0), ("bf16_flops", math.nan),
     ("link_bandwidth", math.inf), ("link_latency", -1e-6), ("price_per_hour", -2.0),
+    ("gpus_per_node", 2.5), ("memory_bytes", "80GB"),
 ])
 def test_bad_gpu_numbers_name_the_field(field, value):
     with pytest.raises(ConfigError, match=field):

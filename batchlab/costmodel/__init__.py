@@ -10,7 +10,9 @@ from .device import CostModelDevice
 from .efficiency import DEFAULT_EFFICIENCY, Efficiency
 from .features import batch_features
 from .gpus import GPUS, GPUSpec, get_gpu, list_gpus
-from .loading import load_efficiency, load_gpu, load_model
+from .loading import (
+    load_efficiency, load_gpu, load_model, resolve_efficiency, resolve_gpu, resolve_model,
+)
 from .memory import MemoryPlan, plan_memory
 from .model_presets import MODELS, get_model, list_models
 from .models import ModelConfig
@@ -26,5 +28,6 @@ __all__ = [
     "StepModel", "batch_features", "bubble_fraction", "critical_path",
     "expected_experts_touched", "get_gpu", "get_model", "list_gpus", "list_models",
     "load_efficiency", "load_gpu", "load_model", "make_devices", "pipeline_makespan",
-    "plan_memory", "resolve_layout", "task_graph",
+    "plan_memory", "resolve_efficiency", "resolve_gpu", "resolve_layout", "resolve_model",
+    "task_graph",
 ]

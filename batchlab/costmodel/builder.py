@@ -49,7 +49,8 @@ def make_devices(model: str | ModelConfig, gpu: str | GPUSpec, num_gpus: int = 1
     g = resolve_gpu(gpu)
     eff = resolve_efficiency(efficiency)
     num_gpus = count("make_devices", "num_gpus", num_gpus)
-    per_node = count("make_devices", "gpus_per_node", gpus_per_node) if gpus_per_node else None
+    per_node = (count("make_devices", "gpus_per_node", gpus_per_node)
+                if gpus_per_node is not None else None)
     util = fraction("make_devices", "memory_utilization", memory_utilization)
     price = g.price_per_hour if price_per_hour is None else non_negative(
         "make_devices", "price_per_hour", price_per_hour)

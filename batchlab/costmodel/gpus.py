@@ -15,7 +15,7 @@ import attrs
 
 from batchlab.core import ConfigError
 
-from .checks import v_non_negative, v_positive
+from .checks import v_count, v_non_negative, v_positive
 
 TERA = 1e12
 GB = 1e9  # bandwidths are quoted in decimal GB/s
@@ -48,7 +48,7 @@ class GPUSpec:
     link_latency: float = attrs.field(validator=v_non_negative)
     network_bandwidth: float = attrs.field(validator=v_positive)
     network_latency: float = attrs.field(validator=v_non_negative)
-    gpus_per_node: int = attrs.field(validator=v_positive)
+    gpus_per_node: int = attrs.field(validator=v_count)
     price_per_hour: float = attrs.field(validator=v_non_negative)
     link_kind: str = "nvlink"
     source: str = ""

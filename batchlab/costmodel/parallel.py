@@ -65,7 +65,9 @@ class Layout:
 def resolve_layout(model: ModelConfig, num_gpus: int, *, tp=None, ep=None, pp=1, dp=1,
                    replica: int = 0) -> Layout:
     """Check a parallel configuration against the model and GPU count, and fill defaults."""
-    for name, v in (("num_gpus", num_gpus), ("pp", pp), ("dp", dp)):
+    for name, v in (("num_gpus", num_gpus), ("pp", pp), ("dp", dp), ("tp", tp), ("ep", ep)):
+        if v is None and name in ("tp", "ep"):
+            continue
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(f"{name} must be a whole number >= 1, not {v!r}")
     _divides("dp", dp, num_gpus, "num_gpus", "; each data-parallel replica gets num_gpus/dp GPUs")
