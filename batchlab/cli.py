@@ -3,7 +3,9 @@
     batchlab --version
     batchlab policies                      # what is installed, with parameters
     batchlab presets                       # GPU and model presets of the cost model
+    batchlab compare [--config FILE] [--out DIR]   # the main job: tables, plots, report.md
     batchlab run [--policy NAME] [--set key=value ...] [workload and device options] [--json]
+    batchlab sweep CONFIG [--executor local|ray] [--address ADDR] [--processes N] [--out DIR]
 
 A user mistake (unknown policy, bad parameter, unreadable trace) prints one line starting
 with "batchlab: error:" and exits with status 2; no traceback.
@@ -53,6 +55,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("policies", help="list installed policies and their parameters")
     sub.add_parser("presets", help="list the GPU and model presets of the cost model")
 
+    cmp_ = sub.add_parser("compare", help="the main job: why a MoE model is cheap at scale and "
+                          "expensive locally, and what each policy costs (tables, plots, "
+                          "report.md)")
+    cmp_.add_argument("--config", metavar="FILE.toml", help="scenario file (default: the "
+                      "embedded one; see --print-config)")
+    cmp_.add_argument("--print-config", action="store_true",
+                      help="print the default scenario file, to copy and edit, and exit")
+    cmp_.add_argument("--out", metavar="DIR", default="batchlab-compare",
+                      help="output folder (default batchlab-compare); finished runs kept in "
+                      "DIR/points are reused")
+    cmp_.add_argument("--policies", help="comma-separated policies (default: all installed)")
+    cmp_.add_argument("--executor", choices=("local", "ray"), default="local")
+    cmp_.add_argument("--address", help="Ray cluster address (default: a local instance)")
+    cmp_.add_argument("--processes", type=int, help="worker processes (default: one per CPU)")
+    cmp_.add_argument("--no-plots", action="store_true", help="tables and report only")
+    cmp_.add_argument("--quiet", action="store_true", help="no progress bar")
+
     run = sub.add_parser("run", help="simulate one policy on one workload and print a summary")
     run.add_argument("--policy", default=DEFAULT_POLICY, help="policy name (see `batchlab "
                      f"policies`; default {DEFAULT_POLICY})")
@@ -95,6 +114,19 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--save", metavar="FILE.json", help="write summary, devices, records")
     out.add_argument("--progress", action="store_true", help="show a progress bar on stderr "
                      "(default: when stderr is a terminal)")
+
+    sw = sub.add_parser("sweep", help="run a grid of runs from a TOML file into one CSV table "
+                        "(see docs/sweeps.md); finished points are kept and not rerun")
+    sw.add_argument("config", metavar="CONFIG", help="sweep file: [base], [grid], [[points]]")
+    sw.add_argument("--executor", choices=("local", "ray"), default="local",
+                    help="local process pool (default) or Ray (pip install 'batchlab[ray]')")
+    sw.add_argument("--address", help="Ray cluster address (default: a local Ray instance)")
+    sw.add_argument("--processes", type=int, help="worker processes, or CPUs of a local Ray "
+                    "instance (default: one per CPU; 1 runs in this process)")
+    sw.add_argument("--out", metavar="DIR", help="results.csv and points/ go here (default: "
+                    "sweep-<config name> in the current directory)")
+    sw.add_argument("--progress", action="store_true", help="show a progress bar on stderr "
+                    "(default: when stderr is a terminal)")
     return ap
 
 
@@ -112,6 +144,27 @@ def cmd_policies(args) -> int:
             print(f"    {info.description}")
         for p in info.params:
             print(f"    --set {p.name}=<{p.type}>  (default {p.default!r})")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from importlib import resources
+    from . import compare
+    if args.print_config:
+        print((resources.files("batchlab") / "data" / compare.DEFAULT_CONFIG).read_text(),
+              end="")
+        return 0
+    policies = None
+    if args.policies:
+        policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    bar = None if args.quiet else _ProgressBar(sys.stderr, "running")
+    paths = compare.run(args.config, args.out, policies=policies, executor=args.executor,
+                        processes=args.processes, address=args.address,
+                        plots=not args.no_plots, progress=bar)
+    report = paths["report"]
+    sections = report.read_text().split("\n## ")
+    print("\n## ".join(sections[1:3]).strip())  # the cost story and the knob studies
+    print(f"\nwrote {len(paths)} files to {args.out}/ (report: {report})")
     return 0
 
 
@@ -152,15 +205,15 @@ def _params(args) -> dict:
 
 
 class _ProgressBar:
-    def __init__(self, stream):
-        self.stream, self.last = stream, -1
+    def __init__(self, stream, what: str = "simulating"):
+        self.stream, self.last, self.what = stream, -1, what
 
     def __call__(self, done: int, total: int) -> None:
         percent = 100 * done // max(total, 1)
         if percent != self.last:
             self.last = percent
             bar = "#" * (percent // 4)
-            self.stream.write(f"\r  simulating [{bar:<25}] {percent:3d}% ({done}/{total})")
+            self.stream.write(f"\r  {self.what} [{bar:<25}] {percent:3d}% ({done}/{total})")
             if done >= total:
                 self.stream.write("\n")
             self.stream.flush()
@@ -182,6 +235,24 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from pathlib import Path
+    from . import sweep
+    points = sweep.expand(sweep.load_config(args.config))
+    out = Path(args.out or f"sweep-{Path(args.config).stem}")
+    cache = out / "points"
+    reused = sum((cache / f"{sweep.point_key(p)}.json").exists() for p in points)
+    show = args.progress or sys.stderr.isatty()
+    rows = sweep.run_points(points, executor=args.executor, processes=args.processes,
+                            address=args.address, cache_dir=cache,
+                            progress=_ProgressBar(sys.stderr) if show else None)
+    path = sweep.write_table(rows, out / "results.csv")
+    failed = sum(bool(row.get("error")) for row in rows)
+    print(sweep.format_table(rows))
+    print(f"\n{len(rows)} points ({reused} reused from {cache}, {failed} failed): {path}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -189,8 +260,8 @@ def main(argv=None) -> int:
         parser.print_help()
         return 0
     try:
-        return {"policies": cmd_policies, "presets": cmd_presets,
-                "run": cmd_run}[args.command](args)
+        return {"policies": cmd_policies, "presets": cmd_presets, "compare": cmd_compare,
+                "run": cmd_run, "sweep": cmd_sweep}[args.command](args)
     except BatchlabError as exc:
         print(f"batchlab: error: {exc}", file=sys.stderr)
         return 2
