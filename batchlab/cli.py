@@ -245,7 +245,7 @@ def cmd_sweep(args) -> int:
     show = args.progress or sys.stderr.isatty()
     rows = sweep.run_points(points, executor=args.executor, processes=args.processes,
                             address=args.address, cache_dir=cache,
-                            progress=_ProgressBar(sys.stderr) if show else None)
+                            progress=_ProgressBar(sys.stderr, "running") if show else None)
     path = sweep.write_table(rows, out / "results.csv")
     failed = sum(bool(row.get("error")) for row in rows)
     print(sweep.format_table(rows))
