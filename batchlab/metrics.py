@@ -43,6 +43,7 @@ DEVICE_DTYPE = np.dtype([
     ("bubble_time", np.float64),      # bubble_fraction x duration, summed
     ("padded_tokens", np.int64),
     ("failures", np.int64),
+    ("recomputed_tokens", np.int64),  # KV-cached tokens failures destroyed (fed again later)
     ("kv_transfers", np.int64),       # KV caches received from other devices
     ("kv_transfer_time", np.float64), # seconds those transfers took, summed
     ("num_gpus", np.int64),
@@ -139,6 +140,7 @@ class Result:
         out["busy_fraction"] = _ratio(dev["busy_time"].mean(), span) if dev.size else math.nan
         out["preemptions"] = int(rec["preemptions"].sum())
         out["failures"] = int(dev["failures"].sum())
+        out["recomputed_tokens"] = int(dev["recomputed_tokens"].sum())
         out["kv_transfers"] = int(dev["kv_transfers"].sum())
         busy = dev["busy_time"].sum()
         out["bubble_fraction"] = _ratio(dev["bubble_time"].sum(), busy)

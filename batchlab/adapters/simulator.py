@@ -1,13 +1,15 @@
 """The discrete-event simulator: drives any Scheduler on cost-model devices in simulated time.
 
 A heap of (time, priority, sequence, payload) events: step completions, KV migrations ending,
-arrivals and scheduler wake-ups. At one instant, completions come first (they free memory),
+arrivals, scheduler wake-ups and, when `faults` are given, device failures and repairs. At one instant, completions come first (they free memory),
 then migrations, then arrivals, then wake-ups; the sequence number breaks the remaining ties, so a run is deterministic for a
 seed. After all events of an instant are handled, the policy is asked to schedule if a device
 is idle — the loop reads as: schedule, run, update.
 
 The engine keeps each request's true output length to itself (in a RequestTable), decides when
 a request finishes, validates every batch, and stops a misbehaving policy with a PolicyError.
+Fault injection (`batchlab.adapters.faults`) costs nothing when no faults are configured: the
+only check on the per-step path is one `is None` at launch.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from ..core.protocols import policy_name
 from ..core.table import REJECTED, WAITING, RequestTable
 from ..core.validate import check_batch
 from ..metrics import DEVICE_DTYPE, Result
+from .faults import Faults, lose_device
 
-DONE, MOVED, ARRIVAL, WAKE = 0, 1, 2, 3  # priorities at equal times
+DONE, MOVED, ARRIVAL, WAKE, FAIL, REPAIRED = 0, 1, 2, 3, 4, 5  # priorities at equal times
 PROGRESS, WOKEN = 1, 2  # what handling an event amounted to (bit flags)
 # Per-device totals accumulated during a run, in this order (DEVICE_DTYPE field names).
 ACC_FIELDS = ("steps", "busy_time", "new_tokens", "context_tokens", "output_tokens", "flops",
@@ -41,7 +44,7 @@ class Simulator:
     """One run of one policy on one workload; use `simulate()` unless you need the parts."""
 
     def __init__(self, policy, workload, devices: Sequence, *, seed: int = 0,
-                 oracle: bool = False, progress=None):
+                 oracle: bool = False, progress=None, faults: Faults | None = None):
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise ConfigError(f"seed must be an int, got {seed!r}")
         self.policy, self.name = policy, policy_name(policy)
@@ -87,6 +90,9 @@ class Simulator:
             for user in np.unique(wl.user):
                 mine = np.flatnonzero(wl.user == user)
                 self.follow_up[mine[:-1]] = mine[1:]
+        self.faults = faults
+        if faults is not None:
+            self._init_faults(faults)
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> Result:
@@ -137,6 +143,8 @@ class Simulator:
         if priority == MOVED:
             self._moved(*payload)
             return PROGRESS
+        if priority > WAKE:
+            return self._fault_event(priority, payload)
         if t != self.pending_wake:  # superseded by a later plan
             return 0
         self.pending_wake = None
@@ -150,16 +158,19 @@ class Simulator:
 
     def _arrive(self, rid: int) -> None:
         self.table.arrive(rid, self.now)
+        if not math.isnan(self.workload.arrival[rid]):
+            self._push_next_open_arrival()
+        self._call("add", self._request(rid), self.now)
+
+    def _request(self, rid: int) -> Request:
+        """Request `rid` as the policy sees it (after it has arrived)."""
         wl = self.workload
-        request = Request(
-            id=rid, arrival=self.now, prompt_tokens=int(wl.prompt_tokens[rid]),
-            max_new_tokens=int(wl.max_new_tokens),
+        return Request(
+            id=rid, arrival=float(self.table.arrival[rid]),
+            prompt_tokens=int(wl.prompt_tokens[rid]), max_new_tokens=int(wl.max_new_tokens),
             priority=0 if wl.priority is None else int(wl.priority[rid]),
             oracle_output_tokens=int(wl.output_tokens[rid]) if self.oracle else None,
         )
-        if not math.isnan(wl.arrival[rid]):
-            self._push_next_open_arrival()
-        self._call("add", request, self.now)
 
     def _closed(self, rids) -> None:
         """Closed loop: a user sends its next request think-time after the last one ended."""
@@ -191,7 +202,10 @@ class Simulator:
                 raise ConfigError(f"device {name!r} returned step duration {duration!r}")
             self.idle[d] = False
             self.running[d] = (batch, result)
-            self._push(self.now + duration, DONE, d)
+            if self.faults is None:
+                self._push(self.now + duration, DONE, d)
+            else:
+                self._launch_faulty(d, duration)
         for rid, target in plan.migrations.items():
             self._migrate(rid, target)
         if plan.wake_at is not None:
@@ -270,6 +284,62 @@ class Simulator:
                 self.progress_next = self.table.num_closed + self.progress_step
                 self.progress(self.table.num_closed, self.table.size)
 
+    # -- faults (batchlab.adapters.faults) ---------------------------------------------------
+    def _init_faults(self, faults: Faults) -> None:
+        for t, name in faults.schedule:
+            if name not in self.index:
+                raise ConfigError(f"Faults.schedule names device {name!r}, which is not one of "
+                                  f"{sorted(self.index)}")
+            self._push(t, FAIL, (self.index[name], None))
+        self.fault_rng = faults.rng(self.seed)
+        self.launch_serial = [0] * len(self.devices)   # tells a stale DONE from a live one
+        self.started = [0.0] * len(self.devices)
+        self.down = [False] * len(self.devices)
+        self.recomputed = [0] * len(self.devices)
+        # With faults a DONE event carries (device, serial): a step lost to a scheduled
+        # failure leaves its DONE in the heap, and the serial says it is stale.
+        self._complete = self._complete_if_current
+
+    def _launch_faulty(self, d: int, duration: float) -> None:
+        self.launch_serial[d] += 1
+        self.started[d] = self.now
+        serial = self.launch_serial[d]
+        if self.faults.failure_rate and self.fault_rng.random() < self.faults.failure_rate:
+            self._push(self.now + self.fault_rng.random() * duration, FAIL, (d, serial))
+        else:
+            self._push(self.now + duration, DONE, (d, serial))
+
+    def _complete_if_current(self, payload) -> None:
+        d, serial = payload
+        if serial == self.launch_serial[d] and self.running[d] is not None:
+            Simulator._complete(self, d)
+
+    def _fault_event(self, kind: int, payload) -> int:
+        if kind == REPAIRED:
+            self.down[payload] = False
+            self.idle[payload] = True
+            return PROGRESS
+        d, serial = payload
+        if self.down[d] or (serial is not None and serial != self.launch_serial[d]):
+            return 0
+        running, batch = self.running[d], None
+        elapsed = 0.0
+        if running is not None:
+            batch = running[0]
+            elapsed = self.now - self.started[d]
+            self.acc[d][1] += elapsed   # the device was busy until it failed
+        self.launch_serial[d] += 1
+        self.running[d] = None
+        self.idle[d] = False
+        self.down[d] = True
+        self.stats[d]["failures"] += 1
+        self.recomputed[d] += lose_device(self._call, self.policy, self.table, d,
+                                          self.devices[d].name, batch, self.now, self._request,
+                                          elapsed=elapsed)
+        self.stats[d]["recomputed_tokens"] = self.recomputed[d]
+        self._push(self.now + self.faults.repair_time, REPAIRED, d)
+        return PROGRESS
+
     def _call(self, method: str, *args):
         """Call the policy; an exception in its code becomes a PolicyError naming it."""
         try:
@@ -282,16 +352,20 @@ class Simulator:
 
 
 def simulate(policy, workload, devices: Sequence, *, seed: int = 0,
-             oracle: bool = False, progress=None) -> Result:
+             oracle: bool = False, progress=None, faults: Faults | None = None) -> Result:
     """Run `policy` (a Scheduler, or a policy name) on `workload` (a Workload or a
     WorkloadSpec, sampled with `seed`) across `devices`; return the Result.
 
     A Scheduler instance serves one run: pass a fresh one (or a name) each time.
     oracle: fill `Request.oracle_output_tokens` (for research on oracle schedulers only).
     progress: optional callable(closed_requests, total_requests), called about every 1%.
+    faults: optional `batchlab.adapters.faults.Faults`: steps that fail and devices that are
+        down for a repair time; lost work is recomputed (see that module for the protocol).
+        The result counts failures and destroyed KV tokens per device (`failures`,
+        `recomputed_tokens`).
     """
     if isinstance(policy, str):
         from ..discovery import load_policy
         policy = load_policy(policy)
     return Simulator(policy, workload, devices, seed=seed, oracle=oracle,
-                     progress=progress).run()
+                     progress=progress, faults=faults).run()

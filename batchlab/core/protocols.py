@@ -67,6 +67,17 @@ class Scheduler(Protocol):
     (raises AssertionError if internal state is inconsistent; property tests call it). A
     policy that plans KV migrations (`Plan.migrations`) must define
     `migrated(request_id, device_name, now)`, called when a transfer has ended.
+
+    Optional: `lost(device_name, batch, now)`, called when a device fails (fault injection,
+    `batchlab.adapters.faults`). `batch` is the Batch it was running, or None if it was
+    idle; that step produced nothing. Every KV cache on the device is gone (the engine now
+    has 0 cached tokens for those requests); the requests stay the policy's: it frees their
+    memory there and recomputes each from 0, feeding prompt + tokens generated so far, as
+    after a preemption by recompute. The device is not offered to `schedule` until it is
+    repaired, with empty memory. A policy without `lost` is told through calls it already
+    handles: `update(batch, result)` with nothing emitted or finished, then, per request
+    whose cache was lost, `abort(id)` and `add(request)` again with the same id, arrival and
+    priority, the tokens generated so far appended to its prompt and taken off its cap.
     """
 
     def add(self, request: Request, now: float) -> None: ...
