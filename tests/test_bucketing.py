@@ -5,6 +5,8 @@ from __future__ import annotations
 import attrs
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import batchlab
 from batchlab import AffineDevice, Request, StepResult, affine_devices, load_policy, simulate
@@ -157,3 +159,29 @@ def test_abort_of_waiting_running_and_in_flight_requests():
     nxt = policy.schedule(0.1, [dev]).batches["dev0"]
     assert sorted(nxt.request_ids.tolist()) == [0, 2]
     policy.check_valid()
+
+
+@attrs.define
+class _Checking(Recorder):
+    """Checks the policy's books every time a batch arrives (right after schedule())."""
+
+    policy: object = None
+
+    def run(self, batch):
+        self.policy.check_valid()
+        return self.inner.run(batch)
+
+
+@settings(max_examples=12)
+@given(seed=st.integers(0, 10_000), rate=st.floats(1.0, 80.0), memory=st.integers(1200, 8000),
+       num_devices=st.integers(1, 3), pick=st.sampled_from(["fullest", "oldest"]))
+def test_random_traffic_keeps_the_books_and_finishes_or_rejects_all(seed, rate, memory,
+                                                                     num_devices, pick):
+    policy = load_policy("bucketing", min_len=64, max_len=1024, pick=pick, max_batch=8)
+    devices = [_Checking(AffineDevice(f"dev{i}", kv_capacity_tokens=memory), policy=policy)
+               for i in range(num_devices)]
+    spec = make_workload("poisson", rate=rate, num_requests=25, prompt="uniform:10:600",
+                         output="uniform:1:64")
+    s = simulate(policy, spec, devices, seed=seed).summary()
+    policy.check_valid()
+    assert s["num_finished"] + s["num_rejected"] == 25
