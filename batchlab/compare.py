@@ -122,10 +122,11 @@ def plan(config: dict, policies=None) -> list[dict]:
         if policy not in {info.name for info in available_policies(include_broken=False)}:
             continue  # reported as skipped by write_outputs
         settings = _model_settings(config, study["model"])
+        fixed = {f"policy.{k}": v for k, v in study.get("set", {}).items()}
         for value in study["values"]:
             params = {**base, **settings, "arrival": "poisson", "rate": float(study["rate"]),
                       "requests": int(study.get("requests", 300)), "policy": policy,
-                      f"policy.{study['knob']}": value}
+                      **fixed, f"policy.{study['knob']}": value}
             meta = {"section": "study", "study": study_key, "knob": study["knob"],
                     "value": value, "title": study.get("title", study_key)}
             points.append({"params": params, "meta": meta})
@@ -192,10 +193,14 @@ def run(config_path=None, out="batchlab-compare", *, policies=None, executor="lo
     config = load_config(config_path)
     points = plan(config, policies)
     out = Path(out)
-    results = run_points([p["params"] for p in points], executor=executor, processes=processes,
-                         address=address, cache_dir=out / "points", progress=progress)
-    rows = [{"params": p["params"], "meta": p["meta"], "result": r}
-            for p, r in zip(points, results)]
+    # Biggest runs first, so that no worker is left with a long one at the end.
+    order = sorted(range(len(points)), key=lambda i: -points[i]["params"].get("requests", 0))
+    results = run_points([points[i]["params"] for i in order], executor=executor,
+                         processes=processes, address=address, cache_dir=out / "points",
+                         progress=progress)
+    by_index = dict(zip(order, results))
+    rows = [{"params": p["params"], "meta": p["meta"], "result": by_index[i]}
+            for i, p in enumerate(points)]
     paths = write_tables(rows, config, out)
     drawn: dict[str, Path] = {}
     if plots:
