@@ -69,6 +69,9 @@ class AdaptiveWindow(FixedWindow):
     _arrival: dict = attrs.field(factory=dict, init=False)  # id -> arrival, until it ends
 
     def __attrs_post_init__(self):
+        parent = getattr(super(), "__attrs_post_init__", None)
+        if parent is not None:
+            parent()
         if self.min_window > self.max_window:
             raise ValueError(f"min_window ({self.min_window}) must not exceed max_window "
                              f"({self.max_window})")
