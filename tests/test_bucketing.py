@@ -134,13 +134,16 @@ def test_growing_past_memory_preempts_then_finishes_everything():
     assert s["num_finished"] == 60 and s["preemptions"] > 0
 
 
-def test_requests_beyond_the_largest_edge_or_memory_are_rejected():
+def test_edges_fit_memory_and_longer_requests_are_rejected():
     wl = Workload([0.0, 0.0, 0.0], [3000, 10, 900], [5, 5, 5], max_new_tokens=50)
-    result = simulate(load_policy("bucketing", buckets="512,2048"), wl,
-                      affine_devices(1, kv_capacity_tokens=1500))
-    status = result.records["status"].tolist()
-    # 3000 + 50 exceeds the largest edge; 900 + 50 needs the 2048 bucket, over 1500 tokens
-    assert result.summary()["num_finished"] == 1 and status[0] == status[2] != status[1]
+    policy = load_policy("bucketing", buckets="512,2048")
+    result = simulate(policy, wl, affine_devices(1, kv_capacity_tokens=1500))
+    # The 2048 edge does not fit 1500 tokens: the largest shape that does (1488, in whole
+    # 16-token blocks) replaces it. 900 + 50 runs there; 3000 + 50 fits nowhere.
+    assert policy.edges.tolist() == [512, 1488]
+    assert result.records["status"].tolist()[0] != result.records["status"].tolist()[1]
+    s = result.summary()
+    assert (s["num_finished"], s["num_rejected"]) == (2, 1)
 
 
 def test_abort_of_waiting_running_and_in_flight_requests():

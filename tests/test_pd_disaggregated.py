@@ -66,12 +66,23 @@ def test_decode_memory_pressure_preempts_and_recomputes_on_the_prefill_device():
     assert (result.devices["kv_transfers"][1:] > 0).all()  # both decode devices are used
 
 
-def test_request_larger_than_a_decode_device_is_rejected():
-    wl = Workload([0.0, 0.0], [900, 10], [5, 5], max_new_tokens=200)
-    devices = [AffineDevice("p0", kv_capacity_tokens=5000), AffineDevice("d0",
-                                                                          kv_capacity_tokens=1000)]
+def test_too_long_for_the_split_runs_on_one_device_too_long_for_all_is_rejected():
+    wl = Workload([0.0, 0.0, 0.0], [900, 10, 6000], [5, 5, 5], max_new_tokens=200)
+    devices = [AffineDevice("p0", kv_capacity_tokens=5000),
+               AffineDevice("d0", kv_capacity_tokens=1000)]
+    result = simulate(load_policy("pd-disaggregated"), wl, devices)
+    s = result.summary()
+    # 900 + 200 does not fit the decode device: it prefills and decodes on p0; 10 + 200
+    # takes the split route; 6000 + 200 fits nowhere.
+    assert (s["num_finished"], s["num_rejected"], s["kv_transfers"]) == (2, 1, 1)
+
+
+def test_a_prompt_too_long_for_the_prefill_device_runs_on_a_decode_device():
+    wl = Workload([0.0, 0.0], [1000, 10], [5, 5], max_new_tokens=20)
+    devices = [AffineDevice("p0", kv_capacity_tokens=500),
+               AffineDevice("d0", kv_capacity_tokens=5000)]
     s = simulate(load_policy("pd-disaggregated"), wl, devices).summary()
-    assert (s["num_finished"], s["num_rejected"]) == (1, 1)
+    assert (s["num_finished"], s["num_rejected"], s["kv_transfers"]) == (2, 0, 1)
 
 
 def _done(policy, batch, now, finished=False):

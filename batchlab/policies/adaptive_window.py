@@ -83,6 +83,9 @@ class AdaptiveWindow(FixedWindow):
 
     def abort(self, request_id: int) -> None:
         self._arrival.pop(request_id, None)
+        # FixedWindow.abort leaves the request in _unchecked, and a later schedule() would
+        # reject a request that is gone (reported; harmless to do here as well).
+        self._unchecked = [r for r in self._unchecked if r.id != request_id]
         super().abort(request_id)
 
     def update(self, batch: Batch, result, now: float) -> None:

@@ -17,8 +17,9 @@ long request is not starved by a busy short bucket.
 
 Bucket edges: `buckets="exponential"` (min_len, 2 min_len, 4 min_len, ... up to max_len),
 `"linear"` (num_buckets evenly spaced edges up to max_len), or explicit edges such as
-`"256,1024,4096"`. A request whose prompt + max_new_tokens exceeds the largest edge, or whose
-largest bucket cannot fit in any device's memory, is rejected up front. Running sequences
+`"256,1024,4096"`. Edges larger than the largest device's KV memory are replaced by that
+memory, the largest shape that fits. A request whose prompt + max_new_tokens exceeds the
+largest edge is rejected up front. Running sequences
 that cannot grow into their next bucket are preempted (recomputed later), latest arrival
 first, as in continuous batching.
 """
@@ -126,6 +127,7 @@ class Bucketing:
     _kv: dict = attrs.field(factory=dict, init=False)        # device name -> KVBlockManager
     _launched: dict = attrs.field(factory=dict, init=False)  # id(batch) -> device name
     _aborted: set = attrs.field(factory=set, init=False)     # aborted while in flight
+    _fitted: bool = attrs.field(default=False, init=False)   # edges fitted to the devices
 
     def __attrs_post_init__(self):
         self.edges = bucket_edges(self.buckets, self.num_buckets, self.min_len, self.max_len)
@@ -166,6 +168,8 @@ class Bucketing:
                 self._kv[device.name] = KVBlockManager.for_capacity(
                     device.kv_capacity_tokens, self.block_size)
                 self._rows[device.name] = _Rows()
+        if not self._fitted:
+            self._fit_edges()
         rejected = self._enqueue_new()
         batches = {}
         for device in devices:
@@ -203,11 +207,12 @@ class Bucketing:
         for name, rows in self._rows.items():
             kv = self._kv[name]
             kv.check_valid()
-            held = kv.num_held(rows.ids) * self.block_size
-            assert (held >= rows.computed).all(), "a row's cache exceeds its blocks"
             live = np.array([rid not in self._aborted for rid in rows.ids.tolist()], bool)
-            edge = self.edges[self.bucket_of(rows.computed[live])]
-            assert (held[live] >= np.where(rows.computed[live] > 0, edge, 0)).all(), (
+            held = kv.num_held(rows.ids[live]) * self.block_size  # aborted rows hold none
+            computed = rows.computed[live]
+            assert (held >= computed).all(), "a row's cache exceeds its blocks"
+            edge = self.edges[self.bucket_of(computed)]
+            assert (held >= np.where(computed > 0, edge, 0)).all(), (
                 "a row holds less memory than its bucket's edge")
             assert len(set(rows.ids.tolist())) == rows.ids.size, "a request runs twice"
             assert all(self._where.get(r) == name for r in rows.ids[live].tolist())
@@ -274,6 +279,17 @@ class Bucketing:
         return Batch(rows.ids[sel], rows.known[sel] - rows.computed[sel], rows.computed[sel],
                      padded_len=edge)
 
+    def _fit_edges(self) -> None:
+        """Edges above the largest device's memory become that memory (in whole blocks): the
+        largest shape that fits is the one a static-shape server would warm up. Done once,
+        at the first schedule, before any request is queued in a bucket."""
+        self._fitted = True
+        cap = max(kv.num_blocks for kv in self._kv.values()) * self.block_size
+        if cap and self.edges[-1] > cap:
+            self.edges = np.append(self.edges[self.edges < cap], cap)
+            self._waiting = [[] for _ in self.edges]
+            self._num_waiting = np.zeros(len(self.edges), dtype=np.int64)
+
     def _head(self, b: int) -> int:
         """The earliest live waiting request of bucket b (drops aborted entries)."""
         heap = self._waiting[b]
@@ -299,13 +315,10 @@ class Bucketing:
 
     def _enqueue_new(self) -> list[int]:
         """Queue new requests in their prompt's bucket, or reject those that could never
-        run: longer than the largest edge, or their last bucket larger than any memory."""
-        most = max(kv.num_blocks for kv in self._kv.values())
+        run: longer than the largest edge (which fits the largest device)."""
         rejected = []
         for r in self._unchecked:
-            final = r.prompt_tokens + r.max_new_tokens
-            if final > self.edges[-1] or -(-int(self.edges[self.bucket_of(final)])
-                                            // self.block_size) > most:
+            if r.prompt_tokens + r.max_new_tokens > self.edges[-1]:
                 rejected.append(r.id)
                 self._requests.pop(r.id, None)
             else:

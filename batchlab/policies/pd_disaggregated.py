@@ -11,6 +11,9 @@ Roles come from the order the devices are offered at the first `schedule` call (
 is idle then): the first `num_prefill` are prefill devices, the rest decode devices. With no
 device left for decoding (a single device, say), every device does both, and the policy is
 continuous batching without chunking: it runs anywhere, and shows nothing special there.
+A request too long for the split route (for every decode device, or for every prefill
+device, where a preempted sequence is recomputed) but not for some device runs start to end
+on one device that can hold it, whatever its role; longer than every device, it is rejected.
 
 A request: waits in the prefill queue (arrival order) -> runs its whole prompt on a prefill
 device under `max_prefill_tokens` a step -> emits its first token -> is sent, in
@@ -78,8 +81,11 @@ class PDDisaggregated:
     block_size: int = attrs.field(default=16, validator=_positive)
     name: str = attrs.field(default="pd-disaggregated", init=False)
     num_migrations: int = attrs.field(default=0, init=False)
+    _counter: int = attrs.field(default=0, init=False)
     _role: dict = attrs.field(factory=dict, init=False)      # device -> prefill/decode/both
     _queue: list = attrs.field(factory=list, init=False)     # heap of (rank, id) to prefill
+    _local_queue: list = attrs.field(factory=list, init=False)  # the same, for local ones
+    _local: set = attrs.field(factory=set, init=False)       # ids that never migrate
     _requests: dict = attrs.field(factory=dict, init=False)  # id -> Request, until it ends
     _rank: dict = attrs.field(factory=dict, init=False)
     _known: dict = attrs.field(factory=dict, init=False)     # id -> known tokens if preempted
@@ -93,7 +99,8 @@ class PDDisaggregated:
     # -- protocol -----------------------------------------------------------------------------
     def add(self, request: Request, now: float) -> None:
         self._requests[request.id] = request
-        self._rank[request.id] = len(self._rank)
+        self._rank[request.id] = self._counter
+        self._counter += 1
         self._unchecked.append(request)
 
     def abort(self, request_id: int) -> None:
@@ -101,6 +108,7 @@ class PDDisaggregated:
             return
         self._unchecked = [r for r in self._unchecked if r.id != request_id]
         self._known.pop(request_id, None)
+        self._local.discard(request_id)
         moving = self._moving.pop(request_id, None)
         if moving is not None:
             self._kv[moving[1]].free(request_id)
@@ -144,6 +152,7 @@ class PDDisaggregated:
             for rid in done.tolist():
                 self._requests.pop(rid, None)
                 self._where.pop(rid, None)
+                self._local.discard(rid)
 
     def migrated(self, request_id: int, device_name: str, now: float) -> None:
         moving = self._moving.pop(request_id, None)
@@ -180,22 +189,27 @@ class PDDisaggregated:
             self._role = {n: "prefill" if i < self.num_prefill else "decode"
                           for i, n in enumerate(names)}
 
-    def _capacity(self, role: str) -> int:
-        return max((kv.num_blocks for n, kv in self._kv.items()
-                    if self._role[n] in (role, "both")), default=0) * self.block_size
+    def _capacity(self, *roles: str) -> int:
+        return max((kv.num_blocks for n, kv in self._kv.items() if self._role[n] in roles),
+                   default=0) * self.block_size
 
     def _enqueue_new(self) -> list[int]:
-        """Queue new requests for prefill, or reject those that might not fit: prompt +
-        max_new_tokens larger than every decode device, or than every prefill device (a
-        preempted sequence is recomputed there from all its tokens)."""
-        most = min(self._capacity("prefill"), self._capacity("decode"))
+        """Queue new requests for the split route if a prefill device and a decode device can
+        each hold prompt + max_new_tokens (a preempted sequence is recomputed on a prefill
+        device from all its tokens), else for a single device that can, else reject."""
+        split = min(self._capacity("prefill", "both"), self._capacity("decode", "both"))
+        most = self._capacity("prefill", "decode", "both")
         rejected = []
         for r in self._unchecked:
-            if r.prompt_tokens + r.max_new_tokens > most:
+            total = r.prompt_tokens + r.max_new_tokens
+            if total > most:
                 rejected.append(r.id)
                 self._requests.pop(r.id, None)
-            else:
+            elif total <= split:
                 heapq.heappush(self._queue, (self._rank[r.id], r.id))
+            else:
+                self._local.add(r.id)
+                heapq.heappush(self._local_queue, (self._rank[r.id], r.id))
         self._unchecked.clear()
         return rejected
 
@@ -211,7 +225,7 @@ class PDDisaggregated:
             ready = np.flatnonzero(rows.computed > 0)
             for i in ready[np.argsort(rows.rank[ready], kind="stable")].tolist():
                 rid, known = int(rows.ids[i]), int(rows.known[i])
-                if rid in self._moving:
+                if rid in self._moving or rid in self._local:
                     continue
                 fits = [n for n in decoders if self._kv[n].can_grow(rid, known)]
                 if not fits:
@@ -224,20 +238,21 @@ class PDDisaggregated:
 
     # -- one device's step ----------------------------------------------------------------
     def _step(self, name: str) -> Batch | None:
-        role, rows, kv = self._role[name], self._rows[name], self._kv[name]
-        dec = _EMPTY
-        if role != "prefill":
-            dec = self._fit_decodes(name)
+        """Decodes first (every row on a decode device; local rows on a prefill device), then
+        whole prompts: the split route's on prefill devices, local ones on any device."""
+        role, rows = self._role[name], self._rows[name]
+        dec = self._fit_decodes(name)
         ids, new, cached = [rows.ids[dec]], [rows.known[dec] - rows.computed[dec]], \
             [rows.computed[dec]]
-        if role != "decode" and not (role == "both" and dec.size >= self.max_num_seqs):
-            admitted = self._admit(name, self.max_num_seqs - dec.size if role == "both"
-                                   else self.max_num_seqs)
-            if admitted:
-                a = np.array(admitted, np.int64)
-                ids.append(a)
-                new.append(rows.known[rows.find(a)[0]])
-                cached.append(np.zeros(a.size, np.int64))
+        room, budget, admitted = self.max_num_seqs - dec.size, self.max_prefill_tokens, []
+        if role != "decode":
+            budget = self._admit(name, self._queue, room, budget, admitted)
+        self._admit(name, self._local_queue, room, budget, admitted)
+        if admitted:
+            a = np.array(admitted, np.int64)
+            ids.append(a)
+            new.append(rows.known[rows.find(a)[0]])
+            cached.append(np.zeros(a.size, np.int64))
         ids = np.concatenate(ids)
         if ids.size == 0:
             return None
@@ -248,36 +263,45 @@ class PDDisaggregated:
         grown by one token each; preempts the latest arrival while memory falls short."""
         rows, kv = self._rows[name], self._kv[name]
         while True:
-            sel = np.argsort(rows.rank, kind="stable")[: self.max_num_seqs]
+            if self._role[name] == "prefill":  # the rest wait for their transfer
+                mine = np.flatnonzero(np.isin(rows.ids, list(self._local)))
+            else:
+                mine = np.arange(rows.ids.size)
+            sel = mine[np.argsort(rows.rank[mine], kind="stable")[: self.max_num_seqs]]
             if kv.can_grow(rows.ids[sel], rows.known[sel]):
                 kv.grow(rows.ids[sel], rows.known[sel])
                 return sel
-            victim = int(np.argmax(rows.rank))
+            movable = np.flatnonzero(~np.isin(rows.ids, list(self._moving)))
+            victim = int(movable[np.argmax(rows.rank[movable])])
             rid = int(rows.ids[victim])
             kv.free(rid)
             del self._where[rid]
             self._known[rid] = int(rows.known[victim])  # recompute prompt + generated
-            heapq.heappush(self._queue, (self._rank[rid], rid))
+            queue = self._local_queue if rid in self._local else self._queue
+            heapq.heappush(queue, (self._rank[rid], rid))
             rows.take(np.arange(rows.ids.size) != victim)
 
-    def _admit(self, name: str, room: int) -> list[int]:
-        """Whole prompts from the queue, in arrival order, under the prefill token budget
-        (the first one runs even if it alone exceeds it) and this device's memory."""
+    def _admit(self, name: str, queue: list, room: int, budget: int, admitted: list) -> int:
+        """Whole prompts from `queue`, in arrival order, under the prefill token budget (the
+        first one runs even if it alone exceeds it) and this device's memory; a local request
+        only where it can grow to its end. Appends to `admitted`; returns the budget left."""
         rows, kv = self._rows[name], self._kv[name]
-        budget, admitted = self.max_prefill_tokens, []
-        while self._queue and len(admitted) < room:
-            rank, rid = self._queue[0]
-            if rid not in self._requests or rid in self._where:
-                heapq.heappop(self._queue)  # aborted, or a stale entry
+        whole = kv.num_blocks * self.block_size
+        while queue and len(admitted) < room:
+            rank, rid = queue[0]
+            request = self._requests.get(rid)
+            if request is None or rid in self._where or self._rank[rid] != rank:
+                heapq.heappop(queue)  # aborted, or a stale entry
                 continue
-            known = self._known.get(rid) or self._requests[rid].prompt_tokens
-            if (known > budget and admitted) or not kv.can_grow(rid, known):
+            known = self._known.get(rid) or request.prompt_tokens
+            if (known > budget and admitted) or not kv.can_grow(rid, known) or (
+                    rid in self._local and request.prompt_tokens + request.max_new_tokens > whole):
                 break
             kv.grow(rid, known)
-            heapq.heappop(self._queue)
+            heapq.heappop(queue)
             self._known.pop(rid, None)
             self._where[rid] = name
             rows.append(rid, 0, known, rank)
             admitted.append(rid)
             budget -= known
-        return admitted
+        return budget

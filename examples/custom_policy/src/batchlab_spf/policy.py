@@ -60,6 +60,7 @@ class ShortestPromptFirst:
     def abort(self, request_id: int) -> None:
         if self._requests.pop(request_id, None) is None:
             return  # unknown or already over; a waiting entry is skipped when popped
+        self._unchecked = [r for r in self._unchecked if r.id != request_id]
         for name, dev in self._devices.items():
             if request_id in dev.ids:
                 self._kv[name].free(request_id)
