@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 import attrs
+import numpy as np
 
 from ..core import Batch, StepCost, StepResult
 from ..core.errors import ConfigError
@@ -51,7 +52,10 @@ class AffineDevice:
         if batch.padded_len is None:
             fed, context = batch.num_tokens, batch.num_context_tokens
         else:
-            fed = int((batch.padded_len - batch.num_cached_tokens).sum())
+            # A padded prefill row feeds its padding; a padded decode row still feeds one
+            # token, but attends over the padded length.
+            new = batch.num_new_tokens
+            fed = int(np.where(new > 1, batch.padded_len - batch.num_cached_tokens, 1).sum())
             context = batch.padded_len * batch.num_seqs
         return self.fixed + self.per_token * fed + self.per_context_token * context
 

@@ -7,6 +7,7 @@ pipeline parallelism. `make_devices` turns them into simulator Devices. See docs
 
 from .builder import make_devices
 from .device import CostModelDevice
+from .disaggregated import DisaggregatedDevice, make_disaggregated_device
 from .efficiency import DEFAULT_EFFICIENCY, Efficiency
 from .features import batch_features
 from .gpus import GPUS, GPUSpec, get_gpu, list_gpus
@@ -23,11 +24,12 @@ from .step import PartTimes, StepModel
 from .topology import Cluster, CollectiveCost
 
 __all__ = [
-    "Cluster", "CollectiveCost", "CostModelDevice", "DEFAULT_EFFICIENCY", "Efficiency", "GPUS",
+    "Cluster", "CollectiveCost", "CostModelDevice", "DEFAULT_EFFICIENCY", "DisaggregatedDevice", "Efficiency", "GPUS",
     "GPUSpec", "Layout", "MODELS", "MemoryPlan", "ModelConfig", "PartTimes", "Router",
     "StepModel", "batch_features", "bubble_fraction", "critical_path",
     "expected_experts_touched", "get_gpu", "get_model", "list_gpus", "list_models",
-    "load_efficiency", "load_gpu", "load_model", "make_devices", "pipeline_makespan",
+    "load_efficiency", "load_gpu", "load_model", "make_devices", "make_disaggregated_device",
+    "pipeline_makespan",
     "plan_memory", "resolve_efficiency", "resolve_gpu", "resolve_layout", "resolve_model",
     "task_graph",
 ]

@@ -15,7 +15,7 @@ import attrs
 
 from batchlab.core import Batch, StepResult
 
-from .memory import MemoryPlan
+from .memory import MemoryPlan, kv_bytes_per_token_layer_gpu
 from .step import PartTimes, StepModel
 
 
@@ -54,6 +54,27 @@ class CostModelDevice:
     def run(self, batch: Batch) -> StepResult:
         duration, cost = self.step_model.cost(batch)
         return StepResult(duration, cost=cost)
+
+    @property
+    def kv_bytes_per_token(self) -> float:
+        """Bytes of KV cache one token takes over all layers (the whole replica)."""
+        m = self.step_model.model
+        return kv_bytes_per_token_layer_gpu(m, 1) * m.num_layers
+
+    def kv_transfer_time(self, num_tokens: int, to_device) -> float:
+        """Seconds to send num_tokens tokens of KV cache to another replica.
+
+        Replicas are taken to sit in different servers (dp replicas, prefill/decode pools), so
+        the cache crosses the scale-out network: each GPU sends its shard through its own NIC,
+        in parallel, and the slower side's NICs bound the transfer; plus one network hop.
+        """
+        gpus = self.num_gpus
+        other = getattr(to_device, "num_gpus", gpus)
+        other_gpu = getattr(to_device, "gpu", self.gpu)
+        bandwidth = min(gpus * self.gpu.network_bandwidth,
+                        other * getattr(other_gpu, "network_bandwidth",
+                                        self.gpu.network_bandwidth))
+        return self.gpu.network_latency + num_tokens * self.kv_bytes_per_token / bandwidth
 
     def part_times(self, batch: Batch) -> PartTimes:
         """Attention-side and FFN-side time of one pass (for disaggregated devices)."""
