@@ -164,12 +164,14 @@ class ContinuousBatching:
         for name, run in self._running.items():
             kv = self._kv[name]
             kv.check_valid()
+            live = ~np.isin(run.ids, np.fromiter(self._aborted, np.int64, len(self._aborted)))
+            ids, computed = run.ids[live], run.computed[live]  # aborted rows hold nothing
             assert (run.computed <= run.known).all(), "a row computed more than it knows"
-            held = kv.num_held(run.ids) * self.block_size
-            assert (held >= run.computed).all(), "a row's cache exceeds its blocks"
+            held = kv.num_held(ids) * self.block_size
+            assert (held >= computed).all(), "a row's cache exceeds its blocks"
             assert len(set(run.ids.tolist())) == run.ids.size, "a request runs twice"
-            assert all(self._where.get(rid) == name for rid in run.ids.tolist()
-                       if rid not in self._aborted), "running rows and _where disagree"
+            assert all(self._where.get(rid) == name for rid in ids.tolist()), (
+                "running rows and _where disagree")
             assert run.ids.size <= self.max_num_seqs
 
     # -- one device's step ----------------------------------------------------------------
@@ -270,8 +272,8 @@ class ContinuousBatching:
         """A request whose prompt + max_new_tokens exceeds every device's memory could be
         preempted forever; refuse it up front (its cap is visible, its true length is not)."""
         most = max(kv.num_blocks for kv in self._kv.values())
-        too_big = [r.id for r in self._unchecked
-                   if -(-(r.prompt_tokens + r.max_new_tokens) // self.block_size) > most]
+        too_big = [r.id for r in self._unchecked if r.id in self._requests  # not aborted
+                   and -(-(r.prompt_tokens + r.max_new_tokens) // self.block_size) > most]
         self._unchecked.clear()
         for rid in too_big:
             self._requests.pop(rid, None)
