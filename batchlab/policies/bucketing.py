@@ -32,16 +32,7 @@ import attrs
 import numpy as np
 
 from ..core import Batch, KVBlockManager, Plan, Request
-
-
-def _positive(instance, attribute, value):
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
-
-
-def _non_negative(instance, attribute, value):
-    if not value >= 0:
-        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+from ..core.validators import non_negative, positive
 
 
 def _pick(instance, attribute, value):
@@ -104,13 +95,13 @@ class Bucketing:
     static-shape backends do; choose the fullest (or the longest-waiting) bucket."""
 
     buckets: str = "exponential"
-    num_buckets: int = attrs.field(default=8, validator=_positive)    # "linear" only
-    min_len: int = attrs.field(default=128, validator=_positive)      # "exponential" only
-    max_len: int = attrs.field(default=16384, validator=_positive)
+    num_buckets: int = attrs.field(default=8, validator=positive)    # "linear" only
+    min_len: int = attrs.field(default=128, validator=positive)      # "exponential" only
+    max_len: int = attrs.field(default=16384, validator=positive)
     pick: str = attrs.field(default="fullest", validator=_pick)
-    max_wait: float = attrs.field(default=1.0, validator=_non_negative)  # 0: never forced
-    max_batch: int = attrs.field(default=64, validator=_positive)
-    block_size: int = attrs.field(default=16, validator=_positive)
+    max_wait: float = attrs.field(default=1.0, validator=non_negative)  # 0: never forced
+    max_batch: int = attrs.field(default=64, validator=positive)
+    block_size: int = attrs.field(default=16, validator=positive)
     name: str = attrs.field(default="bucketing", init=False)
     edges: np.ndarray = attrs.field(init=False)
     num_padded_tokens: int = attrs.field(default=0, init=False)  # padding fed, summed

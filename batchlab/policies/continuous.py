@@ -25,16 +25,7 @@ import attrs
 import numpy as np
 
 from ..core import Batch, KVBlockManager, Plan, Request
-
-
-def _positive(instance, attribute, value):
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
-
-
-def _non_negative(instance, attribute, value):
-    if not value >= 0:
-        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+from ..core.validators import non_negative, positive
 
 
 def _order(instance, attribute, value):
@@ -65,17 +56,17 @@ class ContinuousBatching:
     """Iteration-level batching under a token budget, with chunked prefill and preemption by
     recompute when KV memory runs out."""
 
-    max_num_batched_tokens: int = attrs.field(default=8192, validator=_positive)
-    max_num_seqs: int = attrs.field(default=256, validator=_positive)
+    max_num_batched_tokens: int = attrs.field(default=8192, validator=positive)
+    max_num_seqs: int = attrs.field(default=256, validator=positive)
     chunked_prefill: bool = True
     order: str = attrs.field(default="fcfs", validator=_order)
-    block_size: int = attrs.field(default=16, validator=_positive)
+    block_size: int = attrs.field(default=16, validator=positive)
     # Micro-batches per step, for pipeline-parallel devices (capped by the batch's rows).
-    num_micro_batches: int = attrs.field(default=1, validator=_positive)
+    num_micro_batches: int = attrs.field(default=1, validator=positive)
     # Seconds an idle device may wait to gather a fuller step (0: never wait). A step starts
     # once max_num_seqs requests are in hand or the window since the device went idle ends:
     # the MoE trade of latency for tokens per expert.
-    window: float = attrs.field(default=0.0, validator=_non_negative)
+    window: float = attrs.field(default=0.0, validator=non_negative)
     name: str = attrs.field(default="continuous", init=False)
     _waiting: list = attrs.field(factory=list, init=False)   # heap of (key, id)
     _requests: dict = attrs.field(factory=dict, init=False)  # id -> Request, until it ends

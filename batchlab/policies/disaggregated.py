@@ -23,11 +23,7 @@ import attrs
 
 from ..core import Batch, Plan
 from .continuous import ContinuousBatching
-
-
-def _positive(instance, attribute, value):
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+from ..core.validators import positive
 
 
 def _non_negative_int(instance, attribute, value):
@@ -40,9 +36,9 @@ class Disaggregated(ContinuousBatching):
     """Continuous batching for attention/FFN-disaggregated devices: each step split into the
     fewest micro-batches that keep both pools busy."""
 
-    max_num_seqs: int = attrs.field(default=512, validator=_positive)
+    max_num_seqs: int = attrs.field(default=512, validator=positive)
     num_micro_batches: int = attrs.field(default=0, validator=_non_negative_int)
-    max_micro_batches: int = attrs.field(default=4, validator=_positive)
+    max_micro_batches: int = attrs.field(default=4, validator=positive)
     name: str = attrs.field(default="disaggregated", init=False)
     _planned: dict = attrs.field(factory=dict, init=False)  # id(our batch) -> parent's batch
 

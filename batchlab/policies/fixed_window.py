@@ -19,16 +19,7 @@ import attrs
 import numpy as np
 
 from ..core import Batch, KVBlockManager, Plan, Request
-
-
-def _positive(instance, attribute, value):
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
-
-
-def _non_negative(instance, attribute, value):
-    if not value >= 0:
-        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+from ..core.validators import non_negative, positive
 
 
 @attrs.define
@@ -43,9 +34,9 @@ class FixedWindow:
     """Launch a batch of up to max_batch requests when it is full or its oldest member has
     waited `window` seconds; run it to completion before admitting more."""
 
-    max_batch: int = attrs.field(default=8, validator=_positive)
-    window: float = attrs.field(default=0.05, validator=_non_negative)
-    block_size: int = attrs.field(default=16, validator=_positive)
+    max_batch: int = attrs.field(default=8, validator=positive)
+    window: float = attrs.field(default=0.05, validator=non_negative)
+    block_size: int = attrs.field(default=16, validator=positive)
     name: str = attrs.field(default="fixed-window", init=False)
     _queue: deque = attrs.field(factory=deque, init=False)
     _cohorts: dict = attrs.field(factory=dict, init=False)  # device name -> _Cohort

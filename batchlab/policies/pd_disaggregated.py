@@ -32,11 +32,7 @@ import attrs
 import numpy as np
 
 from ..core import Batch, KVBlockManager, Plan, Request
-
-
-def _positive(instance, attribute, value):
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+from ..core.validators import positive
 
 
 _EMPTY = np.zeros(0, dtype=np.int64)
@@ -75,10 +71,10 @@ class PDDisaggregated:
     """Prefill on the first `num_prefill` devices, decode on the others; each request's KV
     cache is migrated from its prefill device to a decode device after its first token."""
 
-    num_prefill: int = attrs.field(default=1, validator=_positive)
-    max_prefill_tokens: int = attrs.field(default=8192, validator=_positive)
-    max_num_seqs: int = attrs.field(default=256, validator=_positive)
-    block_size: int = attrs.field(default=16, validator=_positive)
+    num_prefill: int = attrs.field(default=1, validator=positive)
+    max_prefill_tokens: int = attrs.field(default=8192, validator=positive)
+    max_num_seqs: int = attrs.field(default=256, validator=positive)
+    block_size: int = attrs.field(default=16, validator=positive)
     name: str = attrs.field(default="pd-disaggregated", init=False)
     num_migrations: int = attrs.field(default=0, init=False)
     _counter: int = attrs.field(default=0, init=False)
