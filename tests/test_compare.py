@@ -63,7 +63,7 @@ def test_default_config_plans_every_installed_policy_and_each_study():
     points = compare.plan(config)
     tables = [p for p in points if p["meta"]["section"] == "table"]
     labels = {p["meta"]["policy_label"] for p in tables}
-    assert {"continuous", "fixed-window", "continuous window=0.2"} <= labels
+    assert {"continuous", "fixed-window", "continuous window=0.2", "bucketing"} <= labels
     traffic = {p["meta"]["traffic"] for p in tables}
     assert "1 user" in traffic and "64 req/s" in traffic
     assert {p["meta"]["study"] for p in points if p["meta"]["section"] == "study"} >= {
