@@ -113,11 +113,12 @@ def study(rows, key: str, path: Path) -> Path | None:
         good = [r for r in pts if _ok(r, "bubble_fraction")]
         ms = [r["meta"]["value"] for r in good]
         ax.plot(ms, [100 * r["result"]["bubble_fraction"] for r in good], marker="o",
-                label="simulated")
+                label="simulated (m is capped by the rows in a step)")
         stages = good[0]["params"].get("pp", 1) if good else 1
         ax.plot(ms, [100 * (stages - 1) / (m + stages - 1) for m in ms], linestyle="--",
                 label=f"(p-1)/(m+p-1), p={stages}")
         ax.set_xscale("log", base=2)
+        _ticks_at(ax, ms)
         ax.set_xlabel("micro-batches per step (m)")
         ax.set_ylabel("pipeline bubble (% of busy time)")
         ax.legend(fontsize=8)
@@ -127,14 +128,25 @@ def study(rows, key: str, path: Path) -> Path | None:
         ax.plot([r["meta"]["value"] for r in good],
                 [100 * r["result"][metric] if metric == "padding_fraction"
                  else r["result"][metric] for r in good], marker="o")
-        ax.set_xlabel(knob.replace("_", " "))
+        ax.set_xlabel("number of length buckets" if knob == "num_buckets"
+                      else knob.replace("_", " "))
         ax.set_ylabel("padding (% of tokens processed)" if metric == "padding_fraction"
                       else metric.replace("_", " "))
         if metric == "padding_fraction" and len(xs) > 1 and max(xs) / max(min(xs), 1) >= 8:
             ax.set_xscale("log", base=2)
+            _ticks_at(ax, xs)
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     return _save(fig, plt, path)
+
+
+def _ticks_at(ax, values) -> None:
+    """Ticks at the swept values, labelled as plain numbers (not 2^k)."""
+    ax.set_xticks(list(values))
+    ax.set_xticklabels([f"{v:g}" for v in values])
+    from matplotlib.ticker import NullLocator
+
+    ax.xaxis.set_minor_locator(NullLocator())
 
 
 def _plain_log_ticks(ax) -> None:
@@ -144,7 +156,8 @@ def _plain_log_ticks(ax) -> None:
     plain = FuncFormatter(lambda v, _: f"{v:g}")
     for axis, scale, lim in ((ax.xaxis, ax.get_xscale(), ax.get_xlim()),
                              (ax.yaxis, ax.get_yscale(), ax.get_ylim())):
-        if scale == "log" and getattr(axis.get_major_locator(), "_base", 10) == 10:
+        locator = axis.get_major_locator()
+        if scale == "log" and isinstance(locator, LogLocator) and locator._base == 10:
             if lim[0] > 0 and lim[1] / lim[0] < 300:  # under 2.5 decades: 1-2-5 ticks
                 axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             axis.set_major_formatter(plain)
