@@ -1,0 +1,434 @@
+"""A small decoder-only transformer in torch: its config, random weights, KV pool and forward.
+
+Nothing is downloaded: the weights are drawn from a seed (on the CPU, then moved, so CPU and
+CUDA runs of one config hold the same weights). The model is Llama-shaped: RMSNorm, rotary
+positions, grouped-query attention, and a SwiGLU FFN that is either dense or a mixture of E
+experts with top-k routing (softmax over the k chosen router logits, as Mixtral does).
+
+One forward pass runs a whole step of `Batch` rows at once: every row's new tokens are packed
+into one token matrix for the projections and the FFN (that is where batching pays), and
+attention runs over a [rows x longest query x longest context] layout with a mask, so a row
+sees only its own cached keys and, causally, its own new tokens. A padded row (bucketing) and
+the padding between rows cost compute but never change a result.
+
+The KV cache is a pool: per layer one [slots x max_len x kv_heads x head_dim] tensor for keys
+and one for values, one slot per request, grown by doubling when a request or a batch needs
+more. Only this module and the other torch adapters import torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from pathlib import Path
+
+import attrs
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..core.errors import ConfigError
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+           "float64": torch.float64}
+_COSTMODEL_DTYPE = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "float64": "fp32"}
+
+
+def _count(minimum: int):
+    def check(instance, attribute, value):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ConfigError(f"TransformerConfig {instance.name!r}: field {attribute.name!r} "
+                              f"must be an int >= {minimum}, got {value!r}")
+    return check
+
+
+def _dtype(instance, attribute, value):
+    if value not in _DTYPES:
+        raise ConfigError(f"TransformerConfig {instance.name!r}: field 'dtype' is {value!r}; "
+                          f"choose one of {', '.join(_DTYPES)}")
+
+
+@attrs.frozen(slots=True)
+class TransformerConfig:
+    """The shape of the model (and the seed of its weights).
+
+    head_dim: 0 means hidden_size // num_heads. num_experts: 0 for a dense FFN of
+    intermediate_size; else E routed experts of moe_intermediate_size (0: intermediate_size),
+    num_experts_per_tok of them per token.
+    """
+
+    name: str = "tiny-dense"
+    vocab_size: int = attrs.field(default=256, validator=_count(2))
+    hidden_size: int = attrs.field(default=64, validator=_count(1))
+    num_layers: int = attrs.field(default=2, validator=_count(1))
+    num_heads: int = attrs.field(default=4, validator=_count(1))
+    num_kv_heads: int = attrs.field(default=2, validator=_count(1))
+    head_dim: int = attrs.field(default=0, validator=_count(0))
+    intermediate_size: int = attrs.field(default=128, validator=_count(1))
+    num_experts: int = attrs.field(default=0, validator=_count(0))
+    num_experts_per_tok: int = attrs.field(default=2, validator=_count(1))
+    moe_intermediate_size: int = attrs.field(default=0, validator=_count(0))
+    rope_theta: float = 10000.0
+    seed: int = attrs.field(default=0, validator=_count(0))
+    dtype: str = attrs.field(default="float32", validator=_dtype)
+
+    def __attrs_post_init__(self):
+        if self.num_heads % self.num_kv_heads:
+            raise ConfigError(f"TransformerConfig {self.name!r}: num_heads {self.num_heads} is "
+                              f"not a multiple of num_kv_heads {self.num_kv_heads}")
+        if not self.head_dim and self.hidden_size % self.num_heads:
+            raise ConfigError(f"TransformerConfig {self.name!r}: hidden_size "
+                              f"{self.hidden_size} is not a multiple of num_heads "
+                              f"{self.num_heads}; give head_dim")
+        if self.dim % 2:
+            raise ConfigError(f"TransformerConfig {self.name!r}: head_dim {self.dim} must be "
+                              "even (rotary embedding)")
+        if self.is_moe and self.num_experts_per_tok > self.num_experts:
+            raise ConfigError(f"TransformerConfig {self.name!r}: num_experts_per_tok "
+                              f"{self.num_experts_per_tok} exceeds num_experts "
+                              f"{self.num_experts}")
+
+    @property
+    def dim(self) -> int:
+        """Per-head dimension."""
+        return self.head_dim or self.hidden_size // self.num_heads
+
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 0
+
+    @property
+    def expert_size(self) -> int:
+        return self.moe_intermediate_size or self.intermediate_size
+
+    def to_model_config(self):
+        """The same shape as a cost-model `ModelConfig` (for calibration and simulation)."""
+        from ..costmodel import ModelConfig
+        dt = _COSTMODEL_DTYPE[self.dtype]
+        return ModelConfig(
+            name=self.name, description=f"torch {self.name} ({self.dtype})",
+            source="batchlab.adapters.torch_model", vocab_size=self.vocab_size,
+            hidden_size=self.hidden_size, num_layers=self.num_layers, num_heads=self.num_heads,
+            num_kv_heads=self.num_kv_heads, head_dim=self.dim,
+            intermediate_size=0 if self.is_moe else self.intermediate_size,
+            num_experts=self.num_experts,
+            num_experts_per_tok=self.num_experts_per_tok if self.is_moe else 0,
+            moe_intermediate_size=self.expert_size if self.is_moe else 0,
+            weight_dtype=dt, kv_dtype=dt, act_dtype=dt)
+
+
+PRESETS = {
+    # For tests: a step takes about a millisecond on one CPU core.
+    "tiny-dense": TransformerConfig("tiny-dense"),
+    "tiny-moe": TransformerConfig("tiny-moe", num_experts=8, num_experts_per_tok=2,
+                                  moe_intermediate_size=64),
+    # For benchmarks and calibration: big enough that weights and matmuls, not Python,
+    # dominate a step at small batch (about 24M parameters, 96 MB in float32).
+    "small-dense": TransformerConfig("small-dense", vocab_size=4096, hidden_size=512,
+                                     num_layers=6, num_heads=8, num_kv_heads=2,
+                                     intermediate_size=1536),
+    "small-moe": TransformerConfig("small-moe", vocab_size=4096, hidden_size=512,
+                                   num_layers=6, num_heads=8, num_kv_heads=2,
+                                   intermediate_size=1536, num_experts=8,
+                                   num_experts_per_tok=2, moe_intermediate_size=768),
+}
+
+
+def get_config(spec) -> TransformerConfig:
+    """A TransformerConfig from a preset name, a dict of fields, a .toml/.json file (fields at
+    top level or in a [torch_model] table) or a TransformerConfig."""
+    if isinstance(spec, TransformerConfig):
+        return spec
+    if isinstance(spec, dict):
+        table = dict(spec)
+        base = table.pop("base", None)
+        known = {a.name for a in attrs.fields(TransformerConfig)}
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise ConfigError(f"torch model config: unknown field(s) {', '.join(unknown)}; "
+                              f"known: {', '.join(sorted(known))}")
+        if base is not None:
+            return attrs.evolve(get_config(base), **table)
+        return TransformerConfig(**table)
+    text = str(spec)
+    if text.endswith((".toml", ".json")):
+        path = Path(text)
+        try:
+            raw = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read torch model config {path}: {exc.strerror}") from None
+        try:
+            doc = json.loads(raw) if path.suffix == ".json" else tomllib.loads(raw)
+        except (ValueError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid {path.suffix[1:].upper()}: {exc}") from None
+        return get_config(doc.get("torch_model", doc))
+    if text not in PRESETS:
+        raise ConfigError(f"unknown torch model {text!r}; presets: {', '.join(PRESETS)} "
+                          "(or a .toml/.json file of TransformerConfig fields)")
+    return PRESETS[text]
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """"cuda" when available and not told otherwise, else "cpu"."""
+    if device is None or device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"torch device {device!r} asked for, but CUDA is not available here")
+    return torch.device(device)
+
+
+class KVPool:
+    """Keys and values of every request a device holds, one slot per request."""
+
+    def __init__(self, config: TransformerConfig, device, dtype, num_slots: int = 4,
+                 max_len: int = 64):
+        self.config, self.device, self.dtype = config, device, dtype
+        self.slot_of: dict[int, int] = {}
+        self.length: dict[int, int] = {}
+        self._free: list[int] = []
+        self.k = self.v = None
+        self._alloc(num_slots, max_len)
+        self._free = list(range(num_slots - 1, -1, -1))
+
+    def _alloc(self, num_slots: int, max_len: int) -> None:
+        c = self.config
+        shape = (c.num_layers, num_slots, max_len, c.num_kv_heads, c.dim)
+        k = torch.zeros(shape, device=self.device, dtype=self.dtype)
+        v = torch.zeros(shape, device=self.device, dtype=self.dtype)
+        if self.k is not None:
+            _, s, n = self.k.shape[:3]
+            k[:, :s, :n] = self.k
+            v[:, :s, :n] = self.v
+        self.k, self.v = k, v
+
+    @property
+    def num_slots(self) -> int:
+        return self.k.shape[1]
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[2]
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(self.length.values())
+
+    def ensure_len(self, max_len: int) -> None:
+        if max_len > self.max_len:
+            self._alloc(self.num_slots, max(max_len, 2 * self.max_len))
+
+    def slot(self, rid: int) -> int:
+        """The slot of request `rid`, allocated (empty) if it has none."""
+        s = self.slot_of.get(rid)
+        if s is None:
+            if not self._free:
+                old = self.num_slots
+                self._alloc(2 * old, self.max_len)
+                self._free = list(range(2 * old - 1, old - 1, -1))
+            s = self._free.pop()
+            self.slot_of[rid] = s
+            self.length[rid] = 0
+        return s
+
+    def release(self, rid: int) -> None:
+        s = self.slot_of.pop(rid, None)
+        if s is not None:
+            self.length.pop(rid, None)
+            self._free.append(s)
+
+    def export(self, rid: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Copies of rid's cached keys and values, [layers x tokens x kv_heads x head_dim]."""
+        s, n = self.slot_of[rid], self.length[rid]
+        return self.k[:, s, :n].clone(), self.v[:, s, :n].clone()
+
+    def load(self, rid: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Install a cache exported by another pool (moved to this pool's device)."""
+        n = k.shape[1]
+        self.ensure_len(n)
+        s = self.slot(rid)
+        self.k[:, s, :n] = k.to(self.device, self.dtype)
+        self.v[:, s, :n] = v.to(self.device, self.dtype)
+        self.length[rid] = n
+
+
+@attrs.frozen(slots=True)
+class Packed:
+    """One forward pass's inputs, built from batch rows (see `pack`). All tensors live on the
+    model's device; F is the number of token positions fed (padding included), B the rows."""
+
+    ids: torch.Tensor        # [F] token ids
+    pos: torch.Tensor        # [F] absolute positions
+    row: torch.Tensor        # [F] row of each fed token
+    col: torch.Tensor        # [F] index of the token within its row
+    real: torch.Tensor       # [F] bool: a real token (not padding); its K/V is cached
+    slots: torch.Tensor      # [B] KV pool slot of each row
+    mask: torch.Tensor       # [B, 1, Fmax, Lk] bool: which keys each query may attend to
+    last: torch.Tensor       # [B] flat index of each row's last real token
+    num_rows: int
+    max_fed: int
+    key_len: int
+    is_decode: bool          # every row feeds one real token and no padding: fast path
+
+
+def pack(ids: np.ndarray, cached: np.ndarray, num_new: np.ndarray, num_fed: np.ndarray,
+         slots: np.ndarray, key_len: int, device) -> Packed:
+    """Lay out rows for one pass. Row i feeds num_fed[i] tokens at positions cached[i]...,
+    of which the first num_new[i] are real (ids holds all fed tokens, row after row)."""
+    rows = len(cached)
+    total = int(num_fed.sum())
+    row = np.repeat(np.arange(rows), num_fed)
+    start = np.cumsum(num_fed) - num_fed
+    col = np.arange(total) - start[row]
+    pos = cached[row] + col
+    real = col < num_new[row]
+    max_fed = int(num_fed.max())
+    # A query sees keys up to its own position, and never past its row's last real token
+    # (padding queries are clamped there: their outputs are dropped, but no row of the mask
+    # may be empty, or softmax would give NaN).
+    limit = np.minimum(cached[:, None] + np.arange(max_fed)[None, :],
+                       (cached + num_new - 1)[:, None])
+    mask = np.arange(key_len)[None, None, :] <= limit[:, :, None]
+    t = lambda a, dt=torch.long: torch.from_numpy(np.ascontiguousarray(a)).to(device, dt)
+    return Packed(
+        ids=t(ids), pos=t(pos), row=t(row), col=t(col), real=t(real, torch.bool),
+        slots=t(slots), mask=t(mask[:, None], torch.bool), last=t(start + num_new - 1),
+        num_rows=rows, max_fed=max_fed, key_len=int(key_len),
+        is_decode=bool(max_fed == 1 and (num_new == 1).all()))
+
+
+class TinyTransformer:
+    """Weights of a TransformerConfig on one torch device, and the forward pass."""
+
+    def __init__(self, config: TransformerConfig, device=None):
+        self.config = c = config
+        self.device = pick_device(device) if not isinstance(device, torch.device) else device
+        self.dtype = _DTYPES[c.dtype]
+        g = torch.Generator().manual_seed(c.seed)
+        h, d, L = c.hidden_size, c.dim, c.num_layers
+
+        def w(*shape, fan_in):
+            x = torch.randn(*shape, generator=g, dtype=torch.float64) / math.sqrt(fan_in)
+            return x.to(self.device, self.dtype)
+
+        self.embed = w(c.vocab_size, h, fan_in=1)
+        qkv = (c.num_heads + 2 * c.num_kv_heads) * d
+        self.w_qkv = [w(h, qkv, fan_in=h) for _ in range(L)]
+        self.w_o = [w(c.num_heads * d, h, fan_in=c.num_heads * d) for _ in range(L)]
+        ones = lambda: torch.ones(h, device=self.device, dtype=self.dtype)
+        self.attn_norm = [ones() for _ in range(L)]
+        self.ffn_norm = [ones() for _ in range(L)]
+        self.final_norm = ones()
+        if c.is_moe:
+            e, i = c.num_experts, c.expert_size
+            self.router = [w(h, e, fan_in=h) for _ in range(L)]
+            self.w_gate_up = [w(e, h, 2 * i, fan_in=h) for _ in range(L)]
+            self.w_down = [w(e, i, h, fan_in=i) for _ in range(L)]
+        else:
+            i = c.intermediate_size
+            self.w_gate_up = [w(h, 2 * i, fan_in=h) for _ in range(L)]
+            self.w_down = [w(i, h, fan_in=i) for _ in range(L)]
+        self.lm_head = w(h, c.vocab_size, fan_in=h)
+        self._rope_len = 0
+        self._ensure_rope(256)
+
+    @property
+    def num_params(self) -> int:
+        tensors = [self.embed, self.lm_head, self.final_norm, *self.w_qkv, *self.w_o,
+                   *self.attn_norm, *self.ffn_norm, *self.w_gate_up, *self.w_down,
+                   *getattr(self, "router", [])]
+        return sum(t.numel() for t in tensors)
+
+    def new_pool(self) -> KVPool:
+        return KVPool(self.config, self.device, self.dtype)
+
+    def _ensure_rope(self, n: int) -> None:
+        if n <= self._rope_len:
+            return
+        n = max(n, 2 * self._rope_len)
+        d = self.config.dim
+        inv = 1.0 / self.config.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d)
+        angles = torch.arange(n, dtype=torch.float64)[:, None] * inv[None, :]
+        self._cos = angles.cos().to(self.device, self.dtype)
+        self._sin = angles.sin().to(self.device, self.dtype)
+        self._rope_len = n
+
+    def _rms(self, x, weight):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * weight
+
+    def _rope(self, x, cos, sin):
+        half = x.shape[-1] // 2
+        a, b = x[..., :half], x[..., half:]
+        return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
+
+    def _ffn(self, layer: int, x) -> tuple[torch.Tensor, int]:
+        """FFN output and, for MoE, the number of distinct experts that got tokens."""
+        if not self.config.is_moe:
+            gate, up = (x @ self.w_gate_up[layer]).chunk(2, dim=-1)
+            return (F.silu(gate) * up) @ self.w_down[layer], 0
+        c = self.config
+        k = c.num_experts_per_tok
+        top_logits, top = (x @ self.router[layer]).topk(k, dim=-1)
+        weight = top_logits.softmax(dim=-1)
+        flat = top.reshape(-1)
+        order = torch.argsort(flat, stable=True)  # assignments grouped by expert
+        token = order // k
+        wsorted = weight.reshape(-1)[order]
+        counts = torch.bincount(flat, minlength=c.num_experts).tolist()
+        out = torch.zeros_like(x)
+        start = 0
+        for e, n in enumerate(counts):
+            if n == 0:
+                continue
+            tok = token[start:start + n]
+            gate, up = (x[tok] @ self.w_gate_up[layer][e]).chunk(2, dim=-1)
+            y = (F.silu(gate) * up) @ self.w_down[layer][e]
+            out.index_add_(0, tok, y * wsorted[start:start + n, None])
+            start += n
+        return out, sum(1 for n in counts if n)
+
+    @torch.inference_mode()
+    def forward(self, p: Packed, pool: KVPool) -> tuple[torch.Tensor, float]:
+        """Logits of each row's last real token [B x vocab], and the mean number of distinct
+        experts that received tokens per MoE layer (0 for a dense model). Writes the real
+        tokens' keys and values into the pool."""
+        c = self.config
+        H, KV, d = c.num_heads, c.num_kv_heads, c.dim
+        B, Fm, Lk = p.num_rows, p.max_fed, p.key_len
+        self._ensure_rope(max(Lk, int(p.pos.max()) + 1))
+        pool.ensure_len(Lk)
+        cos, sin = self._cos[p.pos][:, None, :], self._sin[p.pos][:, None, :]
+        all_real = p.is_decode or bool(p.real.all())
+        w_slot = p.slots[p.row] if all_real else p.slots[p.row[p.real]]
+        w_pos = p.pos if all_real else p.pos[p.real]
+        x = self.embed[p.ids]
+        touched = 0
+        for layer in range(c.num_layers):
+            q, k, v = (self._rms(x, self.attn_norm[layer]) @ self.w_qkv[layer]).split(
+                [H * d, KV * d, KV * d], dim=-1)
+            q = self._rope(q.view(-1, H, d), cos, sin)
+            k = self._rope(k.view(-1, KV, d), cos, sin)
+            v = v.view(-1, KV, d)
+            if all_real:
+                pool.k[layer, w_slot, w_pos] = k
+                pool.v[layer, w_slot, w_pos] = v
+            else:
+                pool.k[layer, w_slot, w_pos] = k[p.real]
+                pool.v[layer, w_slot, w_pos] = v[p.real]
+            keys = pool.k[layer, p.slots, :Lk].transpose(1, 2)    # [B, KV, Lk, d]
+            values = pool.v[layer, p.slots, :Lk].transpose(1, 2)
+            if p.is_decode:
+                queries = q.view(B, 1, H, d)
+            else:
+                queries = q.new_zeros(B, Fm, H, d)
+                queries[p.row, p.col] = q
+            out = F.scaled_dot_product_attention(
+                queries.transpose(1, 2), keys, values, attn_mask=p.mask, enable_gqa=KV != H)
+            out = out.transpose(1, 2)
+            out = out.reshape(B, H * d) if p.is_decode else out[p.row, p.col].reshape(-1, H * d)
+            x = x + out @ self.w_o[layer]
+            y, n = self._ffn(layer, self._rms(x, self.ffn_norm[layer]))
+            x = x + y
+            touched += n
+        last = self._rms(x[p.last], self.final_norm)
+        return last @ self.lm_head, touched / c.num_layers
