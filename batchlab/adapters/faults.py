@@ -79,7 +79,9 @@ class Faults:
         at a uniformly drawn point of its duration, and its batch is lost.
     schedule: (time, device name) pairs: that device fails at that time; if it is running a
         step, the step is lost; if it is idle, its KV caches are lost. A device already down
-        is not failed again.
+        is not failed again. Policies learn the cluster from the first `schedule` call, which
+        therefore offers every device: a failure scheduled before the first step launches
+        strikes at that launch instead.
     repair_time: seconds a failed device stays down; then it is offered to the policy again,
         with empty memory.
     seed: the fault stream's seed, combined with the run's seed.

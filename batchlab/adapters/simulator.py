@@ -296,6 +296,9 @@ class Simulator:
         self.started = [0.0] * len(self.devices)
         self.down = [False] * len(self.devices)
         self.recomputed = [0] * len(self.devices)
+        # Policies learn the cluster from the first schedule call, which must offer every
+        # device: a failure scheduled before the first launch strikes at the first launch.
+        self.deferred: list | None = []
         # With faults a DONE event carries (device, serial): a step lost to a scheduled
         # failure leaves its DONE in the heap, and the serial says it is stale.
         self._complete = self._complete_if_current
@@ -304,6 +307,10 @@ class Simulator:
         self.launch_serial[d] += 1
         self.started[d] = self.now
         serial = self.launch_serial[d]
+        if self.deferred:
+            for event in self.deferred:
+                self._push(self.now, FAIL, event)
+        self.deferred = None
         if self.faults.failure_rate and self.fault_rng.random() < self.faults.failure_rate:
             self._push(self.now + self.fault_rng.random() * duration, FAIL, (d, serial))
         else:
@@ -320,6 +327,9 @@ class Simulator:
             self.idle[payload] = True
             return PROGRESS
         d, serial = payload
+        if self.deferred is not None:   # nothing has launched yet
+            self.deferred.append(payload)
+            return 0
         if self.down[d] or (serial is not None and serial != self.launch_serial[d]):
             return 0
         running, batch = self.running[d], None

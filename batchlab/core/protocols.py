@@ -60,8 +60,10 @@ class Scheduler(Protocol):
     real backend, and inside someone else's server loop. One instance serves one run.
 
     The engine guarantees: `now` never decreases; every request is added once before it
-    appears anywhere else; every batch is checked (see `batchlab.core.validate`) before it
-    runs, and a bad one stops the run with a `PolicyError` naming the policy and the rule.
+    appears anywhere else (after a device failure, a policy without `lost` has it aborted
+    and added again); the first `schedule` call offers every device (a policy may learn the
+    cluster from it); every batch is checked (see `batchlab.core.validate`) before it runs,
+    and a bad one stops the run with a `PolicyError` naming the policy and the rule.
 
     Policies may define `name` (a str used in messages and reports) and `check_valid()`
     (raises AssertionError if internal state is inconsistent; property tests call it). A
