@@ -29,9 +29,7 @@ import torch
 
 from ..core import Batch, StepCost, StepResult
 from ..core.errors import ConfigError
-from .torch_model import TransformerConfig, TinyTransformer, get_config, pack
-
-TinyConfig = TransformerConfig  # the name the backend's issue uses
+from .torch_model import TinyConfig, TinyTransformer, TransformerConfig, get_config, pack
 
 
 @attrs.define

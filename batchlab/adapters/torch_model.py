@@ -432,3 +432,7 @@ class TinyTransformer:
             touched += n
         last = self._rms(x[p.last], self.final_norm)
         return last @ self.lm_head, touched / c.num_layers
+
+
+# The name the backend's issue uses for the config.
+TinyConfig = TransformerConfig
