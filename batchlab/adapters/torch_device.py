@@ -31,6 +31,9 @@ from ..core import Batch, StepCost, StepResult
 from ..core.errors import ConfigError
 from .torch_model import TinyConfig, TinyTransformer, TransformerConfig, get_config, pack
 
+__all__ = ["TinyConfig", "TransformerConfig", "TokenHistory", "TorchDevice", "prompt_ids",
+           "torch_devices"]
+
 
 @attrs.define
 class TokenHistory:
