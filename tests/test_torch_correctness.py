@@ -200,3 +200,19 @@ def test_cuda_matches_cpu(config):
         # GPU kernels (TF32 is off by default for matmuls) differ from the CPU's order.
         torch.testing.assert_close(torch.stack(devices[0].logits[rid]), logits,
                                    atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("padded_len", [None, 48])
+def test_mixed_decode_and_prefill_step_matches_solo(padded_len):
+    # Decode rows and a prefill row attend in separate groups; the result must not care.
+    dev = TorchDevice("a", "tiny-dense", CAPACITY, device="cpu", record_logits=True)
+    for rid, prompt in ((0, 12), (1, 20), (2, 30)):
+        dev.register(rid, prompt)
+    dev.run(Batch([0, 1], [12, 20], [0, 0]))
+    dev.run(Batch([0, 1, 2], [1, 1, 30], [12, 20, 0], padded_len=padded_len))
+    dev.run(Batch([0, 1, 2], [1, 1, 1], [13, 21, 30]))
+    for rid, prompt in ((0, 12), (1, 20), (2, 30)):
+        n = len(dev.history.generated(rid))
+        tokens, logits = solo("tiny-dense", rid, prompt, n)
+        assert dev.history.generated(rid) == tokens
+        torch.testing.assert_close(torch.stack(dev.logits[rid]), logits, atol=ATOL, rtol=0)

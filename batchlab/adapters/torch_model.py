@@ -253,6 +253,25 @@ class KVPool:
 
 
 @attrs.frozen(slots=True)
+class AttnGroup:
+    """Rows whose attention runs as one [rows x longest query x longest context] call.
+
+    A step that mixes decodes with prefill chunks runs two groups, so that a decode row is
+    not padded to the longest chunk's query length (which made mixed steps cost about as
+    much again as their two halves)."""
+
+    tok: torch.Tensor | None  # [Fg] flat indices of the group's fed tokens; None: all tokens
+    row: torch.Tensor        # [Fg] row (within the group) of each fed token
+    col: torch.Tensor        # [Fg] index of the token within its row
+    slots: torch.Tensor      # [Bg] KV pool slot of each row
+    mask: torch.Tensor       # [Bg, 1, Fmax, Lk] bool: which keys each query may attend to
+    num_rows: int
+    max_fed: int
+    key_len: int
+    is_decode: bool          # every row feeds one real token and no padding: fast path
+
+
+@attrs.frozen(slots=True)
 class Packed:
     """One forward pass's inputs, built from batch rows (see `pack`). All tensors live on the
     model's device; F is the number of token positions fed (padding included), B the rows."""
@@ -260,15 +279,31 @@ class Packed:
     ids: torch.Tensor        # [F] token ids
     pos: torch.Tensor        # [F] absolute positions
     row: torch.Tensor        # [F] row of each fed token
-    col: torch.Tensor        # [F] index of the token within its row
     real: torch.Tensor       # [F] bool: a real token (not padding); its K/V is cached
     slots: torch.Tensor      # [B] KV pool slot of each row
-    mask: torch.Tensor       # [B, 1, Fmax, Lk] bool: which keys each query may attend to
     last: torch.Tensor       # [B] flat index of each row's last real token
-    num_rows: int
-    max_fed: int
+    groups: tuple            # AttnGroups: one, or decodes and prefills apart
     key_len: int
-    is_decode: bool          # every row feeds one real token and no padding: fast path
+    is_decode: bool          # every row feeds one real token and no padding
+
+
+def _group(tok, cached, num_new, num_fed, slots, t) -> AttnGroup:
+    rows = len(cached)
+    row = np.repeat(np.arange(rows), num_fed)
+    start = np.cumsum(num_fed) - num_fed
+    col = np.arange(int(num_fed.sum())) - start[row]
+    max_fed = int(num_fed.max())
+    key_len = int((cached + num_fed).max())
+    # A query sees keys up to its own position, and never past its row's last real token
+    # (padding queries are clamped there: their outputs are dropped, but no row of the mask
+    # may be empty, or softmax would give NaN).
+    limit = np.minimum(cached[:, None] + np.arange(max_fed)[None, :],
+                       (cached + num_new - 1)[:, None])
+    mask = np.arange(key_len)[None, None, :] <= limit[:, :, None]
+    return AttnGroup(
+        tok=None if tok is None else t(tok), row=t(row), col=t(col), slots=t(slots),
+        mask=t(mask[:, None], torch.bool), num_rows=rows, max_fed=max_fed, key_len=key_len,
+        is_decode=bool(max_fed == 1 and (num_new == 1).all()))
 
 
 def pack(ids: np.ndarray, cached: np.ndarray, num_new: np.ndarray, num_fed: np.ndarray,
@@ -282,19 +317,19 @@ def pack(ids: np.ndarray, cached: np.ndarray, num_new: np.ndarray, num_fed: np.n
     col = np.arange(total) - start[row]
     pos = cached[row] + col
     real = col < num_new[row]
-    max_fed = int(num_fed.max())
-    # A query sees keys up to its own position, and never past its row's last real token
-    # (padding queries are clamped there: their outputs are dropped, but no row of the mask
-    # may be empty, or softmax would give NaN).
-    limit = np.minimum(cached[:, None] + np.arange(max_fed)[None, :],
-                       (cached + num_new - 1)[:, None])
-    mask = np.arange(key_len)[None, None, :] <= limit[:, :, None]
     t = lambda a, dt=torch.long: torch.from_numpy(np.ascontiguousarray(a)).to(device, dt)
+    single = num_fed == 1
+    if single.all() or not single.any():
+        groups = (_group(None, cached, num_new, num_fed, slots, t),)
+    else:
+        groups = tuple(
+            _group(np.flatnonzero(which[row]), cached[which], num_new[which], num_fed[which],
+                   slots[which], t)
+            for which in (single, ~single))
     return Packed(
-        ids=t(ids), pos=t(pos), row=t(row), col=t(col), real=t(real, torch.bool),
-        slots=t(slots), mask=t(mask[:, None], torch.bool), last=t(start + num_new - 1),
-        num_rows=rows, max_fed=max_fed, key_len=int(key_len),
-        is_decode=bool(max_fed == 1 and (num_new == 1).all()))
+        ids=t(ids), pos=t(pos), row=t(row), real=t(real, torch.bool), slots=t(slots),
+        last=t(start + num_new - 1), groups=groups, key_len=int(key_len),
+        is_decode=bool((num_fed == 1).all()))
 
 
 class TinyTransformer:
@@ -387,6 +422,23 @@ class TinyTransformer:
             start += n
         return out, sum(1 for n in counts if n)
 
+    def _attend(self, layer: int, q, g: AttnGroup, pool: KVPool):
+        """Attention output [Fg x heads*head_dim] of one group's queries q [Fg x heads x d]."""
+        c = self.config
+        H, KV, d = c.num_heads, c.num_kv_heads, c.dim
+        B, Fm, Lk = g.num_rows, g.max_fed, g.key_len
+        keys = pool.k[layer, g.slots, :Lk].transpose(1, 2)    # [B, KV, Lk, d]
+        values = pool.v[layer, g.slots, :Lk].transpose(1, 2)
+        if g.is_decode:
+            queries = q.view(B, 1, H, d)
+        else:
+            queries = q.new_zeros(B, Fm, H, d)
+            queries[g.row, g.col] = q
+        out = F.scaled_dot_product_attention(
+            queries.transpose(1, 2), keys, values, attn_mask=g.mask, enable_gqa=KV != H)
+        out = out.transpose(1, 2)
+        return out.reshape(B, H * d) if g.is_decode else out[g.row, g.col].reshape(-1, H * d)
+
     @torch.inference_mode()
     def forward(self, p: Packed, pool: KVPool) -> tuple[torch.Tensor, float]:
         """Logits of each row's last real token [B x vocab], and the mean number of distinct
@@ -394,7 +446,7 @@ class TinyTransformer:
         tokens' keys and values into the pool."""
         c = self.config
         H, KV, d = c.num_heads, c.num_kv_heads, c.dim
-        B, Fm, Lk = p.num_rows, p.max_fed, p.key_len
+        Lk = p.key_len
         self._ensure_rope(max(Lk, int(p.pos.max()) + 1))
         pool.ensure_len(Lk)
         cos, sin = self._cos[p.pos][:, None, :], self._sin[p.pos][:, None, :]
@@ -415,17 +467,12 @@ class TinyTransformer:
             else:
                 pool.k[layer, w_slot, w_pos] = k[p.real]
                 pool.v[layer, w_slot, w_pos] = v[p.real]
-            keys = pool.k[layer, p.slots, :Lk].transpose(1, 2)    # [B, KV, Lk, d]
-            values = pool.v[layer, p.slots, :Lk].transpose(1, 2)
-            if p.is_decode:
-                queries = q.view(B, 1, H, d)
+            if len(p.groups) == 1:
+                out = self._attend(layer, q, p.groups[0], pool)
             else:
-                queries = q.new_zeros(B, Fm, H, d)
-                queries[p.row, p.col] = q
-            out = F.scaled_dot_product_attention(
-                queries.transpose(1, 2), keys, values, attn_mask=p.mask, enable_gqa=KV != H)
-            out = out.transpose(1, 2)
-            out = out.reshape(B, H * d) if p.is_decode else out[p.row, p.col].reshape(-1, H * d)
+                out = q.new_empty(q.shape[0], H * d)
+                for g in p.groups:
+                    out[g.tok] = self._attend(layer, q[g.tok], g, pool)
             x = x + out @ self.w_o[layer]
             y, n = self._ffn(layer, self._rms(x, self.ffn_norm[layer]))
             x = x + y
