@@ -148,6 +148,7 @@ def test_chunked_prefill_equals_whole_prefill_on_device():
     for start, n in ((0, 11), (11, 1), (12, 18)):
         parts.run(Batch([7], [n], [start]))
     assert whole.history.generated(7) == parts.history.generated(7)
+    assert set(parts.last_logits) == {7}
     torch.testing.assert_close(parts.logits[7][0], whole.logits[7][0], atol=ATOL, rtol=0)
 
 

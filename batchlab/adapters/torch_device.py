@@ -107,6 +107,11 @@ class TorchDevice:
         """Drop the request's KV cache here (its token history stays readable)."""
         self.pool.release(int(request_id))
 
+    @property
+    def last_logits(self) -> dict:
+        """request id -> logits of the last token it emitted here (needs record_logits)."""
+        return {rid: rows[-1] for rid, rows in self.logits.items() if rows}
+
     def cached_tokens(self, request_id: int) -> int:
         return self.pool.length.get(int(request_id), 0)
 
