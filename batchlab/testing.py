@@ -81,6 +81,7 @@ CAPACITY_UNIT = 128         # device capacities are 1-8 units of KV tokens
 FIT_SLACK = 64              # "fits": prompt + cap <= largest capacity - slack (block rounding)
 MAX_ABORTS = 3              # per example, so that most requests live long enough to matter
 MAX_FAILURES = 3            # device failures per example
+DRAIN_TOKENS = 16           # while draining, each request emits at most this many more tokens
 DRAIN_STEP = 0.005          # seconds each step takes while draining
 
 
@@ -187,6 +188,7 @@ class PolicyMachine(RuleBasedStateMachine):
         self.requests: dict[int, Request] = {}
         self.emitted = np.zeros(0, dtype=np.int64)   # tokens each request emitted, counted here
         self.caps = np.zeros(0, dtype=np.int64)      # max_new_tokens of each request
+        self.drain_until = np.zeros(0, dtype=np.int64)   # last token while draining
         self.now = 0.0
         self.flight: list[_Flight | None] = [None] * len(self.devices)
         self.down = [False] * len(self.devices)
@@ -242,6 +244,7 @@ class PolicyMachine(RuleBasedStateMachine):
             rid = int(self.table.register([spec.prompt], [spec.max_new])[0])
             self.emitted = np.append(self.emitted, 0)
             self.caps = np.append(self.caps, spec.max_new)
+            self.drain_until = np.append(self.drain_until, spec.max_new)
             oracle = None
             if self.oracle:
                 oracle = min(spec.output, spec.max_new)
@@ -290,12 +293,17 @@ class PolicyMachine(RuleBasedStateMachine):
         if then_schedule and self._idle():
             self._schedule()
 
-    @precondition(lambda self: self.num_aborts < MAX_ABORTS and bool(self._abortable()))
+    # A cheap precondition (it is evaluated at every step); the rule does nothing in the rare
+    # case that every open request is being moved or already aborted.
+    @precondition(lambda self: self.num_aborts < MAX_ABORTS
+                  and self.table.num_closed < self.table.size)
     @rule(which=st.integers(0, 15))
     @_tracked
     def abort(self, which):
         """A client cancels an open request (waiting, or running if abort_in_flight)."""
         candidates = self._abortable()
+        if not candidates:
+            return
         rid = candidates[which % len(candidates)]
         self.num_aborts += 1
         self._call("abort", rid)
@@ -332,9 +340,11 @@ class PolicyMachine(RuleBasedStateMachine):
 
     def _abortable(self) -> list[int]:
         table = self.table
-        return [rid for rid in self._open().tolist()
-                if rid not in self.migrating and rid not in self.aborting
-                and (self.abort_in_flight or not table.in_flight[rid])]
+        open_ids = self._open()
+        if not self.abort_in_flight:
+            open_ids = open_ids[~table.in_flight[open_ids]]
+        return [rid for rid in open_ids.tolist()
+                if rid not in self.migrating and rid not in self.aborting]
 
     # -- engine mechanics -------------------------------------------------------------------
     def _schedule(self) -> bool:
@@ -385,8 +395,10 @@ class PolicyMachine(RuleBasedStateMachine):
         emits = batch.num_cached_tokens + batch.num_new_tokens - table.prompt[ids] + 1 > before
         if not self.oracle:
             # The true output length is decided here, when the token is emitted, and not before.
+            # While draining, a request stops DRAIN_TOKENS tokens after the drain began (or at
+            # its cap): a function of the state alone, which hypothesis can shrink around.
             for j, rid in enumerate(ids[emits].tolist()):
-                if j in stop:
+                if j in stop or self.table.generated[rid] + 1 >= self.drain_until[rid]:
                     table.output[rid] = min(table.output[rid], int(table.generated[rid]) + 1)
         emitted, finished, generated = table.complete(batch, self.now)
         if not np.array_equal(emitted, emits):
@@ -546,6 +558,7 @@ class PolicyMachine(RuleBasedStateMachine):
         for rid in sorted(self.migrating):
             self._end_migration(rid)
         open_ids = self._open()
+        self.drain_until = self.table.generated[: table.size] + DRAIN_TOKENS
         bound = 100 + 20 * int(sum(table.prompt[r] + self.requests[r].max_new_tokens
                                    for r in open_ids.tolist()))
         steps, changed = 0, True
@@ -557,7 +570,7 @@ class PolicyMachine(RuleBasedStateMachine):
             busy = self._busy()
             if busy:
                 d = min(busy, key=lambda d: self.flight[d].serial)
-                self._complete(d, DRAIN_STEP, ())   # while draining, outputs run to the cap
+                self._complete(d, DRAIN_STEP, ())
                 changed, steps = True, steps + 1
             elif self.migrating:
                 self._end_migration(min(self.migrating))

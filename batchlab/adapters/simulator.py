@@ -1,10 +1,11 @@
 """The discrete-event simulator: drives any Scheduler on cost-model devices in simulated time.
 
 A heap of (time, priority, sequence, payload) events: step completions, KV migrations ending,
-arrivals, scheduler wake-ups and, when `faults` are given, device failures and repairs. At one instant, completions come first (they free memory),
-then migrations, then arrivals, then wake-ups; the sequence number breaks the remaining ties, so a run is deterministic for a
-seed. After all events of an instant are handled, the policy is asked to schedule if a device
-is idle — the loop reads as: schedule, run, update.
+arrivals, scheduler wake-ups and, when `faults` are given, device failures and repairs. At one
+instant, completions come first (they free memory), then migrations, then arrivals, then
+wake-ups, then failures and repairs; the sequence number breaks the remaining ties, so a run
+is deterministic for a seed. After all events of an instant are handled, the policy is asked
+to schedule if a device is idle — the loop reads as: schedule, run, update.
 
 The engine keeps each request's true output length to itself (in a RequestTable), decides when
 a request finishes, validates every batch, and stops a misbehaving policy with a PolicyError.
