@@ -1,0 +1,459 @@
+"""The serving front: an asyncio API through which other code runs any policy on any devices.
+
+    server = Server(load_policy("continuous"), torch_devices(1, "tiny-dense", 8192))
+    async with server:
+        stream = server.submit([17, 4, 99], max_new_tokens=16, priority=1)
+        async for token in stream:        # token ids, as the device produces them
+            ...
+        stream.cancel()                   # or leave the loop, or cancel the consuming task
+
+A request produces exactly `max_new_tokens` tokens (end-of-sequence is ignored, as serving
+benchmarks do), unless it is cancelled or the policy rejects it (the stream then raises
+`RequestRejected`). Cancelling calls the policy's `abort(id)`, so its memory is freed at once.
+
+Engine. One thread runs the loop the simulator and `run_wallclock` run — schedule, run,
+update — with the same bookkeeping (`RequestTable`, `check_batch` on every batch, the same
+`Result`), fed by the coroutines' submissions and cancellations through a queue, and sending
+each token back to the event loop as soon as its step ends. The thread is there because a
+step blocks (a torch forward pass); the event loop stays free to serve clients. Steps run one
+at a time, devices one after another (as in `run_wallclock`), so a submission or a
+cancellation is seen between two steps: a request is never in flight when it is aborted.
+
+Time is `time.perf_counter` since `start()`; the policy gets it as `now`. A device that
+returns from `run` sooner than the duration it reports (a cost-model device such as
+`AffineDevice`) is waited out, so it can stand in for real hardware, in real time, when a
+test or a demo has no torch. Such a device has no token ids: its streams yield -1 per token.
+
+Prompts: a list of token ids, or a length (ids are then drawn like `run_wallclock`'s, from
+the request id). Devices with a `history` (a `TokenHistory`, as torch devices share one) get
+the given ids; every device with `register`/`free` is told of arrivals and departures.
+
+If the engine fails (a policy breaks the Scheduler contract, a device raises), every open
+stream raises that error and `close()` raises it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import queue
+import threading
+import time
+from collections.abc import Sequence
+
+import attrs
+import numpy as np
+
+from ..core import Plan, Request, StepResult
+from ..core.errors import BatchlabError, ConfigError, PolicyError
+from ..core.protocols import policy_name
+from ..core.table import ABORTED, REJECTED, WAITING, RequestTable
+from ..core.validate import check_batch
+from ..metrics import DEVICE_DTYPE, Result
+from .simulator import ACC_FIELDS
+
+__all__ = ["RequestRejected", "Server", "TokenStream"]
+
+_END = object()
+
+
+class RequestRejected(BatchlabError):
+    """The policy refused the request (for instance: it can never fit in memory)."""
+
+
+@attrs.define(eq=False)
+class TokenStream:
+    """The tokens of one request, as an async iterator of ints (-1: the device has no ids).
+
+    status: None while running, then "finished", "aborted" (cancelled, or the server closed)
+    or "rejected". tokens: what has been received so far.
+    """
+
+    request_id: int
+    _server: "Server" = attrs.field(repr=False)
+    _queue: asyncio.Queue = attrs.field(factory=asyncio.Queue, repr=False)
+    status: str | None = None
+    tokens: list = attrs.field(factory=list)
+    _error: BaseException | None = attrs.field(default=None, repr=False)
+    _cancelled: bool = attrs.field(default=False, repr=False)
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> int:
+        try:
+            item = await self._queue.get()
+        except asyncio.CancelledError:
+            self.cancel()   # the consumer went away: stop spending compute on it
+            raise
+        if item is _END:
+            self._queue.put_nowait(_END)   # iterating again ends again
+            if self._error is not None:
+                raise self._error
+            raise StopAsyncIteration
+        return item
+
+    def cancel(self) -> None:
+        """Abort the request (no-op once it has ended); its stream then ends as aborted."""
+        if self.status is None and not self._cancelled:
+            self._cancelled = True
+            self._server._command(("abort", self.request_id))
+
+    async def collect(self) -> list[int]:
+        """Wait for the end and return every token."""
+        async for _ in self:
+            pass
+        return self.tokens
+
+    async def __aenter__(self) -> "TokenStream":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.cancel()
+
+    # -- called on the event loop by the server ------------------------------------------
+    def _push(self, token: int) -> None:
+        self.tokens.append(token)
+        self._queue.put_nowait(token)
+
+    def _end(self, status: str, error: BaseException | None = None) -> None:
+        self.status, self._error = status, error
+        self._queue.put_nowait(_END)
+
+
+class Server:
+    """Serve requests submitted by coroutines with `policy` on `devices`.
+
+    policy: a Scheduler or a policy name (fresh: one instance serves one server).
+    devices: Devices; torch devices of one server should share one TokenHistory
+        (`torch_devices(n, ...)` does that).
+    prompt_seed: seeds the ids of prompts given as a length.
+    """
+
+    def __init__(self, policy, devices: Sequence, *, prompt_seed: int = 0):
+        if isinstance(policy, str):
+            from ..discovery import load_policy
+            policy = load_policy(policy)
+        self._engine = _Engine(policy, devices)
+        self.prompt_seed = int(prompt_seed)
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._streams: dict[int, TokenStream] = {}
+        self._next_id = 0
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self._vocab = next((h.vocab for h in self._engine.histories), None)
+
+    @property
+    def policy(self):
+        return self._engine.policy
+
+    @property
+    def devices(self) -> list:
+        return self._engine.devices
+
+    async def start(self) -> "Server":
+        if self._thread is not None:
+            raise ConfigError("Server.start() was called twice; a server runs once")
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._engine.serve,
+                                        args=(self._inbox, self._deliver),
+                                        name="batchlab-serving", daemon=True)
+        self._thread.start()
+        return self
+
+    async def close(self) -> None:
+        """Abort every open request, stop the engine, and raise its error if it failed."""
+        if self._thread is None or self._closed:
+            return
+        self._closed = True
+        self._command(("stop",))
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+        await asyncio.sleep(0)   # let the last deliveries reach their streams
+        if self._engine.error is not None:
+            raise self._engine.error
+
+    async def __aenter__(self) -> "Server":
+        return await self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    def submit(self, prompt, max_new_tokens: int, *, priority: int = 0) -> TokenStream:
+        """Queue a request; returns its stream. prompt: token ids, or a length (int >= 1)."""
+        if self._thread is None or self._closed:
+            raise ConfigError("submit() needs a started, open server (use `async with`)")
+        if self._engine.error is not None:
+            raise self._engine.error
+        ids = self._prompt_ids(prompt)
+        for name, value, low in (("max_new_tokens", max_new_tokens, 1),
+                                 ("priority", priority, None)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+                    or (low is not None and value < low):
+                raise ConfigError(f"submit(): {name} must be an int"
+                                  + (f" >= {low}" if low is not None else "")
+                                  + f", got {value!r}")
+        rid = self._next_id
+        self._next_id += 1
+        stream = TokenStream(rid, self)
+        self._streams[rid] = stream
+        self._command(("submit", rid, ids, int(max_new_tokens), int(priority)))
+        return stream
+
+    def result(self) -> Result:
+        """Records of every request so far and per-device totals, like a simulator run's."""
+        return self._engine.result()
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def _prompt_ids(self, prompt) -> list[int]:
+        if isinstance(prompt, (int, np.integer)) and not isinstance(prompt, bool):
+            if prompt < 1:
+                raise ConfigError(f"submit(): a prompt length must be >= 1, got {prompt}")
+            rng = np.random.default_rng([self.prompt_seed, self._next_id, int(prompt)])
+            return rng.integers(0, self._vocab or 2**31 - 1, int(prompt)).tolist()
+        try:
+            ids = [int(t) for t in prompt]
+            exact = all(int(t) == t and not isinstance(t, bool) for t in prompt)
+        except (TypeError, ValueError):
+            ids, exact = [], False
+        if not ids or not exact:
+            raise ConfigError("submit(): prompt must be a non-empty sequence of int token ids "
+                              f"or a length, got {prompt!r}"[:200])
+        if min(ids) < 0 or (self._vocab is not None and max(ids) >= self._vocab):
+            raise ConfigError(f"submit(): token ids must be in [0, {self._vocab}) for these "
+                              f"devices; got {min(ids)}..{max(ids)}")
+        return ids
+
+    def _command(self, cmd) -> None:
+        self._inbox.put(cmd)
+
+    def _deliver(self, events) -> None:
+        """Engine thread -> event loop."""
+        try:
+            self._loop.call_soon_threadsafe(self._dispatch, events)
+        except RuntimeError:   # the event loop is closed: nobody is listening any more
+            pass
+
+    def _dispatch(self, events) -> None:
+        for rid, kind, value in events:
+            stream = self._streams.get(rid)
+            if stream is None:
+                continue
+            if kind == "token":
+                stream._push(value)
+                continue
+            del self._streams[rid]
+            if kind == "rejected":
+                stream._end("rejected", RequestRejected(
+                    f"policy {self._engine.name!r} rejected request {rid}"))
+            elif kind == "error":
+                stream._end("error", value)
+            else:
+                stream._end(kind)
+
+
+class _Engine:
+    """The serving loop, on its own thread: requests come in through `inbox`, tokens and
+    endings go out through `deliver([(request id, kind, value), ...])`."""
+
+    def __init__(self, policy, devices: Sequence):
+        self.policy, self.name = policy, policy_name(policy)
+        self.devices = list(devices)
+        if not self.devices:
+            raise ConfigError("Server needs at least one device")
+        names = [d.name for d in self.devices]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"device names must be unique, got {names}")
+        self.index = {n: i for i, n in enumerate(names)}
+        unique = {}
+        for d in self.devices:
+            h = getattr(d, "history", None)
+            if h is not None:
+                unique[id(h)] = h
+        self.histories = list(unique.values())
+        self.table = RequestTable()
+        self.requests: dict[int, Request] = {}
+        self.stats = np.zeros(len(self.devices), dtype=DEVICE_DTYPE)
+        for i, d in enumerate(self.devices):
+            self.stats[i]["name"] = d.name
+            self.stats[i]["num_gpus"] = getattr(d, "num_gpus", 1)
+            for field in ("price_per_hour", "peak_flops", "peak_bandwidth"):
+                value = getattr(d, field, None)
+                self.stats[i][field] = math.nan if value is None else value
+            self.stats[i]["num_experts"] = getattr(d, "num_experts", 0) or 0
+        self.acc = [[0.0] * len(ACC_FIELDS) for _ in self.devices]
+        self.lock = threading.Lock()
+        self.pending_wake: float | None = None
+        self.error: BaseException | None = None
+        self.num_events = 0
+        self.start = time.perf_counter()
+
+    def clock(self) -> float:
+        return time.perf_counter() - self.start
+
+    # -- the loop -----------------------------------------------------------------------------
+    def serve(self, inbox: queue.SimpleQueue, deliver) -> None:
+        self.start = time.perf_counter()
+        changed, stopping = False, False
+        try:
+            while not stopping:
+                cmds = []
+                if not changed:   # nothing to do until a command or the policy's wake-up
+                    timeout = None if self.pending_wake is None else \
+                        max(0.0, self.pending_wake - self.clock())
+                    try:
+                        cmds.append(inbox.get(timeout=timeout))
+                    except queue.Empty:
+                        pass
+                while True:
+                    try:
+                        cmds.append(inbox.get_nowait())
+                    except queue.Empty:
+                        break
+                with self.lock:
+                    events: list = []
+                    now = self.clock()
+                    stopping = any(c[0] == "stop" for c in cmds)
+                    changed |= self._take_commands(cmds, now, events)
+                    if self.pending_wake is not None and now >= self.pending_wake:
+                        self.pending_wake = None
+                        changed = True
+                    if stopping:
+                        self._abort_all(now, events)
+                    elif changed:
+                        changed = self._schedule(now, events, deliver)
+                if events:
+                    deliver(events)
+        except BaseException as exc:   # noqa: BLE001 - handed to every waiting client
+            self.error = exc
+            open_ids = np.flatnonzero(self.table.status[:self.table.size] == WAITING)
+            deliver([(int(rid), "error", exc) for rid in open_ids])
+
+    def _take_commands(self, cmds, now: float, events: list) -> bool:
+        subs = [c for c in cmds if c[0] == "submit"]
+        if subs:
+            ids = self.table.register([len(c[2]) for c in subs], [c[3] for c in subs])
+            for rid, (_, sid, prompt, cap, priority) in zip(ids.tolist(), subs):
+                assert rid == sid, "server and engine disagree on request ids"
+                self.table.arrive(rid, now)
+                for h in self.histories:   # the client's own ids, not derived ones
+                    h.prompt_len[rid] = len(prompt)
+                    h.tokens[rid] = list(prompt)
+                for d in self.devices:
+                    register = getattr(d, "register", None)
+                    if register is not None:
+                        register(rid, len(prompt))
+                request = Request(id=rid, arrival=now, prompt_tokens=len(prompt),
+                                  max_new_tokens=cap, priority=priority)
+                self.requests[rid] = request
+                self._call("add", request, now)
+                self.num_events += 1
+        aborted = False
+        for cmd in cmds:
+            if cmd[0] == "abort":
+                rid = cmd[1]
+                if rid < self.table.size and self.table.status[rid] == WAITING:
+                    self._call("abort", rid)
+                    self.table.close(rid, ABORTED, now)
+                    self._gone(rid)
+                    events.append((rid, "aborted", None))
+                    aborted = True
+        return bool(subs) or aborted
+
+    def _abort_all(self, now: float, events: list) -> None:
+        for rid in np.flatnonzero(self.table.status[:self.table.size] == WAITING).tolist():
+            self._call("abort", rid)
+            self.table.close(rid, ABORTED, now)
+            self._gone(rid)
+            events.append((rid, "aborted", None))
+
+    def _gone(self, rid: int) -> None:
+        for d in self.devices:
+            free = getattr(d, "free", None)
+            if free is not None:
+                free(rid)
+        for h in self.histories:   # a server runs for long: keep no finished sequences
+            h.tokens.pop(rid, None)
+            h.prompt_len.pop(rid, None)
+        self.requests.pop(rid, None)
+
+    # -- schedule, run, update -----------------------------------------------------------------
+    def _schedule(self, now: float, events: list, deliver) -> bool:
+        plan = self._call("schedule", now, list(self.devices))
+        if not isinstance(plan, Plan):
+            raise PolicyError(self.name, "plan-type",
+                              f"schedule() returned {type(plan).__name__}, not a Plan")
+        if plan.migrations:
+            raise ConfigError(f"policy {self.name!r} planned KV migrations, which the serving "
+                              "front does not support")
+        if plan.wake_at is not None and not plan.wake_at > now:
+            raise PolicyError(self.name, "wake", f"asked to be woken at {plan.wake_at}, "
+                              f"not after now ({now})")
+        self.pending_wake = plan.wake_at
+        for rid in map(int, plan.rejected):
+            if not (0 <= rid < self.table.size) or self.table.status[rid] != WAITING:
+                raise PolicyError(self.name, "reject", f"rejected request {rid}, which is not "
+                                  "waiting (unknown, finished, or ended)")
+            self.table.close(rid, REJECTED, now)
+            self._gone(rid)
+            events.append((rid, "rejected", None))
+        launched = []
+        for name, batch in plan.batches.items():
+            d = self.index.get(name)
+            if d is None:
+                raise PolicyError(self.name, "device",
+                                  f"planned a batch for device {name!r}, but no such device")
+            check_batch(batch, self.devices[d], d, self.table, self.name)
+            self.table.launch(batch, d, now)
+            launched.append((d, batch))
+        for d, batch in launched:
+            t0 = time.perf_counter()
+            result = self.devices[d].run(batch)
+            # A device that predicts rather than runs is waited out, to stand in for one.
+            left = result.duration - (time.perf_counter() - t0)
+            if left > 0:
+                time.sleep(left)
+            self._complete(d, batch, result, time.perf_counter() - t0, self.clock(), events)
+            if events:   # stream this step's tokens now, not after the whole plan
+                deliver(list(events))
+                events.clear()
+        return bool(launched) or bool(plan.rejected)
+
+    def _complete(self, d, batch, result: StepResult, duration, end, events) -> None:
+        self.num_events += 1
+        emitted, finished, generated = self.table.complete(batch, end)
+        cost, acc = result.cost, self.acc[d]
+        for i, value in enumerate((
+                1, duration, batch.num_tokens, batch.num_context_tokens, int(emitted.sum()),
+                cost.flops, cost.bytes, cost.compute, cost.memory, cost.communication,
+                cost.overhead, cost.experts_touched,
+                cost.tokens_per_expert * cost.experts_touched,
+                cost.bubble_fraction * duration, cost.padded_tokens)):
+            acc[i] += value
+        tokens = result.tokens
+        ids = batch.request_ids
+        for row in np.flatnonzero(emitted).tolist():
+            events.append((int(ids[row]), "token", -1 if tokens is None else int(tokens[row])))
+        full = StepResult(result.duration, cost, emitted, finished, generated, tokens)
+        self._call("update", batch, full, end)
+        for rid in ids[finished].tolist():
+            self._gone(rid)
+            events.append((rid, "finished", None))
+
+    def _call(self, method: str, *args):
+        try:
+            return getattr(self.policy, method)(*args)
+        except (PolicyError, ConfigError):
+            raise
+        except Exception as exc:
+            raise PolicyError(self.name, "raised",
+                              f"{method}() raised {type(exc).__name__}: {exc}") from exc
+
+    def result(self) -> Result:
+        with self.lock:
+            stats = self.stats.copy()
+            for d, acc in enumerate(self.acc):
+                for field, value in zip(ACC_FIELDS, acc):
+                    stats[d][field] = value
+            return Result(self.table.records(), stats, policy=self.name, workload="served",
+                          wall_time=self.clock(), num_events=self.num_events)
