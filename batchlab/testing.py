@@ -296,7 +296,7 @@ class PolicyMachine(RuleBasedStateMachine):
     # A cheap precondition (it is evaluated at every step); the rule does nothing in the rare
     # case that every open request is being moved or already aborted.
     @precondition(lambda self: self.num_aborts < MAX_ABORTS
-                  and self.table.num_closed < self.table.size)
+                  and self.table.num_closed + len(self.aborting) < self.table.size)
     @rule(which=st.integers(0, 15))
     @_tracked
     def abort(self, which):
