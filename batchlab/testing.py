@@ -76,12 +76,13 @@ __all__ = ["KitDevice", "PolicyMachine", "check_determinism", "check_policy",
            "policy_state_machine"]
 
 MIN_EXAMPLES = 200          # check_policy never runs fewer (more under a longer profile)
-STEPS_PER_EXAMPLE = 40      # random steps before arrivals stop and the run is drained
+STEPS_PER_EXAMPLE = 30      # random steps before arrivals stop and the run is drained
 CAPACITY_UNIT = 128         # device capacities are 1-8 units of KV tokens
 FIT_SLACK = 64              # "fits": prompt + cap <= largest capacity - slack (block rounding)
 MAX_ABORTS = 3              # per example, so that most requests live long enough to matter
 MAX_FAILURES = 3            # device failures per example
-DRAIN_TOKENS = 16           # while draining, each request emits at most this many more tokens
+DRAIN_TOKENS = 32           # while draining, a request emits at most this many more tokens
+                            # (32 = the largest cap: each runs to its cap)
 DRAIN_STEP = 0.005          # seconds each step takes while draining
 
 

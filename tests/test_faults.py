@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import settings
+from hypothesis import Phase, settings
 
 from batchlab import AffineDevice, Batch, Plan, PolicyError, affine_devices, simulate
 from batchlab.adapters.faults import Faults
@@ -204,6 +204,7 @@ def test_the_kit_passes_a_policy_whose_lost_hook_recomputes():
 def test_the_kit_catches_a_lost_hook_that_keeps_dead_caches():
     with pytest.raises(PolicyError) as info:
         check_policy(GreedyLostForgets, max_examples=200, determinism=False, step_count=20,
-                     settings=settings(database=None, derandomize=True))
+                     settings=settings(database=None, derandomize=True,
+                                       phases=[Phase.generate]))
     assert info.value.rule == "cache"
     assert "continue from" in str(info.value) or "recompute it from 0" in str(info.value)
