@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("policies", help="list installed policies and their parameters")
     sub.add_parser("presets", help="list the GPU and model presets of the cost model")
+    sub.add_parser("calibrate", add_help=False, help="fit the cost model to a real torch "
+                   "device and check simulator against it (see `batchlab calibrate --help`)")
 
     cmp_ = sub.add_parser("compare", help="the main job: why a MoE model is cheap at scale and "
                           "expensive locally, and what each policy costs (tables, plots, "
@@ -254,6 +256,10 @@ def cmd_sweep(args) -> int:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["calibrate"]:  # its own parser lives with it (needs the torch extra)
+        from .calibrate import calibrate_main
+        return calibrate_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
