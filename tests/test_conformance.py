@@ -37,6 +37,9 @@ KNOWN_BUGS = {
     ("disaggregated", "liveness"): "the same as continuous, whose scheduling it inherits",
     ("bucketing", "liveness"): "the same as continuous: a row preempted on a small device is "
                                "not offered to a larger idle device in the same call",
+    ("pd-disaggregated", "liveness"): "a sequence decoding on a decode device smaller than "
+                                      "its prompt + cap stops when it outgrows it, with "
+                                      "nothing planned and no wake-up",
 }
 
 
