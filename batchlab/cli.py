@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--model", help="model preset for the roofline cost model")
     dev.add_argument("--gpu", help="GPU preset for the roofline cost model")
     dev.add_argument("--gpus", type=int, default=None, help="GPUs per device (cluster size)")
+    dev.add_argument("--efficiency", metavar="PROFILE", help="cost-model efficiencies from a "
+                     "calibration profile (batchlab calibrate) or a TOML/JSON file")
     dev.add_argument("--tp", type=int, help="tensor-parallel degree")
     dev.add_argument("--ep", type=int, help="expert-parallel degree")
     dev.add_argument("--pp", type=int, help="pipeline-parallel degree")
@@ -189,6 +191,7 @@ def _params(args) -> dict:
         "prompt": args.prompt, "output": args.output, "max_new_tokens": args.max_new_tokens,
         "model": args.model, "gpu": args.gpu, "gpus": args.gpus, "tp": args.tp, "ep": args.ep,
         "pp": args.pp, "dp": args.dp, "price": args.price, "devices": args.devices,
+        "efficiency": args.efficiency,
         "seed": args.seed, "slo_ttft": args.slo_ttft, "slo_tpot": args.slo_tpot,
     }
     for key, value in args.params:
@@ -197,10 +200,10 @@ def _params(args) -> dict:
         raise ConfigError(f"--devices must be >= 1, got {args.devices}")
     if args.model or args.gpu:
         params["devices"] = None
-    for flag in ("gpus", "tp", "ep", "pp", "dp"):
+    for flag in ("gpus", "tp", "ep", "pp", "dp", "efficiency"):
         if params[flag] is not None and not (args.model or args.gpu):
-            raise ConfigError(f"--{flag} needs --model and --gpu (the affine device has no "
-                              "parallelism)")
+            raise ConfigError(f"--{flag} needs --model and --gpu (it is a cost-model "
+                              "setting; the affine device has none)")
     if args.limit is not None and not args.trace:
         raise ConfigError("--limit applies to --trace only; use --requests for sampled traffic")
     return {k: v for k, v in params.items() if v is not None}

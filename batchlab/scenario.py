@@ -10,7 +10,8 @@ that a row of a results table says exactly how to reproduce it:
 
 Keys (all optional; defaults in DEFAULTS): policy and policy.<param>; workload: arrival, rate,
 cv, users, think_time, requests, prompt, output, max_new_tokens, or trace, time_scale, limit;
-devices: model, gpu, gpus, tp, ep, pp, dp, price, routing (cost model), or model, gpu,
+devices: model, gpu, gpus, tp, ep, pp, dp, price, routing, efficiency (cost model; efficiency
+is a calibrated profile file or a dict), or model, gpu,
 attention_gpus, ffn_gpus (attention/FFN disaggregation: one device, two GPU pools), or devices
 (affine);
 run: seed, slo_ttft, slo_tpot; label (free text, ignored). An unknown key is an error.
@@ -37,7 +38,7 @@ KEYS = frozenset({
     "policy", "arrival", "rate", "cv", "users", "think_time", "requests", "prompt", "output",
     "max_new_tokens", "trace", "time_scale", "limit", "model", "gpu", "gpus", "tp", "ep", "pp",
     "dp", "price", "routing", "devices", "seed", "slo_ttft", "slo_tpot", "label",
-    "attention_gpus", "ffn_gpus",
+    "attention_gpus", "ffn_gpus", "efficiency",
 })
 
 
@@ -84,7 +85,7 @@ def build_devices(params: dict):
         if not (model and gpu):
             raise ConfigError("the cost model needs both a model and a gpu preset (see "
                               "`batchlab presets`)")
-        kw = {k: params[k] for k in ("tp", "ep") if params.get(k) is not None}
+        kw = {k: params[k] for k in ("tp", "ep", "efficiency") if params.get(k) is not None}
         if params.get("routing"):
             kw["routing"] = params["routing"]
         pools = params.get("attention_gpus"), params.get("ffn_gpus")
@@ -95,13 +96,15 @@ def build_devices(params: dict):
                                   "ffn_gpus (both), instead of gpus, tp, ep, pp and dp")
             return [costmodel.make_disaggregated_device(
                 model, gpu, pools[0], pools[1], price_per_hour=params.get("price"),
+                efficiency=params.get("efficiency"),
                 seed=_get(params, "seed"), **({"routing": kw["routing"]} if "routing" in kw
                                                else {}))]
         return costmodel.make_devices(model, gpu, params.get("gpus") or 1,
                                       pp=params.get("pp") or 1, dp=params.get("dp") or 1,
                                       price_per_hour=params.get("price"),
                                       seed=_get(params, "seed"), **kw)
-    for key in ("gpus", "tp", "ep", "pp", "dp", "routing", "attention_gpus", "ffn_gpus"):
+    for key in ("gpus", "tp", "ep", "pp", "dp", "routing", "attention_gpus", "ffn_gpus",
+                "efficiency"):
         if params.get(key) is not None:
             raise ConfigError(f"{key} needs a model and a gpu preset (the affine device has "
                               "no parallelism)")

@@ -29,8 +29,6 @@ EXAMPLE_SRC = Path(__file__).resolve().parents[1] / "examples" / "custom_policy"
 # and rule is an expected failure (xfail) until the bug is fixed and its entry removed; any
 # other failure fails the test. The search is random, so a run may also pass.
 KNOWN_BUGS = {
-    ("fixed-window", "reject"): "abort() leaves the request in _unchecked, so a later "
-                                "schedule() rejects a request that is no longer waiting",
     ("continuous", "liveness"): "on devices of different sizes, a request that outgrows a "
                                 "small device preempts itself there, after the larger idle "
                                 "device was planned, and no wake-up is asked for",

@@ -41,3 +41,12 @@ def test_pd_disaggregation_runs_on_cost_model_replicas():
                            "gpus": 2, "dp": 2, "rate": 4.0, "requests": 60})
     summary = result.summary()
     assert summary["num_finished"] == 60 and summary["kv_transfers"] > 0
+
+
+def test_efficiency_profile_slows_or_speeds_the_cost_model(tmp_path):
+    profile = tmp_path / "eff.toml"
+    profile.write_text("[efficiency]\ncompute = 0.35\nmemory = 0.4\n")
+    base = {"model": "llama-3-8b", "gpu": "h100", "rate": 2.0, "requests": 30}
+    slow = scenario.run({**base, "efficiency": str(profile)}).summary()["tpot_p50_s"]
+    fast = scenario.run(base).summary()["tpot_p50_s"]
+    assert slow > 1.5 * fast

@@ -110,7 +110,8 @@ class FixedWindow:
         most = max(kv.num_blocks for kv in self._kv.values()) * self.block_size
         too_big = {r.id for r in self._unchecked if r.prompt_tokens + r.max_new_tokens > most}
         self._unchecked.clear()
-        if too_big:
+        if too_big:  # only those still queued: an aborted request is no longer ours
+            too_big &= {r.id for r in self._queue}
             self._queue = deque(r for r in self._queue if r.id not in too_big)
         return sorted(too_big)
 
