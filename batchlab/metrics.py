@@ -53,6 +53,20 @@ DEVICE_DTYPE = np.dtype([
     ("num_experts", np.int64),        # 0: dense or unknown
 ])
 
+def device_table(devices) -> np.ndarray:
+    """Per-device totals, zeroed, with each device's name and the optional attributes reports
+    use (GPUs, price, peaks, experts) filled in; every engine starts from this."""
+    stats = np.zeros(len(devices), dtype=DEVICE_DTYPE)
+    for i, d in enumerate(devices):
+        stats[i]["name"] = d.name
+        stats[i]["num_gpus"] = getattr(d, "num_gpus", 1)
+        for field in ("price_per_hour", "peak_flops", "peak_bandwidth"):
+            value = getattr(d, field, None)
+            stats[i][field] = math.nan if value is None else value
+        stats[i]["num_experts"] = getattr(d, "num_experts", 0) or 0
+    return stats
+
+
 _STATS = (("mean", None), ("p50", 50), ("p90", 90), ("p99", 99))
 
 

@@ -35,7 +35,6 @@ stream raises that error and `close()` raises it too.
 from __future__ import annotations
 
 import asyncio
-import math
 import queue
 import threading
 import time
@@ -49,7 +48,7 @@ from ..core.errors import BatchlabError, ConfigError, PolicyError
 from ..core.protocols import policy_name
 from ..core.table import ABORTED, REJECTED, WAITING, RequestTable
 from ..core.validate import check_batch
-from ..metrics import DEVICE_DTYPE, Result
+from ..metrics import Result, device_table
 from .simulator import ACC_FIELDS
 
 __all__ = ["RequestRejected", "Server", "TokenStream"]
@@ -273,14 +272,7 @@ class _Engine:
         self.histories = list(unique.values())
         self.table = RequestTable()
         self.requests: dict[int, Request] = {}
-        self.stats = np.zeros(len(self.devices), dtype=DEVICE_DTYPE)
-        for i, d in enumerate(self.devices):
-            self.stats[i]["name"] = d.name
-            self.stats[i]["num_gpus"] = getattr(d, "num_gpus", 1)
-            for field in ("price_per_hour", "peak_flops", "peak_bandwidth"):
-                value = getattr(d, field, None)
-                self.stats[i][field] = math.nan if value is None else value
-            self.stats[i]["num_experts"] = getattr(d, "num_experts", 0) or 0
+        self.stats = device_table(self.devices)
         self.acc = [[0.0] * len(ACC_FIELDS) for _ in self.devices]
         self.lock = threading.Lock()
         self.pending_wake: float | None = None

@@ -22,12 +22,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..core import Batch, Plan, Request, StepResult
+from ..core import Plan, Request, StepResult
 from ..core.errors import ConfigError, PolicyError
 from ..core.protocols import policy_name
 from ..core.table import REJECTED, WAITING, RequestTable
 from ..core.validate import check_batch
-from ..metrics import DEVICE_DTYPE, Result
+from ..metrics import Result, device_table
 from .faults import Faults, lose_device
 
 DONE, MOVED, ARRIVAL, WAKE, FAIL, REPAIRED = 0, 1, 2, 3, 4, 5  # priorities at equal times
@@ -66,14 +66,7 @@ class Simulator:
         self.num_events = 0
         self.idle = [True] * len(self.devices)
         self.running: list = [None] * len(self.devices)
-        self.stats = np.zeros(len(self.devices), dtype=DEVICE_DTYPE)
-        for i, d in enumerate(self.devices):
-            self.stats[i]["name"] = d.name
-            self.stats[i]["num_gpus"] = getattr(d, "num_gpus", 1)
-            for field in ("price_per_hour", "peak_flops", "peak_bandwidth"):
-                value = getattr(d, field, None)
-                self.stats[i][field] = math.nan if value is None else value
-            self.stats[i]["num_experts"] = getattr(d, "num_experts", 0) or 0
+        self.stats = device_table(self.devices)
         self.acc = [[0.0] * len(ACC_FIELDS) for _ in self.devices]
         self.pending_wake: float | None = None
         # progress(closed, total) is called as requests close, about every 1% of them.

@@ -33,7 +33,6 @@ injection; a plan with migrations stops the run with a ConfigError.
 from __future__ import annotations
 
 import heapq
-import math
 import time
 from collections.abc import Sequence
 
@@ -44,7 +43,7 @@ from ..core.errors import ConfigError, PolicyError
 from ..core.protocols import policy_name
 from ..core.table import REJECTED, WAITING, RequestTable
 from ..core.validate import check_batch
-from ..metrics import DEVICE_DTYPE, Result
+from ..metrics import Result, device_table
 from .simulator import ACC_FIELDS
 
 MAX_IDLE_WAKES = 100_000
@@ -78,14 +77,7 @@ class WallClock:
             for user in np.unique(wl.user):
                 mine = np.flatnonzero(wl.user == user)
                 self.follow_up[mine[:-1]] = mine[1:]
-        self.stats = np.zeros(len(self.devices), dtype=DEVICE_DTYPE)
-        for i, d in enumerate(self.devices):
-            self.stats[i]["name"] = d.name
-            self.stats[i]["num_gpus"] = getattr(d, "num_gpus", 1)
-            for field in ("price_per_hour", "peak_flops", "peak_bandwidth"):
-                value = getattr(d, field, None)
-                self.stats[i][field] = math.nan if value is None else value
-            self.stats[i]["num_experts"] = getattr(d, "num_experts", 0) or 0
+        self.stats = device_table(self.devices)
         self.acc = [[0.0] * len(ACC_FIELDS) for _ in self.devices]
         self.pending_wake: float | None = None
         self.skipped = 0.0
