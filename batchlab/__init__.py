@@ -8,12 +8,12 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .adapters.affine import AffineDevice, affine_devices
-from .adapters.simulator import simulate
+from .backends.affine import AffineDevice, affine_devices
+from .engines.simulator import simulate
 from .core import (Batch, BatchlabError, ConfigError, KVBlockManager, Plan, PolicyError,
                    Request, Scheduler, StepCost, StepResult, TraceError)
-from .discovery import available_policies, load_policy
-from .metrics import Result
+from .policies.discovery import available_policies, load_policy
+from .engines.result import Result
 from .workloads import Workload
 
 try:

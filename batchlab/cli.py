@@ -18,11 +18,12 @@ import json
 import math
 import sys
 
-from . import __version__, scenario
+from . import __version__
+from .studies import scenario
 from .core.errors import BatchlabError, ConfigError
-from .discovery import available_policies
-from .metrics import _jsonable
-from .report import format_summary
+from .policies.discovery import available_policies
+from .engines.result import _jsonable
+from .studies.summary import format_summary
 
 DEFAULT_POLICY = "continuous"
 
@@ -153,7 +154,7 @@ def cmd_policies(args) -> int:
 
 def cmd_compare(args) -> int:
     from importlib import resources
-    from . import compare
+    from .studies import compare
     if args.print_config:
         print((resources.files("batchlab") / "data" / compare.DEFAULT_CONFIG).read_text(),
               end="")
@@ -242,7 +243,7 @@ def cmd_run(args) -> int:
 
 def cmd_sweep(args) -> int:
     from pathlib import Path
-    from . import sweep
+    from .studies import sweep
     points = sweep.expand(sweep.load_config(args.config))
     out = Path(args.out or f"sweep-{Path(args.config).stem}")
     cache = out / "points"
@@ -261,7 +262,7 @@ def cmd_sweep(args) -> int:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["calibrate"]:  # its own parser lives with it (needs the torch extra)
-        from .calibrate import calibrate_main
+        from .backends.torch.calibrate_cli import calibrate_main
         return calibrate_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from batchlab.adapters.torch_device import TorchDevice
+from batchlab.backends.torch.device import TorchDevice
 from batchlab.core import Batch
 
 

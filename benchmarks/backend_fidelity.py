@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 import batchlab
-from batchlab.adapters.affine import AffineDevice
-from batchlab.adapters.simulator import simulate
-from batchlab.adapters.torch_device import TorchDevice
-from batchlab.adapters.wallclock import run_wallclock
+from batchlab.backends.affine import AffineDevice
+from batchlab.engines.simulator import simulate
+from batchlab.backends.torch.device import TorchDevice
+from batchlab.engines.wallclock import run_wallclock
 from batchlab.workloads import make_workload
 
 

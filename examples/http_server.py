@@ -26,7 +26,7 @@ import json
 import math
 import sys
 
-from batchlab.adapters.serving import RequestRejected, Server
+from batchlab.engines.serving import RequestRejected, Server
 from batchlab.core.errors import BatchlabError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -155,7 +155,7 @@ def make_devices(args):
         from batchlab import affine_devices
         return affine_devices(1, fixed=0.005, per_token=2e-4, per_context_token=1e-6,
                               kv_capacity_tokens=args.kv_capacity)
-    from batchlab.adapters.torch_device import torch_devices
+    from batchlab.backends.torch.device import torch_devices
     return torch_devices(1, args.model, args.kv_capacity, device=args.device)
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from batchlab import (AffineDevice, ConfigError, TraceError, Workload, affine_devices,
                       load_policy, simulate)
-from batchlab.adapters.faults import Faults
+from batchlab.engines.faults import Faults
 from batchlab.cli import main
 from batchlab.core.errors import BatchlabError, PluginError
 from batchlab.workloads import (ConstantLength, ConstantRate, Gamma, LogNormalLength, Poisson,

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from batchlab import compare
+from batchlab.studies import compare
 from batchlab.cli import main
 
 SMALL = textwrap.dedent("""
@@ -104,7 +104,7 @@ def test_a_longer_window_feeds_experts_more_tokens_and_delays_the_first(small_ru
 
 def test_rerun_reuses_finished_points(small_run, monkeypatch):
     out, _, _ = small_run
-    from batchlab import scenario
+    from batchlab.studies import scenario
 
     def boom(*a, **k):
         raise AssertionError("a cached point was recomputed")

@@ -20,7 +20,7 @@ from hypothesis import Phase, settings
 
 from batchlab import PolicyError
 from batchlab.core import Batch, KVBlockManager, Plan
-from batchlab.discovery import available_policies
+from batchlab.policies.discovery import available_policies
 from batchlab.testing import check_determinism, check_policy, policy_state_machine
 
 EXAMPLE_SRC = Path(__file__).resolve().parents[1] / "examples" / "custom_policy" / "src"

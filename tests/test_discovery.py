@@ -9,7 +9,7 @@ import pytest
 import batchlab
 from batchlab import ConfigError
 from batchlab.core.errors import PluginError
-from batchlab.discovery import available_policies, load_policy
+from batchlab.policies.discovery import available_policies, load_policy
 
 PLUGIN = '''
 import attrs

@@ -1,7 +1,7 @@
 """Fault injection: devices fail mid-step and come back; lost work is recomputed, nothing is lost
 or finished twice; and a policy that misbehaves is stopped with its name and the rule.
 
-The protocol a failure follows (batchlab.adapters.faults): a policy with `lost(device, batch,
+The protocol a failure follows (batchlab.engines.faults): a policy with `lost(device, batch,
 now)` is told so; one without it gets `update` with nothing emitted, then `abort` and `add`
 again for each request whose cache was lost, its generated tokens appended to its prompt.
 """
@@ -13,9 +13,9 @@ import pytest
 from hypothesis import Phase, settings
 
 from batchlab import AffineDevice, Batch, Plan, PolicyError, affine_devices, simulate
-from batchlab.adapters.faults import Faults
+from batchlab.engines.faults import Faults
 from batchlab.core.table import FINISHED
-from batchlab.discovery import available_policies
+from batchlab.policies.discovery import available_policies
 from batchlab.testing import check_policy
 from batchlab.workloads import make_workload
 

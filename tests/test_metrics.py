@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from batchlab.core.table import FINISHED, RECORD_DTYPE, REJECTED
-from batchlab.metrics import DEVICE_DTYPE, Result
+from batchlab.engines.result import DEVICE_DTYPE, Result
 
 
 def make_result(price=10.0):

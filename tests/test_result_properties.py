@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from batchlab import AffineDevice, Batch, Workload, simulate
-from batchlab.discovery import available_policies
+from batchlab.policies.discovery import available_policies
 from batchlab.workloads import LogNormalLength, Poisson, WorkloadSpec
 
 POLICIES = {i.name: i.factory for i in available_policies(include_broken=False)}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from batchlab import ConfigError, scenario
+from batchlab import ConfigError
+from batchlab.studies import scenario
 from batchlab.costmodel import DisaggregatedDevice, make_devices
 
 

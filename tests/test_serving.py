@@ -1,4 +1,4 @@
-"""The serving front (batchlab.adapters.serving) and the HTTP example built on it.
+"""The serving front (batchlab.engines.serving) and the HTTP example built on it.
 
 Most tests use AffineDevice, which the server waits out in real time, so they run without
 torch; the torch ones skip cleanly when it is missing.
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import batchlab
-from batchlab.adapters.serving import RequestRejected, Server
+from batchlab.engines.serving import RequestRejected, Server
 from batchlab.core.errors import ConfigError, PolicyError
 from batchlab.core.table import ABORTED, FINISHED
 
@@ -187,7 +187,7 @@ def test_bad_submissions_are_refused_at_once():
 
 def test_served_tokens_equal_solo_tokens():
     torch = pytest.importorskip("torch")
-    from batchlab.adapters.torch_device import TorchDevice, torch_devices
+    from batchlab.backends.torch.device import TorchDevice, torch_devices
     from batchlab.core import Batch
     torch.set_num_threads(1)
     prompts = [[(7 * i + j) % 256 for j in range(5 + 3 * i)] for i in range(6)]
@@ -246,7 +246,7 @@ def test_http_server_streams_to_concurrent_clients_and_stops_by_itself():
     http_server = load_example()
     try:
         import torch  # noqa: F401
-        from batchlab.adapters.torch_device import torch_devices
+        from batchlab.backends.torch.device import torch_devices
         devices = torch_devices(1, "tiny-dense", 16384)
     except ImportError:
         devices = fast_devices()

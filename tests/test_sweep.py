@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from batchlab import sweep
+from batchlab.studies import sweep
 from batchlab.cli import main
 from batchlab.core.errors import ConfigError
 

@@ -1,4 +1,4 @@
-"""Calibration (batchlab.calibrate): the fits recover known parameters, profiles round-trip
+"""Calibration (batchlab.backends.torch.calibrate): the fits recover known parameters, profiles round-trip
 into the cost model, and `calibrate_main` runs end to end on the torch backend.
 
 The fitting and profile tests need no torch (synthetic measurements from a cost-model device
@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from batchlab import calibrate as C
-from batchlab.adapters.affine import AffineDevice
+from batchlab.backends.torch import calibrate as C
+from batchlab.backends.torch.calibrate_cli import calibrate_main
+from batchlab.backends.affine import AffineDevice
 from batchlab.core import Batch
 from batchlab.costmodel import Efficiency, ModelConfig, make_devices
 
@@ -95,7 +96,7 @@ def test_calibrate_main_end_to_end_on_torch(tmp_path, capsys):
     before = torch.get_num_threads()
     out = tmp_path / "cal.toml"
     try:
-        code = C.calibrate_main(["--model", "tiny-dense", "--device", "cpu", "--threads", "1",
+        code = calibrate_main(["--model", "tiny-dense", "--device", "cpu", "--threads", "1",
                                  "--quick", "--repeats", "2", "--kv-capacity", "4096",
                                  "--out", str(out), "--rate", "40", "--requests", "10",
                                  "--prompt", "uniform:8:32", "--output", "uniform:2:8"])

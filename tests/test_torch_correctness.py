@@ -19,8 +19,8 @@ import batchlab  # noqa: E402
 from batchlab.core import Batch  # noqa: E402
 from batchlab.core.errors import ConfigError  # noqa: E402
 from batchlab.workloads import Workload  # noqa: E402
-from batchlab.adapters.torch_device import TorchDevice, torch_devices  # noqa: E402
-from batchlab.adapters.wallclock import run_wallclock  # noqa: E402
+from batchlab.backends.torch.device import TorchDevice, torch_devices  # noqa: E402
+from batchlab.engines.wallclock import run_wallclock  # noqa: E402
 
 ATOL = 1e-4
 CAPACITY = 4096

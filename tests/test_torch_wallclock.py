@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import batchlab
-from batchlab.adapters.affine import AffineDevice
-from batchlab.adapters.wallclock import run_wallclock
+from batchlab.backends.affine import AffineDevice
+from batchlab.engines.wallclock import run_wallclock
 from batchlab.core import Batch, Plan
 from batchlab.core.errors import PolicyError
 from batchlab.workloads import Workload, make_workload

@@ -71,7 +71,7 @@ class Scheduler(Protocol):
     `migrated(request_id, device_name, now)`, called when a transfer has ended.
 
     Optional: `lost(device_name, batch, now)`, called when a device fails (fault injection,
-    `batchlab.adapters.faults`). `batch` is the Batch it was running, or None if it was
+    `batchlab.engines.faults`). `batch` is the Batch it was running, or None if it was
     idle; that step produced nothing. Every KV cache on the device is gone (the engine now
     has 0 cached tokens for those requests); the requests stay the policy's: it frees their
     memory there and recomputes each from 0, feeding prompt + tokens generated so far, as

@@ -1,2 +1,2 @@
 """Built-in policies, one per file. Each is declared under the `batchlab.policies` entry-point
-group in batchlab's pyproject and loaded through `batchlab.discovery`, as a plugin would be."""
+group in batchlab's pyproject and loaded through `batchlab.policies.discovery`, as a plugin would be."""

@@ -17,8 +17,8 @@ from importlib.metadata import entry_points
 
 import attrs
 
-from .core.errors import ConfigError, PluginError
-from .core.protocols import Scheduler
+from ..core.errors import ConfigError, PluginError
+from ..core.protocols import Scheduler
 
 GROUP = "batchlab.policies"
 ENV_FILTER = "BATCHLAB_POLICIES"

@@ -9,7 +9,7 @@ to schedule if a device is idle — the loop reads as: schedule, run, update.
 
 The engine keeps each request's true output length to itself (in a RequestTable), decides when
 a request finishes, validates every batch, and stops a misbehaving policy with a PolicyError.
-Fault injection (`batchlab.adapters.faults`) costs nothing when no faults are configured: the
+Fault injection (`batchlab.engines.faults`) costs nothing when no faults are configured: the
 only check on the per-step path is one `is None` at launch.
 """
 
@@ -22,20 +22,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..core import Plan, Request, StepResult
+from ..core import Request, StepResult
 from ..core.errors import ConfigError, PolicyError
 from ..core.protocols import policy_name
 from ..core.table import REJECTED, WAITING, RequestTable
-from ..core.validate import check_batch
-from ..metrics import Result, device_table
+from .accounting import DeviceTotals
+from .contract import (call_policy, check_plan, check_rejectable, check_seed, follow_ups,
+                       index_devices, launch_batches, request_of, stalled)
 from .faults import Faults, lose_device
+from .result import Result
 
 DONE, MOVED, ARRIVAL, WAKE, FAIL, REPAIRED = 0, 1, 2, 3, 4, 5  # priorities at equal times
 PROGRESS, WOKEN = 1, 2  # what handling an event amounted to (bit flags)
-# Per-device totals accumulated during a run, in this order (DEVICE_DTYPE field names).
-ACC_FIELDS = ("steps", "busy_time", "new_tokens", "context_tokens", "output_tokens", "flops",
-              "bytes", "compute_time", "memory_time", "communication_time", "overhead_time",
-              "experts_touched", "routed_tokens", "bubble_time", "padded_tokens")
 
 # A policy that keeps asking to be woken without doing anything is stuck, not slow.
 MAX_IDLE_WAKES = 1_000_000
@@ -46,17 +44,9 @@ class Simulator:
 
     def __init__(self, policy, workload, devices: Sequence, *, seed: int = 0,
                  oracle: bool = False, progress=None, faults: Faults | None = None):
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise ConfigError(f"seed must be an int, got {seed!r}")
+        self.seed, self.oracle = check_seed(seed), oracle
         self.policy, self.name = policy, policy_name(policy)
-        self.devices = list(devices)
-        if not self.devices:
-            raise ConfigError("simulate needs at least one device")
-        names = [d.name for d in self.devices]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"device names must be unique, got {names}")
-        self.index = {name: i for i, name in enumerate(names)}
-        self.seed, self.oracle = int(seed), oracle
+        self.devices, self.index = index_devices(devices, "simulate")
         self.workload = workload.sample(np.random.default_rng(self.seed))
         wl = self.workload
         self.table = RequestTable.for_requests(wl.prompt_tokens, wl.output_tokens)
@@ -66,8 +56,8 @@ class Simulator:
         self.num_events = 0
         self.idle = [True] * len(self.devices)
         self.running: list = [None] * len(self.devices)
-        self.stats = device_table(self.devices)
-        self.acc = [[0.0] * len(ACC_FIELDS) for _ in self.devices]
+        self.totals = DeviceTotals(self.devices)
+        self.stats = self.totals.stats
         self.pending_wake: float | None = None
         # progress(closed, total) is called as requests close, about every 1% of them.
         self.progress = progress
@@ -79,11 +69,7 @@ class Simulator:
         timed = np.flatnonzero(~np.isnan(arrival))
         self.arrival_order = timed[np.argsort(arrival[timed], kind="stable")]
         self.next_arrival = 0
-        self.follow_up = np.full(wl.num_requests, -1, dtype=np.int64)
-        if wl.user is not None:
-            for user in np.unique(wl.user):
-                mine = np.flatnonzero(wl.user == user)
-                self.follow_up[mine[:-1]] = mine[1:]
+        self.follow_up = follow_ups(wl)
         self.faults = faults
         if faults is not None:
             self._init_faults(faults)
@@ -104,18 +90,10 @@ class Simulator:
                     raise PolicyError(self.name, "liveness", f"woke {idle_wakes} times in a row "
                                       "without launching anything")
         if self.table.num_closed < self.table.size:
-            open_ids = np.flatnonzero(self.table.status == WAITING)
-            raise PolicyError(
-                self.name, "liveness",
-                f"{self.table.size - self.table.num_closed} requests never finished and the "
-                f"policy asked for no wake-up (first: request {int(open_ids[0])}); a policy "
-                "must run or reject every request it was given")
+            raise stalled(self.table, self.name)
         if self.progress is not None:
             self.progress(self.table.num_closed, self.table.size)
-        for d, acc in enumerate(self.acc):
-            for field, value in zip(ACC_FIELDS, acc):
-                self.stats[d][field] = value
-        return Result(self.table.records(), self.stats, policy=self.name,
+        return Result(self.table.records(), self.totals.table(), policy=self.name,
                       workload=self.workload.name, seed=self.seed,
                       wall_time=time.perf_counter() - start, num_events=self.num_events)
 
@@ -158,13 +136,7 @@ class Simulator:
 
     def _request(self, rid: int) -> Request:
         """Request `rid` as the policy sees it (after it has arrived)."""
-        wl = self.workload
-        return Request(
-            id=rid, arrival=float(self.table.arrival[rid]),
-            prompt_tokens=int(wl.prompt_tokens[rid]), max_new_tokens=int(wl.max_new_tokens),
-            priority=0 if wl.priority is None else int(wl.priority[rid]),
-            oracle_output_tokens=int(wl.output_tokens[rid]) if self.oracle else None,
-        )
+        return request_of(self.workload, self.table, rid, oracle=self.oracle)
 
     def _closed(self, rids) -> None:
         """Closed loop: a user sends its next request think-time after the last one ended."""
@@ -176,24 +148,16 @@ class Simulator:
     # -- schedule, run, update --------------------------------------------------------------
     def _schedule(self) -> bool:
         idle = [d for d, free in zip(self.devices, self.idle) if free]
-        plan = self._call("schedule", self.now, idle)
-        if not isinstance(plan, Plan):
-            raise PolicyError(self.name, "plan-type",
-                              f"schedule() returned {type(plan).__name__}, not a Plan")
+        plan = check_plan(self._call("schedule", self.now, idle), self.name, self.now)
         for rid in plan.rejected:
             self._reject(rid)
-        for name, batch in plan.batches.items():
-            d = self.index.get(name)
-            if d is None or not self.idle[d]:
-                what = "no such device" if d is None else "it is busy"
-                raise PolicyError(self.name, "device",
-                                  f"planned a batch for device {name!r}, but {what}")
-            check_batch(batch, self.devices[d], d, self.table, self.name)
-            self.table.launch(batch, d, self.now)
+        for d, batch in launch_batches(plan, self.devices, self.index, self.table, self.name,
+                                       self.now, self.idle):
             result = self.devices[d].run(batch)
             duration = result.duration
             if not (duration >= 0 and math.isfinite(duration)):
-                raise ConfigError(f"device {name!r} returned step duration {duration!r}")
+                raise ConfigError(f"device {self.devices[d].name!r} returned step duration "
+                                  f"{duration!r}")
             self.idle[d] = False
             self.running[d] = (batch, result)
             if self.faults is None:
@@ -202,12 +166,8 @@ class Simulator:
                 self._launch_faulty(d, duration)
         for rid, target in plan.migrations.items():
             self._migrate(rid, target)
-        if plan.wake_at is not None:
-            if not plan.wake_at > self.now:
-                raise PolicyError(self.name, "wake", f"asked to be woken at {plan.wake_at}, "
-                                  f"not after now ({self.now})")
-            if plan.wake_at != self.pending_wake:
-                self._push(plan.wake_at, WAKE, None)
+        if plan.wake_at is not None and plan.wake_at != self.pending_wake:
+            self._push(plan.wake_at, WAKE, None)
         self.pending_wake = plan.wake_at
         return bool(plan.batches) or bool(plan.rejected) or bool(plan.migrations)
 
@@ -239,10 +199,7 @@ class Simulator:
 
     def _reject(self, rid) -> None:
         rid = int(rid)
-        if not (0 <= rid < self.table.size) or self.table.status[rid] != WAITING \
-                or self.table.in_flight[rid]:
-            raise PolicyError(self.name, "reject", f"rejected request {rid}, which is not "
-                              "waiting (unknown, finished, or running)")
+        check_rejectable(self.table, rid, self.name)
         self.table.close(rid, REJECTED, self.now)
         self._closed((rid,))
 
@@ -251,26 +208,9 @@ class Simulator:
         self.running[d] = None
         self.idle[d] = True
         emitted, finished, generated = self.table.complete(batch, self.now)
-        cost = result.cost
-        # Plain Python floats per device: numpy field updates cost more than the sums.
-        acc = self.acc[d]
-        duration = result.duration
-        acc[0] += 1
-        acc[1] += duration
-        acc[2] += batch.num_tokens
-        acc[3] += batch.num_context_tokens
-        acc[4] += int(emitted.sum())
-        acc[5] += cost.flops
-        acc[6] += cost.bytes
-        acc[7] += cost.compute
-        acc[8] += cost.memory
-        acc[9] += cost.communication
-        acc[10] += cost.overhead
-        acc[11] += cost.experts_touched
-        acc[12] += cost.tokens_per_expert * cost.experts_touched
-        acc[13] += cost.bubble_fraction * duration
-        acc[14] += cost.padded_tokens
-        full = StepResult(result.duration, cost, emitted, finished, generated, result.tokens)
+        self.totals.book(d, batch, result, int(emitted.sum()))
+        full = StepResult(result.duration, result.cost, emitted, finished, generated,
+                          result.tokens)
         self._call("update", batch, full, self.now)
         if finished.any():
             self._closed(batch.request_ids[finished])
@@ -278,7 +218,7 @@ class Simulator:
                 self.progress_next = self.table.num_closed + self.progress_step
                 self.progress(self.table.num_closed, self.table.size)
 
-    # -- faults (batchlab.adapters.faults) ---------------------------------------------------
+    # -- faults (batchlab.engines.faults) ---------------------------------------------------
     def _init_faults(self, faults: Faults) -> None:
         for t, name in faults.schedule:
             if name not in self.index:
@@ -331,7 +271,7 @@ class Simulator:
         if running is not None:
             batch = running[0]
             elapsed = self.now - self.started[d]
-            self.acc[d][1] += elapsed   # the device was busy until it failed
+            self.totals.add_busy(d, elapsed)   # the device was busy until it failed
         self.launch_serial[d] += 1
         self.running[d] = None
         self.idle[d] = False
@@ -346,13 +286,7 @@ class Simulator:
 
     def _call(self, method: str, *args):
         """Call the policy; an exception in its code becomes a PolicyError naming it."""
-        try:
-            return getattr(self.policy, method)(*args)
-        except PolicyError:
-            raise
-        except Exception as exc:  # the policy's own bug: say whose and where
-            raise PolicyError(self.name, "raised",
-                              f"{method}() raised {type(exc).__name__}: {exc}") from exc
+        return call_policy(self.policy, self.name, method, args)
 
 
 def simulate(policy, workload, devices: Sequence, *, seed: int = 0,
@@ -363,13 +297,13 @@ def simulate(policy, workload, devices: Sequence, *, seed: int = 0,
     A Scheduler instance serves one run: pass a fresh one (or a name) each time.
     oracle: fill `Request.oracle_output_tokens` (for research on oracle schedulers only).
     progress: optional callable(closed_requests, total_requests), called about every 1%.
-    faults: optional `batchlab.adapters.faults.Faults`: steps that fail and devices that are
+    faults: optional `batchlab.engines.faults.Faults`: steps that fail and devices that are
         down for a repair time; lost work is recomputed (see that module for the protocol).
         The result counts failures and destroyed KV tokens per device (`failures`,
         `recomputed_tokens`).
     """
     if isinstance(policy, str):
-        from ..discovery import load_policy
+        from ..policies.discovery import load_policy
         policy = load_policy(policy)
     return Simulator(policy, workload, devices, seed=seed, oracle=oracle,
                      progress=progress, faults=faults).run()

@@ -14,7 +14,7 @@ import logging
 import os
 from typing import Callable, Iterator, Sequence
 
-from .core.errors import ConfigError
+from ..core.errors import ConfigError
 
 EXECUTORS = ("local", "ray")
 

@@ -43,13 +43,14 @@ from collections.abc import Sequence
 import attrs
 import numpy as np
 
-from ..core import Plan, Request, StepResult
+from ..core import Request, StepResult
 from ..core.errors import BatchlabError, ConfigError, PolicyError
 from ..core.protocols import policy_name
 from ..core.table import ABORTED, REJECTED, WAITING, RequestTable
-from ..core.validate import check_batch
-from ..metrics import Result, device_table
-from .simulator import ACC_FIELDS
+from .accounting import DeviceTotals
+from .contract import (call_policy, check_plan, check_rejectable, index_devices,
+                       launch_batches, tell_devices)
+from .result import Result
 
 __all__ = ["RequestRejected", "Server", "TokenStream"]
 
@@ -131,7 +132,7 @@ class Server:
 
     def __init__(self, policy, devices: Sequence, *, prompt_seed: int = 0):
         if isinstance(policy, str):
-            from ..discovery import load_policy
+            from ..policies.discovery import load_policy
             policy = load_policy(policy)
         self._engine = _Engine(policy, devices)
         self.prompt_seed = int(prompt_seed)
@@ -257,13 +258,7 @@ class _Engine:
 
     def __init__(self, policy, devices: Sequence):
         self.policy, self.name = policy, policy_name(policy)
-        self.devices = list(devices)
-        if not self.devices:
-            raise ConfigError("Server needs at least one device")
-        names = [d.name for d in self.devices]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"device names must be unique, got {names}")
-        self.index = {n: i for i, n in enumerate(names)}
+        self.devices, self.index = index_devices(devices, "Server")
         unique = {}
         for d in self.devices:
             h = getattr(d, "history", None)
@@ -272,8 +267,7 @@ class _Engine:
         self.histories = list(unique.values())
         self.table = RequestTable()
         self.requests: dict[int, Request] = {}
-        self.stats = device_table(self.devices)
-        self.acc = [[0.0] * len(ACC_FIELDS) for _ in self.devices]
+        self.totals = DeviceTotals(self.devices)
         self.lock = threading.Lock()
         self.pending_wake: float | None = None
         self.error: BaseException | None = None
@@ -331,10 +325,7 @@ class _Engine:
                 for h in self.histories:   # the client's own ids, not derived ones
                     h.prompt_len[rid] = len(prompt)
                     h.tokens[rid] = list(prompt)
-                for d in self.devices:
-                    register = getattr(d, "register", None)
-                    if register is not None:
-                        register(rid, len(prompt))
+                tell_devices(self.devices, "register", rid, len(prompt))
                 request = Request(id=rid, arrival=now, prompt_tokens=len(prompt),
                                   max_new_tokens=cap, priority=priority)
                 self.requests[rid] = request
@@ -360,10 +351,7 @@ class _Engine:
             events.append((rid, "aborted", None))
 
     def _gone(self, rid: int) -> None:
-        for d in self.devices:
-            free = getattr(d, "free", None)
-            if free is not None:
-                free(rid)
+        tell_devices(self.devices, "free", rid)
         for h in self.histories:   # a server runs for long: keep no finished sequences
             h.tokens.pop(rid, None)
             h.prompt_len.pop(rid, None)
@@ -371,33 +359,15 @@ class _Engine:
 
     # -- schedule, run, update -----------------------------------------------------------------
     def _schedule(self, now: float, events: list, deliver) -> bool:
-        plan = self._call("schedule", now, list(self.devices))
-        if not isinstance(plan, Plan):
-            raise PolicyError(self.name, "plan-type",
-                              f"schedule() returned {type(plan).__name__}, not a Plan")
-        if plan.migrations:
-            raise ConfigError(f"policy {self.name!r} planned KV migrations, which the serving "
-                              "front does not support")
-        if plan.wake_at is not None and not plan.wake_at > now:
-            raise PolicyError(self.name, "wake", f"asked to be woken at {plan.wake_at}, "
-                              f"not after now ({now})")
+        plan = check_plan(self._call("schedule", now, list(self.devices)), self.name, now,
+                          migrations="the serving front")
         self.pending_wake = plan.wake_at
         for rid in map(int, plan.rejected):
-            if not (0 <= rid < self.table.size) or self.table.status[rid] != WAITING:
-                raise PolicyError(self.name, "reject", f"rejected request {rid}, which is not "
-                                  "waiting (unknown, finished, or ended)")
+            check_rejectable(self.table, rid, self.name)
             self.table.close(rid, REJECTED, now)
             self._gone(rid)
             events.append((rid, "rejected", None))
-        launched = []
-        for name, batch in plan.batches.items():
-            d = self.index.get(name)
-            if d is None:
-                raise PolicyError(self.name, "device",
-                                  f"planned a batch for device {name!r}, but no such device")
-            check_batch(batch, self.devices[d], d, self.table, self.name)
-            self.table.launch(batch, d, now)
-            launched.append((d, batch))
+        launched = launch_batches(plan, self.devices, self.index, self.table, self.name, now)
         for d, batch in launched:
             t0 = time.perf_counter()
             result = self.devices[d].run(batch)
@@ -414,38 +384,21 @@ class _Engine:
     def _complete(self, d, batch, result: StepResult, duration, end, events) -> None:
         self.num_events += 1
         emitted, finished, generated = self.table.complete(batch, end)
-        cost, acc = result.cost, self.acc[d]
-        for i, value in enumerate((
-                1, duration, batch.num_tokens, batch.num_context_tokens, int(emitted.sum()),
-                cost.flops, cost.bytes, cost.compute, cost.memory, cost.communication,
-                cost.overhead, cost.experts_touched,
-                cost.tokens_per_expert * cost.experts_touched,
-                cost.bubble_fraction * duration, cost.padded_tokens)):
-            acc[i] += value
+        self.totals.book(d, batch, result, int(emitted.sum()), duration)
         tokens = result.tokens
         ids = batch.request_ids
         for row in np.flatnonzero(emitted).tolist():
             events.append((int(ids[row]), "token", -1 if tokens is None else int(tokens[row])))
-        full = StepResult(result.duration, cost, emitted, finished, generated, tokens)
+        full = StepResult(result.duration, result.cost, emitted, finished, generated, tokens)
         self._call("update", batch, full, end)
         for rid in ids[finished].tolist():
             self._gone(rid)
             events.append((rid, "finished", None))
 
     def _call(self, method: str, *args):
-        try:
-            return getattr(self.policy, method)(*args)
-        except (PolicyError, ConfigError):
-            raise
-        except Exception as exc:
-            raise PolicyError(self.name, "raised",
-                              f"{method}() raised {type(exc).__name__}: {exc}") from exc
+        return call_policy(self.policy, self.name, method, args, (PolicyError, ConfigError))
 
     def result(self) -> Result:
         with self.lock:
-            stats = self.stats.copy()
-            for d, acc in enumerate(self.acc):
-                for field, value in zip(ACC_FIELDS, acc):
-                    stats[d][field] = value
-            return Result(self.table.records(), stats, policy=self.name, workload="served",
+            return Result(self.table.records(), self.totals.table(), policy=self.name, workload="served",
                           wall_time=self.clock(), num_events=self.num_events)

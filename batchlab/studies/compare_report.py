@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .compare import markdown_table, table_rows
+from .tables import markdown_table, table_rows
 
 
 def _num(row, key):

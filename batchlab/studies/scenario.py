@@ -19,11 +19,11 @@ run: seed, slo_ttft, slo_tpot; label (free text, ignored). An unknown key is an 
 
 from __future__ import annotations
 
-from .adapters.affine import affine_devices
-from .adapters.simulator import simulate
-from .core.errors import ConfigError
-from .discovery import load_policy
-from .workloads import make_workload
+from ..backends.affine import affine_devices
+from ..engines.simulator import simulate
+from ..core.errors import ConfigError
+from ..policies.discovery import load_policy
+from ..workloads import make_workload
 
 DEFAULTS = {
     "policy": "continuous",
@@ -62,7 +62,7 @@ def build_policy(params: dict):
 
 def build_workload(params: dict):
     if params.get("trace"):
-        from .traces import load_trace
+        from ..workloads.traces import load_trace
         return load_trace(params["trace"], time_scale=params.get("time_scale") or 1.0,
                           limit=params.get("limit"), max_new_tokens=params.get("max_new_tokens"))
     if params.get("limit") is not None:
@@ -81,7 +81,7 @@ def build_workload(params: dict):
 def build_devices(params: dict):
     model, gpu = params.get("model"), params.get("gpu")
     if model or gpu:
-        from . import costmodel
+        from .. import costmodel
         if not (model and gpu):
             raise ConfigError("the cost model needs both a model and a gpu preset (see "
                               "`batchlab presets`)")

@@ -27,9 +27,9 @@ import attrs
 import numpy as np
 import torch
 
-from ..core import Batch, StepCost, StepResult
-from ..core.errors import ConfigError
-from .torch_model import TinyConfig, TinyTransformer, TransformerConfig, get_config, pack
+from ...core import Batch, StepCost, StepResult
+from ...core.errors import ConfigError
+from .model import TinyConfig, TinyTransformer, TransformerConfig, get_config, pack
 
 __all__ = ["TinyConfig", "TransformerConfig", "TokenHistory", "TorchDevice", "prompt_ids",
            "torch_devices"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .core.errors import ConfigError
+from ..core.errors import ConfigError
 
 
 def _pyplot():

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .core.errors import ConfigError, TraceError
+from ..core.errors import ConfigError, TraceError
+from .spec import Workload
 
 AZURE = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 PLAIN = ("arrival", "prompt_tokens", "output_tokens")
@@ -202,7 +203,6 @@ def load_trace(path, *, time_scale: float = 1.0, limit: int | None = None,
     prefill emits a first token anyway, and dropping the rows would change the arrival
     pattern. Zero prompt tokens are an error.
     """
-    from .workloads import Workload   # here, not at the top: workloads re-exports load_trace
 
     if not (isinstance(time_scale, (int, float)) and not isinstance(time_scale, bool)
             and math.isfinite(time_scale) and time_scale > 0):

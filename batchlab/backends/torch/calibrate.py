@@ -17,30 +17,29 @@ the simulator against the real backend.
 4. `write_profile` saves both in one TOML file: `[gpu]`, `[model]` and `[efficiency]` tables
    that `batchlab.costmodel.make_devices(path, path, 1, efficiency=path)` and the CLI's
    `--model`/`--gpu` accept, an `[affine]` table, the torch config and the fit errors.
-5. `fidelity` runs one workload and policy on the real device (`run_wallclock`, arrivals
+5. `fidelity` (in `calibrate_cli.py`) runs one workload and policy on the real device (`run_wallclock`, arrivals
    replayed in real time) and in the simulator on the calibrated profile, and reports the
    relative errors of throughput and of median TTFT and TPOT.
 
-`calibrate_main(argv)` is the `batchlab calibrate` command. torch is imported only when
-something is measured; fitting, profiles and simulated devices need numpy alone.
+`fidelity` and `calibrate_main(argv)`, the `batchlab calibrate` command, are in
+`calibrate_cli.py`. torch is imported only when something is measured; fitting, profiles and
+simulated devices need numpy alone.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
 import attrs
 import numpy as np
 
-from .adapters.affine import AffineDevice
-from .core import Batch
-from .core.errors import BatchlabError, ConfigError
+from ..affine import AffineDevice
+from ...core import Batch
+from ...core.errors import ConfigError
 
 GiB = 2**30
 
@@ -193,14 +192,14 @@ def fit_affine(measurements) -> tuple[dict, np.ndarray]:
 
 
 def _step_models(model, gpu, efficiencies):
-    from .costmodel import make_devices
+    from ...costmodel import make_devices
     return [make_devices(model, gpu, 1, efficiency=e)[0].step_model for e in efficiencies]
 
 
 def fit_efficiency(measurements, model, gpu, *, grid: int = 24):
     """The cost model's Efficiency (compute, memory, step_overhead, kernel_overhead) that
     best predicts the measurements, and its predictions."""
-    from .costmodel import Efficiency
+    from ...costmodel import Efficiency
     y = np.array([m.seconds for m in measurements])
     batches = [m.batch for m in measurements]
 
@@ -239,7 +238,7 @@ def fit_efficiency(measurements, model, gpu, *, grid: int = 24):
 def host_gpu_spec(host: dict, *, model=None, kv_capacity_tokens: int | None = None):
     """A cost-model GPUSpec for the measured host. With a model and a KV capacity, its memory
     is sized so that `make_devices` plans that many KV tokens (as the torch device holds)."""
-    from .costmodel import GPUSpec
+    from ...costmodel import GPUSpec
     spec = GPUSpec(name="calibrated-host", description=f"measured: {host['name']}",
                    bf16_flops=host["flops"], fp8_flops=0.0,
                    memory_bandwidth=host["bandwidth"], memory_bytes=host["memory_bytes"],
@@ -249,7 +248,7 @@ def host_gpu_spec(host: dict, *, model=None, kv_capacity_tokens: int | None = No
                    source="batchlab calibrate (measured matmul and copy)")
     if model is None or kv_capacity_tokens is None:
         return spec
-    from .costmodel import plan_memory, resolve_layout
+    from ...costmodel import plan_memory, resolve_layout
     big = attrs.evolve(spec, memory_bytes=1e15)
     plan = plan_memory(model, resolve_layout(model, 1), big)
     need = (max(plan.weights_per_gpu) + plan.activations_per_gpu
@@ -278,7 +277,7 @@ class Profile:
                                  **self.affine) for i in range(n)]
         if kind != "costmodel":
             raise ConfigError(f"profile device kind {kind!r}: use 'costmodel' or 'affine'")
-        from .costmodel import make_devices
+        from ...costmodel import make_devices
         devices = make_devices(self.model, self.gpu, n, dp=n, efficiency=self.efficiency)
         for d in devices:   # the plan's rounding aside, the torch device's own capacity
             d.kv_capacity_tokens = self.kv_capacity_tokens
@@ -306,7 +305,7 @@ def write_profile(path, profile: Profile) -> Path:
         "calibration": {"kv_capacity_tokens": profile.kv_capacity_tokens, **profile.fit},
     }
     lines = ["# Written by `batchlab calibrate`. Use it with the cost model:",
-             "#   make_devices(path, path, 1, efficiency=path), or batchlab.calibrate."
+             "#   make_devices(path, path, 1, efficiency=path), or batchlab.backends.torch.calibrate."
              "load_profile(path).devices()", ""]
     for name, table in sections.items():
         lines.append(f"[{name}]")
@@ -318,7 +317,7 @@ def write_profile(path, profile: Profile) -> Path:
 
 def load_profile(path) -> Profile:
     import tomllib
-    from .costmodel import load_efficiency, load_gpu, load_model
+    from ...costmodel import load_efficiency, load_gpu, load_model
     path = Path(path)
     try:
         doc = tomllib.loads(path.read_text())
@@ -361,148 +360,3 @@ def calibrate(device, *, shapes=None, repeats: int = 3, host: dict | None = None
            "affine_max_rel_err": float(np.abs(aff_err).max())}
     torch_model = {k: v for k, v in attrs.asdict(device.config).items()}
     return Profile(gpu, model, eff, affine, device.kv_capacity_tokens, torch_model, fit), rows
-
-
-# -- fidelity: the simulator against the real device -----------------------------------------
-
-FIDELITY_METRICS = (("throughput", "output_tokens_per_s"), ("ttft_p50", "ttft_p50_s"),
-                    ("tpot_p50", "tpot_p50_s"))
-
-
-def fidelity(profile: Profile, device, policy: str, workload, *, seed: int = 0,
-             policy_params: dict | None = None, realtime: bool = True) -> dict:
-    """Run `policy` on `workload` on the real `device` and in the simulator on the profile
-    (cost model and affine); returns {"real": summary, "costmodel": ..., "affine": ...,
-    "errors": {kind: {metric: relative error}}}."""
-    from .adapters.simulator import simulate
-    from .adapters.wallclock import run_wallclock
-    from .discovery import load_policy
-    params = policy_params or {}
-    real = run_wallclock(load_policy(policy, **params), workload, [device], seed=seed,
-                         realtime=realtime).summary()
-    out = {"real": real, "errors": {}}
-    for kind in ("costmodel", "affine"):
-        sim = simulate(load_policy(policy, **params), workload, profile.devices(1, kind),
-                       seed=seed).summary()
-        out[kind] = sim
-        out["errors"][kind] = {name: (sim[key] - real[key]) / real[key]
-                               if real[key] else math.nan
-                               for name, key in FIDELITY_METRICS}
-    return out
-
-
-# -- the command ------------------------------------------------------------------------------
-
-def format_fit(rows, fit: dict) -> str:
-    lines = [f"{'shape':<28} {'tokens':>6} {'measured ms':>11} {'cost model':>10} {'err':>7} "
-             f"{'affine':>8} {'err':>7}"]
-    for r in rows:
-        lines.append(f"{r['shape']:<28} {r['tokens']:>6} {r['measured_ms']:>11.3f} "
-                     f"{r['costmodel_ms']:>10.3f} {r['costmodel_err']:>+7.1%} "
-                     f"{r['affine_ms']:>8.3f} {r['affine_err']:>+7.1%}")
-    lines.append(f"relative error over {fit['num_shapes']} shapes: cost model rms "
-                 f"{fit['costmodel_rms_rel_err']:.1%} (max {fit['costmodel_max_rel_err']:.1%}), "
-                 f"affine rms {fit['affine_rms_rel_err']:.1%} "
-                 f"(max {fit['affine_max_rel_err']:.1%})")
-    return "\n".join(lines)
-
-
-def format_fidelity(report: dict) -> str:
-    lines = [f"{'metric':<22} {'real':>10} {'cost model':>10} {'err':>7} {'affine':>10} "
-             f"{'err':>7}"]
-    for name, key in FIDELITY_METRICS:
-        lines.append(f"{key:<22} {report['real'][key]:>10.4f} "
-                     f"{report['costmodel'][key]:>10.4f} "
-                     f"{report['errors']['costmodel'][name]:>+7.1%} "
-                     f"{report['affine'][key]:>10.4f} {report['errors']['affine'][name]:>+7.1%}")
-    return "\n".join(lines)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="batchlab calibrate",
-        description="Measure step times of the torch backend over a grid of batch shapes, fit "
-                    "the cost model (and an affine model) to them, write a profile, and check "
-                    "the simulator against the real device.")
-    ap.add_argument("--model", default="small-dense",
-                    help="torch model preset (tiny-dense, tiny-moe, small-dense, small-moe) or "
-                         "a .toml/.json of its fields (default small-dense)")
-    ap.add_argument("--device", default=None, help="cuda or cpu (default: cuda if present)")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    ap.add_argument("--kv-capacity", type=int, default=16384, help="KV tokens of the device")
-    ap.add_argument("--repeats", type=int, default=3, help="timed repeats per shape (3)")
-    ap.add_argument("--quick", action="store_true", help="a small grid (smoke test)")
-    ap.add_argument("--out", default="calibration.toml", help="profile file to write")
-    ap.add_argument("--json", metavar="FILE", help="also write the full report as JSON")
-    fid = ap.add_argument_group("fidelity check (skipped with --no-fidelity)")
-    fid.add_argument("--no-fidelity", action="store_true")
-    fid.add_argument("--policy", default="continuous")
-    fid.add_argument("--set", dest="params", action="append", default=[], metavar="KEY=VALUE")
-    fid.add_argument("--rate", type=float, default=3.0,
-                     help="requests/s, Poisson (default 3: about 70%% busy for small-dense on "
-                          "one CPU thread)")
-    fid.add_argument("--requests", type=int, default=40)
-    fid.add_argument("--prompt", default="uniform:16:128")
-    fid.add_argument("--output", default="uniform:8:48")
-    fid.add_argument("--fast", action="store_true",
-                     help="skip idle gaps in the real run instead of replaying in real time")
-    fid.add_argument("--seed", type=int, default=0)
-    return ap
-
-
-def calibrate_main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        import torch
-    except ImportError:
-        print("batchlab calibrate: error: needs torch (pip install 'batchlab[torch]')",
-              file=sys.stderr)
-        return 2
-    from .adapters.torch_device import TorchDevice
-    from .workloads import make_workload
-    try:
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        device = TorchDevice("dev0", args.model, args.kv_capacity, device=args.device)
-        print(f"calibrating {device.config.name} on {device.device} ...", flush=True)
-        shapes = default_shapes(args.quick)
-        profile, rows = calibrate(device, shapes=shapes, repeats=args.repeats)
-        eff = profile.efficiency
-        print(f"host: {profile.fit['host']}: {profile.gpu.bf16_flops / 1e9:.1f} GFLOP/s matmul, "
-              f"{profile.gpu.memory_bandwidth / 1e9:.1f} GB/s copy")
-        print(f"fitted cost model: compute efficiency {eff.compute:.3f}, memory efficiency "
-              f"{eff.memory:.3f}, step overhead {eff.step_overhead * 1e3:.3f} ms, kernel "
-              f"overhead {eff.kernel_overhead * 1e6:.2f} us")
-        a = profile.affine
-        print(f"fitted affine: fixed {a['fixed'] * 1e3:.3f} ms, per token "
-              f"{a['per_token'] * 1e6:.2f} us, per context token "
-              f"{a['per_context_token'] * 1e9:.2f} ns")
-        print(format_fit(rows, profile.fit))
-        report = {"fit": profile.fit, "shapes": rows}
-        if not args.no_fidelity:
-            spec = make_workload("poisson", rate=args.rate, num_requests=args.requests,
-                                 prompt=args.prompt, output=args.output)
-            params = dict(p.split("=", 1) for p in args.params)
-            fresh = TorchDevice("dev0", args.model, args.kv_capacity, device=args.device)
-            print(f"\nfidelity: {args.policy} on {args.requests} requests at {args.rate}/s, "
-                  f"real ({'skipping idle gaps' if args.fast else 'real time'}) vs simulated",
-                  flush=True)
-            fid = fidelity(profile, fresh, args.policy, spec, seed=args.seed,
-                           policy_params=params, realtime=not args.fast)
-            print(format_fidelity(fid))
-            report["fidelity"] = fid["errors"]
-            profile = attrs.evolve(profile, fit={**profile.fit, **{
-                f"fidelity_{kind}_{name}_rel_err": err
-                for kind, errs in fid["errors"].items() for name, err in errs.items()}})
-        write_profile(args.out, profile)
-        print(f"\nwrote {args.out}")
-        if args.json:
-            Path(args.json).write_text(json.dumps(report, indent=1, default=float))
-    except (BatchlabError, ValueError) as exc:
-        print(f"batchlab calibrate: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(calibrate_main())

@@ -23,7 +23,7 @@ from pathlib import Path
 import attrs
 import numpy as np
 
-from .core.table import FINISHED, RECORD_DTYPE, REJECTED, ABORTED
+from ..core.table import FINISHED, RECORD_DTYPE, REJECTED, ABORTED
 
 DEVICE_DTYPE = np.dtype([
     ("name", "U64"),

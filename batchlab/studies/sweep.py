@@ -37,8 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, scenario
-from .core.errors import BatchlabError, ConfigError
+from .. import __version__
+from . import scenario
+from ..core.errors import BatchlabError, ConfigError
 from .executors import map_unordered
 
 SCHEMA = 1  # bump whenever a change to batchlab alters the numbers a point produces

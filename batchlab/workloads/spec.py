@@ -8,8 +8,7 @@ Closed loop: a request whose `arrival` is NaN is sent by its user `think[i]` sec
 user's previous request finished ("one local user" is one user).
 
 Also here: `make_workload()`, which builds a spec from the plain names and numbers a command
-line has, and, re-exported so that users find them in one place, the length distributions and
-arrival processes (from `batchlab.distributions`) and `load_trace()` (from `batchlab.traces`).
+line has.
 """
 
 from __future__ import annotations
@@ -19,17 +18,10 @@ from numbers import Integral
 import attrs
 import numpy as np
 
-from .core.errors import ConfigError
-from .distributions import (  # noqa: F401  (re-exported: workloads is where users look)
-    ClosedLoop, ConstantLength, ConstantRate, EmpiricalLength, Gamma, LogNormalLength, Poisson,
-    UniformLength, _fail, _int_field, _int_if_integral, _optional_positive_int)
-from .traces import load_trace  # noqa: F401
-
-__all__ = [
-    "ClosedLoop", "ConstantLength", "ConstantRate", "EmpiricalLength", "Gamma",
-    "LogNormalLength", "Poisson", "UniformLength", "Workload", "WorkloadSpec", "load_trace",
-    "make_workload", "parse_length",
-]
+from ..core.errors import ConfigError
+from .arrivals import ClosedLoop, ConstantRate, Gamma, Poisson
+from .checks import _fail, _int_field, _int_if_integral, _optional_positive_int
+from .lengths import ConstantLength, LogNormalLength, UniformLength
 
 
 def _i64(values):

@@ -13,7 +13,7 @@ the padding between rows cost compute but never change a result.
 
 The KV cache is a pool: per layer one [slots x max_len x kv_heads x head_dim] tensor for keys
 and one for values, one slot per request, grown by doubling when a request or a batch needs
-more. Only this module and the other torch adapters import torch.
+more. Only this module and the other modules of `batchlab.backends.torch` import torch.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..core.errors import ConfigError
+from ...core.errors import ConfigError
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
            "float64": torch.float64}
@@ -104,11 +104,11 @@ class TransformerConfig:
 
     def to_model_config(self):
         """The same shape as a cost-model `ModelConfig` (for calibration and simulation)."""
-        from ..costmodel import ModelConfig
+        from ...costmodel import ModelConfig
         dt = _COSTMODEL_DTYPE[self.dtype]
         return ModelConfig(
             name=self.name, description=f"torch {self.name} ({self.dtype})",
-            source="batchlab.adapters.torch_model", vocab_size=self.vocab_size,
+            source="batchlab.backends.torch.model", vocab_size=self.vocab_size,
             hidden_size=self.hidden_size, num_layers=self.num_layers, num_heads=self.num_heads,
             num_kv_heads=self.num_kv_heads, head_dim=self.dim,
             intermediate_size=0 if self.is_moe else self.intermediate_size,

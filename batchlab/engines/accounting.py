@@ -1,0 +1,63 @@
+"""Step accounting shared by every engine: per-device totals booked step by step.
+
+The simulator, the wall-clock engine and the serving front all book a finished step the same
+way (`DeviceTotals.book`) and hand the same per-device table to `Result`; a change to what a
+step adds to the totals is made here once. Totals are plain Python floats while a run goes
+(numpy field updates cost more than the sums on the simulator's step path) and become a
+`DEVICE_DTYPE` table only when asked for (`table()`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .result import device_table
+
+# Per-device totals accumulated during a run, in this order (DEVICE_DTYPE field names).
+ACC_FIELDS = ("steps", "busy_time", "new_tokens", "context_tokens", "output_tokens", "flops",
+              "bytes", "compute_time", "memory_time", "communication_time", "overhead_time",
+              "experts_touched", "routed_tokens", "bubble_time", "padded_tokens")
+BUSY = ACC_FIELDS.index("busy_time")
+
+
+class DeviceTotals:
+    """What each device of one run did. `stats` holds the fields engines set directly
+    (failures, KV transfers); `book` adds one finished step."""
+
+    def __init__(self, devices):
+        self.stats = device_table(devices)
+        self.acc = [[0.0] * len(ACC_FIELDS) for _ in devices]
+
+    def book(self, d: int, batch, result, num_emitted: int, duration: float | None = None):
+        """Add one step of device `d`: its batch, its StepResult, the tokens it emitted.
+        duration: the time to book as busy, if not the result's (a measured one)."""
+        cost, acc = result.cost, self.acc[d]
+        if duration is None:
+            duration = result.duration
+        acc[0] += 1
+        acc[1] += duration
+        acc[2] += batch.num_tokens
+        acc[3] += batch.num_context_tokens
+        acc[4] += num_emitted
+        acc[5] += cost.flops
+        acc[6] += cost.bytes
+        acc[7] += cost.compute
+        acc[8] += cost.memory
+        acc[9] += cost.communication
+        acc[10] += cost.overhead
+        acc[11] += cost.experts_touched
+        acc[12] += cost.tokens_per_expert * cost.experts_touched
+        acc[13] += cost.bubble_fraction * duration
+        acc[14] += cost.padded_tokens
+
+    def add_busy(self, d: int, seconds: float) -> None:
+        """A step that did not complete (a failure) still kept the device busy."""
+        self.acc[d][BUSY] += seconds
+
+    def table(self) -> np.ndarray:
+        """A fresh DEVICE_DTYPE table of the totals so far."""
+        stats = self.stats.copy()
+        for d, acc in enumerate(self.acc):
+            for field, value in zip(ACC_FIELDS, acc):
+                stats[d][field] = value
+        return stats

@@ -1,0 +1,126 @@
+"""The engine's side of the Scheduler contract, shared by the simulator, the wall-clock
+engine and the serving front: checking what they are given (seed, devices) and what a policy
+returns (a Plan, its wake-up, its rejections), calling the policy so that its own errors name
+it, and turning a workload row into the `Request` a policy may see.
+
+Batch checks (memory, rows, token counts) are `core.validate.check_batch`; this module is
+what surrounds them in every engine loop.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..core import Plan, Request
+from ..core.errors import ConfigError, PolicyError
+from ..core.table import WAITING
+from ..core.validate import check_batch
+
+
+def check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ConfigError(f"seed must be an int, got {seed!r}")
+    return int(seed)
+
+
+def index_devices(devices, engine: str) -> tuple[list, dict[str, int]]:
+    """The device list and name -> position; `engine` names the caller in the error."""
+    devices = list(devices)
+    if not devices:
+        raise ConfigError(f"{engine} needs at least one device")
+    names = [d.name for d in devices]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"device names must be unique, got {names}")
+    return devices, {name: i for i, name in enumerate(names)}
+
+
+def call_policy(policy, name: str, method: str, args, passthrough=(PolicyError,)):
+    """Call `policy.method(*args)`; an exception in the policy's code becomes a PolicyError
+    naming it and the method (errors of the kinds in `passthrough` go through unchanged)."""
+    try:
+        return getattr(policy, method)(*args)
+    except passthrough:
+        raise
+    except Exception as exc:  # the policy's own bug: say whose and where
+        raise PolicyError(name, "raised",
+                          f"{method}() raised {type(exc).__name__}: {exc}") from exc
+
+
+def check_plan(plan, name: str, now: float, *, migrations: str | None = None) -> Plan:
+    """A Plan whose wake-up lies in the future. migrations: None if this engine performs
+    KV migrations, else the phrase naming the engine for the error when a plan has some."""
+    if not isinstance(plan, Plan):
+        raise PolicyError(name, "plan-type",
+                          f"schedule() returned {type(plan).__name__}, not a Plan")
+    if migrations is not None and plan.migrations:
+        raise ConfigError(f"policy {name!r} planned KV migrations, which {migrations} does "
+                          "not support; run it in the simulator")
+    if plan.wake_at is not None and not plan.wake_at > now:
+        raise PolicyError(name, "wake", f"asked to be woken at {plan.wake_at}, "
+                          f"not after now ({now})")
+    return plan
+
+
+def check_rejectable(table, rid: int, name: str) -> None:
+    """A policy may reject only a request that is open and not in a running batch."""
+    if not (0 <= rid < table.size) or table.status[rid] != WAITING or table.in_flight[rid]:
+        raise PolicyError(name, "reject", f"rejected request {rid}, which is not "
+                          "waiting (unknown, finished, or running)")
+
+
+def launch_batches(plan: Plan, devices, index: dict, table, name: str, now: float,
+                   idle=None) -> list[tuple[int, object]]:
+    """Check every batch of the plan (`check_batch`) and book its launch in the table;
+    returns [(device position, batch)]. idle: per-device flags, if a busy device must be
+    refused (engines that run devices concurrently)."""
+    launched = []
+    for device_name, batch in plan.batches.items():
+        d = index.get(device_name)
+        if d is None or (idle is not None and not idle[d]):
+            what = "no such device" if d is None else "it is busy"
+            raise PolicyError(name, "device",
+                              f"planned a batch for device {device_name!r}, but {what}")
+        check_batch(batch, devices[d], d, table, name)
+        table.launch(batch, d, now)
+        launched.append((d, batch))
+    return launched
+
+
+def stalled(table, name: str) -> PolicyError:
+    """The error for a run whose policy left requests open and asked for no wake-up."""
+    open_ids = np.flatnonzero(table.status[:table.size] == WAITING)
+    return PolicyError(
+        name, "liveness",
+        f"{table.size - table.num_closed} requests never finished and the policy asked for "
+        f"no wake-up (first: request {int(open_ids[0])}); a policy must run or reject every "
+        "request it was given")
+
+
+def request_of(workload, table, rid: int, *, oracle: bool = False) -> Request:
+    """Request `rid` of a sampled workload as the policy sees it (after it has arrived):
+    never its true output length, unless the run is an oracle run."""
+    return Request(
+        id=rid, arrival=float(table.arrival[rid]),
+        prompt_tokens=int(workload.prompt_tokens[rid]),
+        max_new_tokens=int(workload.max_new_tokens),
+        priority=0 if workload.priority is None else int(workload.priority[rid]),
+        oracle_output_tokens=int(workload.output_tokens[rid]) if oracle else None,
+    )
+
+
+def follow_ups(workload) -> np.ndarray:
+    """Closed loop: for each request, the id its user sends next (-1: none)."""
+    nxt = np.full(workload.num_requests, -1, dtype=np.int64)
+    if workload.user is not None:
+        for user in np.unique(workload.user):
+            mine = np.flatnonzero(workload.user == user)
+            nxt[mine[:-1]] = mine[1:]
+    return nxt
+
+
+def tell_devices(devices, method: str, *args) -> None:
+    """Call `method(*args)` on every device that has it (`register`, `free`)."""
+    for device in devices:
+        fn = getattr(device, method, None)
+        if fn is not None:
+            fn(*args)

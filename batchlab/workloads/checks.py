@@ -1,0 +1,66 @@
+"""Field validators shared by the length distributions and arrival processes.
+
+attrs validators, so that every class checks its fields the same way and every message reads
+"Class.field must be ..., got value" -- the user sees at once what to change.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+
+import numpy as np
+
+from ..core.errors import ConfigError
+
+
+def _fail(inst, attr, what: str, value) -> None:
+    # attr.alias is the name the user typed (LogNormalLength stores `mean` as mean_tokens)
+    name = getattr(attr, "alias", None) or attr.name
+    raise ConfigError(f"{type(inst).__name__}.{name} must be {what}, got {value!r}")
+
+
+def _is_real(value) -> bool:
+    # bool is an int to Python, but `rate=True` is a mistake, not 1.0
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def _positive(inst, attr, value):
+    if not (_is_real(value) and math.isfinite(value) and value > 0):
+        _fail(inst, attr, "a positive finite number", value)
+
+
+def _non_negative(inst, attr, value):
+    if not (_is_real(value) and math.isfinite(value) and value >= 0):
+        _fail(inst, attr, "a finite number >= 0", value)
+
+
+def _at_least_one(inst, attr, value):
+    if not (_is_real(value) and math.isfinite(value) and value >= 1):
+        _fail(inst, attr, "a finite number >= 1 (a length in tokens)", value)
+
+
+def _positive_int(inst, attr, value):
+    if not (isinstance(value, Integral) and not isinstance(value, bool) and value >= 1):
+        _fail(inst, attr, "a positive integer", value)
+
+
+def _optional_positive_int(inst, attr, value):
+    if value is not None:
+        _positive_int(inst, attr, value)
+
+
+def _int_if_integral(value):
+    """Let `UniformLength(1, 1e3)` mean what it says; anything else is left for the validator."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _float_if_real(value):
+    return float(value) if _is_real(value) else value
+
+
+_int_field = dict(converter=_int_if_integral, validator=_positive_int)
