@@ -104,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--gpus", type=int, default=None, help="GPUs per device (cluster size)")
     dev.add_argument("--efficiency", metavar="PROFILE", help="cost-model efficiencies from a "
                      "calibration profile (batchlab calibrate) or a TOML/JSON file")
+    dev.add_argument("--runtime", help="runtime profile of fixed costs: cuda-graph (default), "
+                     "eager, overlap-scheduler")
+    dev.add_argument("--overlap", action="store_true", default=None,
+                     help="two-batch overlap of communication with computation")
+    dev.add_argument("--redundant-experts", type=int, help="EPLB copies of routed experts")
+    dev.add_argument("--deployment", help="a named deployment (deepseek-v3-production): "
+                     "prefill devices, then decode devices")
     dev.add_argument("--tp", type=int, help="tensor-parallel degree")
     dev.add_argument("--ep", type=int, help="expert-parallel degree")
     dev.add_argument("--pp", type=int, help="pipeline-parallel degree")
@@ -192,16 +199,17 @@ def _params(args) -> dict:
         "prompt": args.prompt, "output": args.output, "max_new_tokens": args.max_new_tokens,
         "model": args.model, "gpu": args.gpu, "gpus": args.gpus, "tp": args.tp, "ep": args.ep,
         "pp": args.pp, "dp": args.dp, "price": args.price, "devices": args.devices,
-        "efficiency": args.efficiency,
+        "efficiency": args.efficiency, "runtime": args.runtime, "overlap": args.overlap,
+        "redundant_experts": args.redundant_experts, "deployment": args.deployment,
         "seed": args.seed, "slo_ttft": args.slo_ttft, "slo_tpot": args.slo_tpot,
     }
     for key, value in args.params:
         params[f"policy.{key}"] = value
     if args.devices < 1:
         raise ConfigError(f"--devices must be >= 1, got {args.devices}")
-    if args.model or args.gpu:
+    if args.model or args.gpu or args.deployment:
         params["devices"] = None
-    for flag in ("gpus", "tp", "ep", "pp", "dp", "efficiency"):
+    for flag in ("gpus", "tp", "ep", "pp", "dp", "efficiency", "overlap", "redundant_experts"):
         if params[flag] is not None and not (args.model or args.gpu):
             raise ConfigError(f"--{flag} needs --model and --gpu (it is a cost-model "
                               "setting; the affine device has none)")

@@ -26,6 +26,8 @@ class StepCost:
     tokens_per_expert: mean routed tokens per touched expert (MoE), else 0.
     bubble_fraction: share of the step pipeline stages sat idle (pipelines, disaggregation).
     padded_tokens: padding fed through the model (bucketing).
+    communication_hidden: communication that ran under computation (overlapped micro-batches)
+        and so is not part of the duration; `communication` is the exposed part.
     """
 
     compute: float = 0.0
@@ -38,6 +40,7 @@ class StepCost:
     tokens_per_expert: float = 0.0
     bubble_fraction: float = 0.0
     padded_tokens: int = 0
+    communication_hidden: float = 0.0
 
 
 @attrs.frozen(slots=True)

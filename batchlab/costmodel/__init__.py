@@ -6,6 +6,7 @@ pipeline parallelism. `make_devices` turns them into simulator Devices. See docs
 """
 
 from .builder import make_devices
+from .deployments import DEPLOYMENTS, Deployment, Unit, get_deployment, list_deployments, make_deployment
 from .device import CostModelDevice
 from .disaggregated import DisaggregatedDevice, make_disaggregated_device
 from .efficiency import DEFAULT_EFFICIENCY, Efficiency
@@ -19,11 +20,15 @@ from .model_presets import MODELS, get_model, list_models
 from .models import ModelConfig
 from .moe import Router, expected_experts_touched
 from .parallel import Layout, resolve_layout
+from .overlap import two_batch_overlap
 from .pipeline import bubble_fraction, critical_path, pipeline_makespan, task_graph
+from .runtime import RUNTIMES, RuntimeProfile, get_runtime, list_runtimes
 from .step import PartTimes, StepModel
 from .topology import Cluster, CollectiveCost
 
 __all__ = [
+    "DEPLOYMENTS", "Deployment", "RUNTIMES", "RuntimeProfile", "Unit", "get_deployment",
+    "get_runtime", "list_deployments", "list_runtimes", "make_deployment", "two_batch_overlap",
     "Cluster", "CollectiveCost", "CostModelDevice", "DEFAULT_EFFICIENCY", "DisaggregatedDevice", "Efficiency", "GPUS",
     "GPUSpec", "Layout", "MODELS", "MemoryPlan", "ModelConfig", "PartTimes", "Router",
     "StepModel", "batch_features", "bubble_fraction", "critical_path",

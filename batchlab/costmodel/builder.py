@@ -18,7 +18,8 @@ from .loading import resolve_efficiency, resolve_gpu, resolve_model
 from .memory import plan_memory
 from .models import ModelConfig
 from .moe import Router
-from .parallel import resolve_layout
+from .parallel import Layout, resolve_layout
+from .runtime import apply_runtime
 from .step import StepModel
 from .topology import Cluster
 
@@ -29,6 +30,7 @@ def make_devices(model: str | ModelConfig, gpu: str | GPUSpec, num_gpus: int = 1
                  routing: str = "expected", skew: float = 0.0, seed: int = 0,
                  gpus_per_node: int | None = None, memory_utilization: float = 0.9,
                  max_batch_tokens: int = 8192, max_batch_rows: int = 256,
+                 redundant_experts: int = 0, overlap: bool = False, runtime=None,
                  ) -> list[CostModelDevice]:
     """Devices for `dp` replicas of `model` on `num_gpus` GPUs of kind `gpu` in all.
 
@@ -44,10 +46,16 @@ def make_devices(model: str | ModelConfig, gpu: str | GPUSpec, num_gpus: int = 1
         popularity skew (0 = uniform); seed: for sampled routing (replica r uses seed + r).
     gpus_per_node: servers' size (default: the GPU preset's, 8).
     memory_utilization, max_batch_tokens, max_batch_rows: the memory plan (see memory.py).
+    redundant_experts: copies of routed experts placed EPLB-style (see moe.py), so that an ep
+        that does not divide the experts can hold them (DeepSeek-V3: 256 + 32 on ep=144).
+    overlap: two-batch overlap of communication with computation (see overlap.py); needs a
+        layout with communication to hide and one pipeline stage.
+    runtime: a runtime profile name ("cuda-graph", "eager", "overlap-scheduler"; see
+        runtime.py) whose step and kernel overheads replace the efficiency profile's.
     """
     m = resolve_model(model)
     g = resolve_gpu(gpu)
-    eff = resolve_efficiency(efficiency)
+    eff = apply_runtime(resolve_efficiency(efficiency), runtime)
     num_gpus = count("make_devices", "num_gpus", num_gpus)
     per_node = (count("make_devices", "gpus_per_node", gpus_per_node)
                 if gpus_per_node is not None else None)
@@ -62,7 +70,13 @@ def make_devices(model: str | ModelConfig, gpu: str | GPUSpec, num_gpus: int = 1
     if not isinstance(skew, (int, float)) or isinstance(skew, bool) or not math.isfinite(skew) \
             or skew < 0:
         raise ConfigError(f"make_devices: field 'skew' is {skew!r}; it must be a number >= 0")
-    layout0 = resolve_layout(m, num_gpus, tp=tp, ep=ep, pp=pp, dp=dp)
+    if not isinstance(overlap, bool):
+        raise ConfigError(f"make_devices: field 'overlap' must be true or false, not "
+                          f"{overlap!r}")
+    layout0 = resolve_layout(m, num_gpus, tp=tp, ep=ep, pp=pp, dp=dp,
+                             redundant_experts=redundant_experts)
+    if overlap:
+        check_overlap(m, layout0, g)
     plan = plan_memory(m, layout0, g, memory_utilization=util,
                        max_batch_tokens=max_batch_tokens, max_batch_rows=max_batch_rows)
     if plan.kv_capacity_tokens < 1:
@@ -72,12 +86,26 @@ def make_devices(model: str | ModelConfig, gpu: str | GPUSpec, num_gpus: int = 1
     per_replica = num_gpus // dp
     devices = []
     for r in range(dp):
-        layout = resolve_layout(m, num_gpus, tp=tp, ep=ep, pp=pp, dp=dp, replica=r)
+        layout = resolve_layout(m, num_gpus, tp=tp, ep=ep, pp=pp, dp=dp, replica=r,
+                                redundant_experts=redundant_experts)
         router = None
         if m.is_moe:
             router = Router(m.num_experts, m.num_experts_per_tok, layout.ep, m.num_moe_layers,
-                            mode=routing, skew=float(skew), seed=int(seed) + r)
-        step = StepModel(m, g, layout, eff, cluster, router)
+                            mode=routing, skew=float(skew), seed=int(seed) + r,
+                            redundant=redundant_experts)
+        step = StepModel(m, g, layout, eff, cluster, router, overlap=overlap)
         devices.append(CostModelDevice(f"{g.name}x{per_replica}-{r}", step, plan,
                                        price * per_replica))
     return devices
+
+
+def check_overlap(m: ModelConfig, layout: Layout, g: GPUSpec) -> None:
+    """Refuse two-batch overlap where it cannot apply, saying why."""
+    if layout.pp > 1:
+        raise ConfigError(f"overlap=True needs one pipeline stage, not pp={layout.pp}: "
+                          "pipeline micro-batches already overlap stages; set pp=1")
+    has_comm = layout.tp > 1 or (m.is_moe and layout.ep > 1)
+    if not has_comm:
+        raise ConfigError(f"overlap=True on {layout.num_gpus} x {g.name} (tp={layout.tp}, "
+                          f"ep={layout.ep}) has no communication to hide; leave overlap off "
+                          "or spread the model over more GPUs")

@@ -36,6 +36,8 @@ class GPUSpec:
         per direction, and seconds per hop.
     gpus_per_node: GPUs in one server (the NVLink/PCIe domain).
     price_per_hour: USD per GPU-hour (indicative; override it).
+    num_sms: streaming multiprocessors (0 = unknown); communication kernels that run on SMs
+        (DeepEP's high-throughput mode) take a share of them from the computation they overlap.
     """
 
     name: str
@@ -52,6 +54,7 @@ class GPUSpec:
     price_per_hour: float = attrs.field(validator=v_non_negative)
     link_kind: str = "nvlink"
     source: str = ""
+    num_sms: int = attrs.field(default=0, validator=v_non_negative)
 
     def matmul_flops(self, weight_dtype: str) -> float:
         """Peak rate of a weight GEMM: FP8 weights use FP8 tensor cores where the chip has them."""
@@ -61,15 +64,18 @@ class GPUSpec:
 
 
 def _h(name, desc, bf16, fp8, bw, mem_mib, link, net, price, source, *, node=8,
-       link_kind="nvlink", link_lat=0.5e-6, net_lat=2.5e-6) -> GPUSpec:
+       link_kind="nvlink", link_lat=0.5e-6, net_lat=2.5e-6, sms=0) -> GPUSpec:
     return GPUSpec(
         name=name, description=desc, bf16_flops=bf16 * TERA, fp8_flops=fp8 * TERA,
         memory_bandwidth=bw * GB, memory_bytes=mem_mib * MIB, link_bandwidth=link * GB,
         link_latency=link_lat, network_bandwidth=net * GB, network_latency=net_lat,
         gpus_per_node=node, price_per_hour=price, link_kind=link_kind, source=source,
+        num_sms=sms,
     )
 
 
+# SM counts: H100/H800 SXM5 132 (H100 datasheet; H200 and H800 share the die and its count),
+# A100 108 (A100 datasheet), RTX 4090 128 and L40S 142 (Ada whitepaper, L40S datasheet).
 # Latencies are assumptions, not datasheet figures: 0.5 us per NVLink hop (GPU->NVSwitch), so
 # an 8-GPU ring all-reduce of a small message costs 2*7*1 us = 14 us, the order NCCL reports
 # for small messages on one HGX node; 1 us per PCIe hop; 2.5 us per InfiniBand hop.
@@ -79,41 +85,41 @@ _PRESETS = [
     # (450 GB/s per direction). DGX H100: 8x ConnectX-7 400 Gb/s (50 GB/s) per GPU.
     _h("h100", "NVIDIA H100 SXM5 80GB (HGX/DGX H100 node, NVLink 4, NDR InfiniBand)",
        989.4, 1979.0, 3350, 81559, 450, 50, 2.99,
-       "NVIDIA H100 datasheet; DGX H100 user guide"),
+       "NVIDIA H100 datasheet; DGX H100 user guide", sms=132),
     # NVIDIA H200 datasheet (SXM): same compute as H100; 141 GB HBM3e at 4.8 TB/s;
     # NVLink 900 GB/s total.
     _h("h200", "NVIDIA H200 SXM 141GB (HGX H200 node, NVLink 4, NDR InfiniBand)",
        989.4, 1979.0, 4800, 143771, 450, 50, 3.79,
-       "NVIDIA H200 datasheet"),
+       "NVIDIA H200 datasheet", sms=132),
     # H800 SXM: the export variant of the H100 with NVLink cut to 400 GB/s total (200 per
     # direction); compute and HBM3 as H100. DeepSeek-V3 technical report (arXiv 2412.19437,
     # sec. 3.1/3.2): 8 GPUs per node on NVLink+NVSwitch, InfiniBand 50 GB/s per GPU, and it
     # prices an H800 at $2 per GPU-hour.
     _h("h800", "NVIDIA H800 SXM5 80GB (export H100: NVLink 400 GB/s, as used for DeepSeek-V3)",
        989.4, 1979.0, 3350, 81559, 200, 50, 2.00,
-       "NVIDIA H800 product brief; DeepSeek-V3 technical report sec. 3"),
+       "NVIDIA H800 product brief; DeepSeek-V3 technical report sec. 3", sms=132),
     # NVIDIA A100 datasheet: BF16 312 TFLOPS dense (624 sparse); 80GB HBM2e 2,039 GB/s;
     # NVLink 3 600 GB/s total (300 per direction). DGX A100: 8x HDR 200 Gb/s (25 GB/s) per GPU.
     # No FP8 tensor cores.
     _h("a100-80gb", "NVIDIA A100 SXM4 80GB (HGX A100 node, NVLink 3, HDR InfiniBand)",
        312.0, 0.0, 2039, 81920, 300, 25, 1.79,
-       "NVIDIA A100 datasheet; DGX A100 user guide"),
+       "NVIDIA A100 datasheet; DGX A100 user guide", sms=108),
     _h("a100-40gb", "NVIDIA A100 SXM4 40GB (HGX A100 node, NVLink 3, HDR InfiniBand)",
        312.0, 0.0, 1555, 40960, 300, 25, 1.29,
-       "NVIDIA A100 datasheet"),
+       "NVIDIA A100 datasheet", sms=108),
     # NVIDIA Ada GPU architecture whitepaper, RTX 4090: BF16 tensor (FP32 accumulate) 165.2
     # TFLOPS dense, FP8 330.3 dense (FP32 accumulate); 24 GB GDDR6X at 1,008 GB/s. No NVLink:
     # GPUs talk over PCIe 4.0 x16 (~32 GB/s per direction). 25 Gb/s Ethernet per GPU assumed.
     _h("rtx4090", "NVIDIA GeForce RTX 4090 24GB (PCIe 4.0 box, no NVLink)",
        165.2, 330.3, 1008, 24564, 32, 3.125, 0.69,
        "NVIDIA Ada Lovelace architecture whitepaper (RTX 4090)",
-       link_kind="pcie", link_lat=1e-6, net_lat=5e-6),
+       link_kind="pcie", link_lat=1e-6, net_lat=5e-6, sms=128),
     # NVIDIA L40S datasheet: BF16 362.05 TFLOPS dense (733 sparse), FP8 733 dense; 48 GB GDDR6
     # at 864 GB/s; PCIe 4.0 x16, no NVLink. 100 Gb/s (12.5 GB/s) per GPU assumed.
     _h("l40s", "NVIDIA L40S 48GB (PCIe 4.0 server, no NVLink)",
        362.05, 733.0, 864, 46068, 32, 12.5, 0.86,
        "NVIDIA L40S datasheet",
-       link_kind="pcie", link_lat=1e-6, net_lat=5e-6),
+       link_kind="pcie", link_lat=1e-6, net_lat=5e-6, sms=142),
 ]
 
 GPUS: dict[str, GPUSpec] = {g.name: g for g in _PRESETS}

@@ -64,7 +64,8 @@ def weights_per_gpu(m: ModelConfig, lay: Layout) -> list[float]:
     if m.is_moe:
         moe = (m.num_experts * m.hidden_size * 2  # router kept in 16 bits
                + (m.num_shared_experts * m.expert_params / tp + m.hidden_size) * wb
-               + (m.num_experts / lay.ep) * m.expert_params / lay.expert_tp * wb)
+               + ((lay.expert_slots or m.num_experts) / lay.ep) * m.expert_params
+               / lay.expert_tp * wb)  # redundant copies cost memory too
     table = m.vocab_size * m.hidden_size / tp * head_wb
     out = []
     for s in range(lay.pp):

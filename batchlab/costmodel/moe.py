@@ -18,6 +18,12 @@ experts.
 
 `skew` > 0 makes some experts more popular than others (Zipf weights over a seeded random
 order of the experts), which is what real routers show; 0 is uniform routing.
+
+`redundant` > 0 places copies of experts as DeepSeek's expert-parallel load balancer (EPLB,
+github.com/deepseek-ai/EPLB) does: each copy goes to the expert with the highest load per
+copy so far, a copy takes an equal share of its expert's tokens, and the E + N slots are
+packed onto the ranks heaviest first, each to the least loaded rank with a free slot. Every
+rank is then evaluated (as with skew) and the slowest counts.
 """
 
 from __future__ import annotations
@@ -78,6 +84,7 @@ class Router:
     mode: str = "expected"
     skew: float = 0.0
     seed: int = 0
+    redundant: int = 0
     _rng: np.random.Generator = attrs.field(init=False, repr=False)
     _p: np.ndarray = attrs.field(init=False, repr=False)
     _q: np.ndarray = attrs.field(init=False, repr=False)
@@ -85,6 +92,7 @@ class Router:
     _memo: dict = attrs.field(init=False, repr=False, factory=dict)
     _rank_share: np.ndarray = attrs.field(init=False, repr=False)
     _inner: np.ndarray = attrs.field(init=False, repr=False)
+    _expert_rank: object = attrs.field(init=False, repr=False, default=None)
 
     def __attrs_post_init__(self):
         if self.mode not in ("expected", "sampled"):
@@ -98,13 +106,17 @@ class Router:
         w = (1.0 + order) ** -float(self.skew)
         self._p = w / w.sum()
         self._q = _inclusion(self._p, self.top_k)
-        self._q_rank = self._q.reshape(self.ep, -1)
+        if self.redundant:
+            self._q_rank, self._expert_rank = _place(self._q, self.redundant, self.ep)
+        else:
+            self._q_rank = self._q.reshape(self.ep, -1)
         self._rank_share = self._q_rank.sum(axis=1) / self.top_k
         self._inner = self._q_rank / self._q_rank.sum(axis=1, keepdims=True)
 
     @property
     def experts_per_rank(self) -> int:
-        return self.num_experts // self.ep
+        """Expert slots per rank (redundant copies included)."""
+        return (self.num_experts + self.redundant) // self.ep
 
     def route(self, num_tokens: float) -> RouteStats:
         if self.mode == "sampled":
@@ -114,7 +126,8 @@ class Router:
         if stats is None:
             if len(self._memo) > 65536:
                 self._memo.clear()
-            stats = (self._expected_uniform(num_tokens) if self.skew == 0
+            stats = (self._expected_uniform(num_tokens)
+                     if self.skew == 0 and not self.redundant
                      else self._expected_skewed(num_tokens))
             self._memo[num_tokens] = stats
         return stats
@@ -170,7 +183,7 @@ class Router:
                  if ep > 1 else np.full((layers, 1), num_tokens * k))
         per = self.experts_per_rank
         stay = 1.0 - 1.0 / per
-        if self.skew == 0:
+        if self.skew == 0 and not self.redundant:
             mean = per * (1.0 - stay ** loads)
         else:  # popularity inside each rank: experts' shares of their rank's assignments
             mean = per - ((1.0 - self._inner[None]) ** loads[..., None]).sum(axis=2)
@@ -184,6 +197,13 @@ class Router:
     def _sampled_one(self) -> RouteStats:
         """One token: exactly k distinct experts per layer, drawn by popularity."""
         layers, e, k, ep = self.num_layers, self.num_experts, self.top_k, self.ep
+        if self.redundant:  # an expert's copies share its token: expected split over ranks
+            keys = np.log(self._p) - np.log(-np.log(self._rng.random((layers, e))))
+            chosen = np.argpartition(-keys, k - 1, axis=1)[:, :k]
+            hit = np.zeros((layers, e))
+            np.put_along_axis(hit, chosen, 1.0, axis=1)
+            loads = hit @ self._expert_rank
+            return RouteStats(np.full(layers, float(k)), loads, loads)
         if self.skew == 0:  # a uniform k-subset: ranks' shares are multivariate hypergeometric
             loads = self._rng.multivariate_hypergeometric(
                 [self.experts_per_rank] * ep, k, size=layers).astype(float)
@@ -194,3 +214,27 @@ class Router:
             np.put_along_axis(hit, chosen, 1.0, axis=1)
             loads = hit.reshape(layers, ep, -1).sum(axis=2)
         return RouteStats(np.full(layers, float(k)), loads, loads)
+
+
+def _place(q: np.ndarray, redundant: int, ep: int) -> tuple[np.ndarray, np.ndarray]:
+    """EPLB-style placement of E experts and `redundant` copies on `ep` ranks: each rank's
+    slots' inclusion chances (ep x slots per rank), and each expert's share on each rank
+    (E x ep)."""
+    e = len(q)
+    copies = np.ones(e)
+    for _ in range(redundant):  # a copy for the expert with the most load per copy
+        copies[int(np.argmax(q / copies))] += 1
+    slot_q = np.repeat(q / copies, copies.astype(int))
+    slot_expert = np.repeat(np.arange(e), copies.astype(int))
+    per = len(slot_q) // ep
+    rank_load, rank_used = np.zeros(ep), np.zeros(ep, int)
+    q_rank = np.zeros((ep, per))
+    expert_rank = np.zeros((e, ep))
+    for s in np.argsort(-slot_q, kind="stable"):  # heaviest first, to the lightest free rank
+        free = np.where(rank_used < per, rank_load, np.inf)
+        r = int(np.argmin(free))
+        q_rank[r, rank_used[r]] = slot_q[s]
+        expert_rank[slot_expert[s], r] += 1.0 / copies[slot_expert[s]]
+        rank_load[r] += slot_q[s]
+        rank_used[r] += 1
+    return q_rank, expert_rank

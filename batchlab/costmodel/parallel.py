@@ -9,7 +9,9 @@ Device of `num_gpus / dp` GPUs. Inside a replica:
   ("data-parallel attention", as SGLang serves DeepSeek-V3): this needs expert parallelism over
   the whole stage to bring the groups' tokens together for the experts;
 - routed experts expert-parallel over `ep` GPUs (E/ep experts each); if ep < S each expert is
-  further split tensor-parallel over S/ep GPUs.
+  further split tensor-parallel over S/ep GPUs. `redundant_experts=N` adds N copies of
+  experts (EPLB, DeepSeek's expert-parallel load balancer), so E + N slots are spread over
+  the ep GPUs: DeepSeek-V3's 256 experts + 32 copies fill EP144 and EP72 (2 and 4 a GPU).
 Defaults: tp = S, ep = S for MoE models and 1 for dense ones.
 """
 
@@ -39,6 +41,7 @@ class Layout:
     stage_gpus: tuple[tuple[int, ...], ...]
     stage_dense_layers: tuple[int, ...]
     stage_moe_layers: tuple[int, ...]
+    expert_slots: int = 0  # routed experts + redundant copies (0 for dense models)
 
     @property
     def stage_size(self) -> int:
@@ -63,8 +66,12 @@ class Layout:
 
 
 def resolve_layout(model: ModelConfig, num_gpus: int, *, tp=None, ep=None, pp=1, dp=1,
-                   replica: int = 0) -> Layout:
+                   replica: int = 0, redundant_experts: int = 0) -> Layout:
     """Check a parallel configuration against the model and GPU count, and fill defaults."""
+    if (isinstance(redundant_experts, bool) or not isinstance(redundant_experts, int)
+            or redundant_experts < 0):
+        raise ConfigError(f"redundant_experts must be a whole number >= 0, not "
+                          f"{redundant_experts!r}")
     for name, v in (("num_gpus", num_gpus), ("pp", pp), ("dp", dp), ("tp", tp), ("ep", ep)):
         if v is None and name in ("tp", "ep"):
             continue
@@ -85,10 +92,20 @@ def resolve_layout(model: ModelConfig, num_gpus: int, *, tp=None, ep=None, pp=1,
     if model.is_moe:
         ep = stage if ep is None else ep
         _divides("ep", ep, stage, "GPUs per pipeline stage (num_gpus/(dp*pp))")
-        if model.num_experts % ep:
-            raise ConfigError(f"ep={ep} must divide the {model.num_experts} routed experts of "
-                              f"{model.name}")
+        slots = model.num_experts + redundant_experts
+        if redundant_experts and ep == 1:
+            raise ConfigError(f"redundant_experts={redundant_experts} needs expert parallelism "
+                              "(ep > 1): with ep=1 every GPU already holds every expert")
+        if slots % ep:
+            fits = [n for n in range(0, ep) if (model.num_experts + n) % ep == 0]
+            raise ConfigError(
+                f"ep={ep} cannot place the {model.num_experts} routed experts of {model.name}"
+                f" + {redundant_experts} redundant ({slots} slots) evenly; use "
+                f"redundant_experts={fits[0]} (EPLB copies), or an ep that divides {slots}")
     else:
+        if redundant_experts:
+            raise ConfigError(f"redundant_experts={redundant_experts} needs a mixture-of-experts"
+                              f" model; {model.name} is dense")
         if ep not in (None, 1):
             raise ConfigError(f"ep={ep} needs a mixture-of-experts model; {model.name} is dense "
                               "(leave ep unset)")
@@ -104,4 +121,5 @@ def resolve_layout(model: ModelConfig, num_gpus: int, *, tp=None, ep=None, pp=1,
     dense = tuple(int((ls < model.num_dense_layers).sum()) for ls in layers)
     moe = tuple(len(ls) - d for ls, d in zip(layers, dense))
     return Layout(tp=tp, ep=ep, pp=pp, dp=dp, stage_gpus=stage_gpus,
-                  stage_dense_layers=dense, stage_moe_layers=moe)
+                  stage_dense_layers=dense, stage_moe_layers=moe,
+                  expert_slots=model.num_experts + redundant_experts if model.is_moe else 0)

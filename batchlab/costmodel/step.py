@@ -7,7 +7,10 @@ per layer, or an all-reduce and the expert-parallel dispatch and combine all-to-
 layer). Routed experts wait for the busiest expert-parallel rank (see `moe.py`). The stages
 and the links between them form a pipeline that the batch's micro-batches flow through
 (see `pipeline.py`); the step ends when the last micro-batch leaves the last stage, plus the
-fixed per-step overhead. Collectives are not overlapped with compute.
+fixed per-step overhead. Collectives are not overlapped with compute, unless the layout
+asks for two-batch overlap (`overlap=True`, one pipeline stage): then the batch runs as two
+micro-batches whose computation hides each other's communication (see `overlap.py`), and the
+breakdown reports the communication left exposed and the communication hidden.
 
 The breakdown attributes every op to whichever bound set its time (compute or memory), the
 collectives and sends to communication, and launches and the step overhead to overhead; along
@@ -23,13 +26,15 @@ from batchlab.core import StepCost
 
 from . import ops as O
 from .efficiency import Efficiency
+from .expert_comm import ExpertComm
 from .features import batch_features
 from .gpus import GPUSpec
 from .models import ModelConfig
 from .moe import Router
+from .overlap import two_batch_overlap
 from .parallel import Layout
 from .pipeline import bubble_fraction
-from .topology import FREE, Cluster
+from .topology import Cluster
 
 
 @attrs.frozen(slots=True)
@@ -54,6 +59,7 @@ class StepModel:
     efficiency: Efficiency
     cluster: Cluster
     router: Router | None = None
+    overlap: bool = False
 
     def __attrs_post_init__(self):
         m, lay, gpu, eff = self.model, self.layout, self.gpu, self.efficiency
@@ -88,9 +94,10 @@ class StepModel:
         self._stages = []
         for s in range(p):
             ar = c.all_reduce(lay.tp_group(s))
-            a2a = c.all_to_all(lay.stage_gpus[s]) if m.is_moe and lay.ep > 1 else FREE
+            xc = (ExpertComm.build(c, lay.stage_gpus[s], m, ce) if m.is_moe and lay.ep > 1
+                  else None)
             self._stages.append((layers[s], dense[s], moe[s], ar.latency, ar.seconds_per_byte / ce,
-                                 a2a.latency, a2a.seconds_per_byte / ce))
+                                 xc))
         self._links = []
         for s in range(p - 1):
             x = c.p2p(lay.stage_gpus[s][0], lay.stage_gpus[s + 1][0])
@@ -140,20 +147,19 @@ class StepModel:
         return ((cum[k[1:]] - cum[k[:-1]]).tolist(), (ccum[k[1:]] - ccum[k[:-1]]).tolist(),
                 float(st.touched.mean()))
 
-    def _comm(self, tokens_stage):
+    def _comm(self, tokens_stage, is_decode=False):
         """Collective seconds of one micro-batch per stage: (attention side, FFN side) lists."""
         msg = tokens_stage * self._scale * self._h_bytes  # all-reduce: one attention group
-        pay = (tokens_stage * self._top_k * self._h_bytes / self.layout.ep
-               if self._experts is not None else 0.0)  # dispatch/combine per GPU
+        per_gpu = tokens_stage / self.layout.ep  # tokens each GPU dispatches
         attn, ffn = [], []
-        for layers, dense, moe, ar_l, ar_s, a2a_l, a2a_s in self._stages:
+        for layers, dense, moe, ar_l, ar_s, xc in self._stages:
             ar = ar_l + msg * ar_s if ar_s and msg > 0 else 0.0
             f = dense * ar
             if moe:
                 if self._moe_ar:
                     f += moe * ar
-                elif a2a_s and pay > 0:
-                    f += moe * 2.0 * (a2a_l + pay * a2a_s)
+                elif xc is not None:
+                    f += moe * xc.time(per_gpu, is_decode)
             attn.append(layers * ar)
             ffn.append(f)
         return attn, ffn
@@ -184,7 +190,7 @@ class StepModel:
             n_moe = self.model.num_moe_layers * m * etp
             flops += n_moe * t_mb * k * ex.flops_per_assignment
             nbytes += n_moe * (touched * ex.bytes_per_expert + t_mb * k * ex.bytes_per_assignment)
-        attn_c, ffn_c = self._comm(t_mb)
+        attn_c, ffn_c = self._comm(t_mb, feats[2] == 0)
         s_comm = [a + b for a, b in zip(attn_c, ffn_c)]
         act = t_mb * self._h_bytes / self._size
         links = [lat + act * spb for lat, spb in self._links]
@@ -217,7 +223,11 @@ class StepModel:
         eff = self.efficiency
         feats = batch_features(batch)
         T = feats[0]
-        m = max(1, min(int(batch.num_micro_batches), int(feats[1])))
+        is_decode = feats[2] == 0
+        if self.overlap and feats[1] >= 2:
+            m = 2  # two micro-batches, each hiding the other's communication
+        else:
+            m = max(1, min(int(batch.num_micro_batches), int(feats[1])))
         out = self._op_out(feats, m)
         bound = out[0] >= out[1]
         np.maximum(out[0], out[1], out=out[1])
@@ -228,7 +238,7 @@ class StepModel:
         nbytes *= scale
         ovh = self._ovh[0]
         t_mb = T / m
-        layers, dense, moe, ar_l, ar_s, a2a_l, a2a_s = self._stages[0]
+        layers, dense, moe, ar_l, ar_s, xc = self._stages[0]
         msg = t_mb * self._scale * self._h_bytes
         ar = ar_l + msg * ar_s if ar_s else 0.0
         comm = (layers + dense) * ar
@@ -253,8 +263,17 @@ class StepModel:
             nbytes += n_moe * (touched * ex.bytes_per_expert + t_mb * k * ex.bytes_per_assignment)
             if self._moe_ar:
                 comm += moe * ar
-            elif a2a_s:
-                comm += moe * 2.0 * (a2a_l + t_mb * k * self._h_bytes / self._ep * a2a_s)
+            elif xc is not None:
+                comm += moe * xc.time(t_mb / self._ep, is_decode)
+        if self.overlap and m == 2:
+            share = xc.sm_share(is_decode) if xc is not None else 0.0
+            o = two_batch_overlap(comp, time - comp, ovh, comm, layers, share)
+            duration = o.duration + eff.step_overhead
+            return duration, StepCost(
+                compute=o.compute, memory=o.memory, communication=o.exposed,
+                communication_hidden=o.hidden, overhead=o.overhead + eff.step_overhead,
+                flops=flops, bytes=nbytes, experts_touched=touched, tokens_per_expert=tpe,
+                bubble_fraction=0.0, padded_tokens=batch.num_padded_tokens)
         duration = m * (time + ovh + comm) + eff.step_overhead
         return duration, StepCost(
             compute=m * comp, memory=m * (time - comp), communication=m * comm,

@@ -11,8 +11,9 @@ A collective's time is derived from the links it crosses, never from a global co
 - ring all-reduce: 2(n-1)/n of the message crosses every hop of the ring; the most loaded
   link (load / bandwidth) bounds the ring. Like NCCL, a group spanning servers runs one ring
   per GPU of a server, rotated so that each ring leaves a server through a different NIC;
-- all-to-all: every GPU sends 1/n of its payload to every other; the most loaded directed
-  link bounds it;
+- all-to-all: every GPU sends 1/n of its payload to every other, to all peers at once (as
+  NCCL's and DeepEP's all-to-all kernels post every send before waiting on any), so it pays
+  the longest path's latency once; the most loaded directed link bounds its bandwidth;
 - point-to-point (pipeline sends): the narrowest link on the path.
 Costs are returned as (seconds per byte at full link rate, latency); the caller applies the
 communication efficiency. They are computed once per group when a device is built.
@@ -157,8 +158,9 @@ class Cluster:
                     for e in edges:
                         load[e] += 1.0 / n
         per_byte = max(w / self._bw(e) for e, w in load.items())
-        # each GPU issues its n-1 sends one after another: the path latency counts n-1 times
-        return CollectiveCost(per_byte, (n - 1) * latency)
+        # every GPU posts its n-1 sends at once: the sends share the links (per_byte above),
+        # and the slowest path's latency is paid once, not once per peer
+        return CollectiveCost(per_byte, latency)
 
     def p2p(self, a: int, b: int) -> CollectiveCost:
         """A send of B bytes from GPU a to GPU b."""

@@ -13,7 +13,9 @@ cv, users, think_time, requests, prompt, output, max_new_tokens, or trace, time_
 devices: model, gpu, gpus, tp, ep, pp, dp, price, routing, efficiency (cost model; efficiency
 is a calibrated profile file or a dict), or model, gpu,
 attention_gpus, ffn_gpus (attention/FFN disaggregation: one device, two GPU pools), or devices
-(affine);
+(affine); runtime, overlap, redundant_experts (cost model: runtime profile, two-batch
+overlap, EPLB copies of experts); deployment (a named deployment such as
+"deepseek-v3-production": prefill devices first, then decode devices);
 run: seed, slo_ttft, slo_tpot; label (free text, ignored). An unknown key is an error.
 """
 
@@ -38,7 +40,8 @@ KEYS = frozenset({
     "policy", "arrival", "rate", "cv", "users", "think_time", "requests", "prompt", "output",
     "max_new_tokens", "trace", "time_scale", "limit", "model", "gpu", "gpus", "tp", "ep", "pp",
     "dp", "price", "routing", "devices", "seed", "slo_ttft", "slo_tpot", "label",
-    "attention_gpus", "ffn_gpus", "efficiency",
+    "attention_gpus", "ffn_gpus", "efficiency", "runtime", "overlap", "redundant_experts",
+    "deployment",
 })
 
 
@@ -79,13 +82,19 @@ def build_workload(params: dict):
 
 
 def build_devices(params: dict):
+    if params.get("deployment"):
+        from . import costmodel
+        return costmodel.make_deployment(params["deployment"], runtime=params.get("runtime"),
+                                         efficiency=params.get("efficiency"),
+                                         seed=_get(params, "seed"))
     model, gpu = params.get("model"), params.get("gpu")
     if model or gpu:
         from .. import costmodel
         if not (model and gpu):
             raise ConfigError("the cost model needs both a model and a gpu preset (see "
                               "`batchlab presets`)")
-        kw = {k: params[k] for k in ("tp", "ep", "efficiency") if params.get(k) is not None}
+        kw = {k: params[k] for k in ("tp", "ep", "efficiency", "runtime", "overlap",
+                                     "redundant_experts") if params.get(k) is not None}
         if params.get("routing"):
             kw["routing"] = params["routing"]
         pools = params.get("attention_gpus"), params.get("ffn_gpus")
@@ -104,7 +113,7 @@ def build_devices(params: dict):
                                       price_per_hour=params.get("price"),
                                       seed=_get(params, "seed"), **kw)
     for key in ("gpus", "tp", "ep", "pp", "dp", "routing", "attention_gpus", "ffn_gpus",
-                "efficiency"):
+                "efficiency", "runtime", "overlap", "redundant_experts"):
         if params.get(key) is not None:
             raise ConfigError(f"{key} needs a model and a gpu preset (the affine device has "
                               "no parallelism)")
