@@ -286,11 +286,16 @@ class BatchlabScheduler(Scheduler):
     # -- after the step -----------------------------------------------------------------
     def update_from_output(self, scheduler_output, model_runner_output):
         outputs = super().update_from_output(scheduler_output, model_runner_output)
-        self.stats.executed(scheduler_output.num_scheduled_tokens, model_runner_output.req_ids)
-        if self._in_flight is not None:
+        if self._in_flight is None:
+            self.stats.executed(scheduler_output.num_scheduled_tokens,
+                                model_runner_output.req_ids)
+        else:
             batch, launched = self._in_flight
             self._in_flight = None
-            self._complete(batch, outputs, time.perf_counter() - launched)
+            duration = time.perf_counter() - launched
+            self.stats.executed(scheduler_output.num_scheduled_tokens,
+                                model_runner_output.req_ids, duration)
+            self._complete(batch, outputs, duration)
         for request in self._rejected:   # tell the client, as vLLM tells it of an abort
             eco = outputs.setdefault(request.client_index, EngineCoreOutputs())
             eco.outputs.append(EngineCoreOutput(request_id=request.request_id,

@@ -19,7 +19,7 @@ import attrs
 @attrs.define
 class StepStats:
     log: str | None = None
-    steps: list = attrs.field(factory=list)   # dicts: step, plan, executed, ran, *_s
+    steps: list = attrs.field(factory=list)   # dicts: step, plan, executed, ran, match, *_s
     num_matched: int = 0
     num_deviated: int = 0
     num_evictions: int = 0
@@ -32,10 +32,12 @@ class StepStats:
         self.steps.append({"step": step, "plan": plan, "policy_s": policy_s,
                            "schedule_s": schedule_s})
 
-    def executed(self, num_scheduled: dict, worker_ids) -> None:
+    def executed(self, num_scheduled: dict, worker_ids, step_s: float | None = None) -> None:
         if not self.steps or "executed" in self.steps[-1]:
             return
         rec = self.steps[-1]
+        if step_s is not None:
+            rec["step_s"] = step_s   # from schedule() returning to the model's output
         rec["executed"] = dict(num_scheduled)
         rec["ran"] = sorted(worker_ids or ())
         ok = rec["plan"] == rec["executed"] and (not rec["plan"]
