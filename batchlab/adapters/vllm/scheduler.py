@@ -28,7 +28,6 @@ connectors, pipeline parallelism, Model Runner V2 (GPU async; pass --no-async-sc
 
 from __future__ import annotations
 
-import json
 import time
 
 import attrs
