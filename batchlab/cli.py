@@ -6,6 +6,8 @@
     batchlab compare [--config FILE] [--out DIR]   # the main job: tables, plots, report.md
     batchlab run [--policy NAME] [--set key=value ...] [workload and device options] [--json]
     batchlab sweep CONFIG [--executor local|ray] [--address ADDR] [--processes N] [--out DIR]
+    batchlab serve [--policy NAME] [--backend affine|torch] [--port N]   # OpenAI-compatible
+    batchlab bench --endpoint URL [workload options] [--simulate POLICY]  # measure a server
 
 A user mistake (unknown policy, bad parameter, unreadable trace) prints one line starting
 with "batchlab: error:" and exits with status 2; no traceback.
@@ -272,6 +274,12 @@ def main(argv=None) -> int:
     if argv[:1] == ["calibrate"]:  # its own parser lives with it (needs the torch extra)
         from .backends.torch.calibrate_cli import calibrate_main
         return calibrate_main(argv[1:])
+    if argv[:1] == ["bench"]:  # replay a workload against an OpenAI-compatible server
+        from .studies.bench import bench_main
+        return bench_main(argv[1:])
+    if argv[:1] == ["serve"]:  # an OpenAI-compatible server (needs the serve extra)
+        from .studies.serve import main as serve_main
+        return serve_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

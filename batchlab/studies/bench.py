@@ -1,0 +1,323 @@
+"""`batchlab bench`: replay a batchlab workload against any OpenAI-compatible server.
+
+    batchlab bench --endpoint http://127.0.0.1:8000 --requests 100 --rate 4 \\
+        --prompt uniform:16:128 --output uniform:8:64 [--simulate continuous] [--save F.json]
+
+Each request of the workload (sampled with the seed, or read from a trace) is sent at its
+arrival time (closed loop: its user's previous request's end plus think time) as a streaming
+`/v1/completions` call with the prompt as token ids and `max_tokens` set to its output
+length (`ignore_eos`, so a server that honours it produces exactly that many). Times are
+taken on arrival of each server-sent event, and the run lands in the same `Result` a
+simulation returns: TTFT, TPOT, e2e, worst stall per request; inter-token latencies (ITL:
+the gaps between consecutive token events, over all requests) are kept beside it in
+`BenchRun.itl`, since per-request records hold no per-token times.
+
+Failures are counted once each and never lost: a request that cannot connect, whose stream
+ends before `data: [DONE]`, breaks off, or carries a malformed event is recorded as aborted
+with what it received, and named in `BenchRun.failures`. An endpoint that cannot be reached
+at all is one error before anything is sent.
+
+`--simulate POLICY` also runs the simulator on the same workload with an affine device
+(`--affine FIXED,PER_TOKEN,PER_CONTEXT`, seconds) and prints both side by side with the
+relative error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from urllib.parse import urlsplit
+
+import attrs
+import numpy as np
+
+from ..core.errors import BatchlabError, ConfigError
+from ..core.table import ABORTED, FINISHED, RequestTable
+from ..engines.result import Result, device_table
+
+__all__ = ["BenchRun", "bench", "compare_table", "run_bench"]
+
+
+@attrs.frozen(eq=False)
+class BenchRun:
+    result: Result
+    itl: np.ndarray          # seconds between consecutive token events, all requests
+    failures: list           # one line per failed request
+
+    def summary(self) -> dict:
+        out = self.result.summary()
+        gaps = self.itl[np.isfinite(self.itl)]
+        for label, q in (("mean", None), ("p50", 50), ("p90", 90), ("p99", 99)):
+            out[f"itl_{label}_s"] = (math.nan if gaps.size == 0 else
+                                     float(gaps.mean() if q is None else np.percentile(gaps, q)))
+        out["num_failed"] = len(self.failures)
+        return out
+
+
+@attrs.frozen
+class _Endpoint:
+    name: str
+    kv_capacity_tokens: int = 0
+
+
+class _Failed(Exception):
+    pass
+
+
+def completions_url(endpoint: str) -> tuple[str, str]:
+    """(base URL ending in /v1, completions URL) for an endpoint given with or without /v1."""
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"--endpoint must be an http(s) URL such as http://127.0.0.1:8000, "
+                          f"got {endpoint!r}")
+    base = endpoint.rstrip("/")
+    if base.endswith("/v1/completions"):
+        base = base[:-len("/completions")]
+    elif not base.endswith("/v1"):
+        base += "/v1"
+    return base, base + "/completions"
+
+
+async def _served_model(client, base: str) -> str:
+    import httpx
+    try:
+        resp = await client.get(base + "/models")
+    except httpx.HTTPError as exc:
+        raise ConfigError(f"cannot reach {base}/models ({type(exc).__name__}: {exc}); is the "
+                          "server running at that address?") from None
+    try:
+        return resp.json()["data"][0]["id"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise ConfigError(f"{base}/models answered {resp.status_code} without a model list; "
+                          "is this an OpenAI-compatible server?") from None
+
+
+async def _one(client, url: str, model: str, i: int, prompt: list, max_tokens: int, clock,
+               table: RequestTable, gaps: list) -> None:
+    """Send request i and book what came back in `table`; raise _Failed with one line."""
+    import httpx
+    body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "stream": True,
+            "stream_options": {"include_usage": True}, "ignore_eos": True, "temperature": 0.0,
+            "return_token_ids": True}
+    table.arrive(i, clock())
+    count, last, done, usage = 0, math.nan, False, None
+    try:
+        async with client.stream("POST", url, json=body) as resp:
+            if resp.status_code != 200:
+                text = (await resp.aread()).decode(errors="replace")[:200]
+                raise _Failed(f"HTTP {resp.status_code}: {text}")
+            async for line in resp.aiter_lines():
+                if not line or line.startswith(":"):
+                    continue
+                if done:
+                    raise _Failed(f"data after [DONE]: {line[:80]!r}")
+                if not line.startswith("data:"):
+                    if line.split(":", 1)[0] in ("event", "id", "retry"):
+                        continue
+                    raise _Failed(f"malformed server-sent event line {line[:80]!r}")
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    done = True
+                    continue
+                try:
+                    event = json.loads(data)
+                    choices = event.get("choices") or []
+                except (ValueError, AttributeError):
+                    raise _Failed(f"malformed event data {data[:80]!r}") from None
+                if "error" in event:
+                    raise _Failed(f"server error: {str(event['error'])[:160]}")
+                usage = event.get("usage") or usage
+                if not choices:
+                    continue
+                choice = choices[0]
+                ids = choice.get("token_ids")
+                n = len(ids) if isinstance(ids, list) else int(bool(choice.get("text")))
+                if n:
+                    now = clock()
+                    if count == 0:
+                        table.first_token[i] = now
+                    else:
+                        gaps.append(now - last)
+                        table.max_tbt[i] = np.fmax(table.max_tbt[i], now - last)
+                    count, last = count + n, now
+    except httpx.HTTPError as exc:
+        raise _Failed(f"{type(exc).__name__} after {count} tokens: {exc}"[:200]) from None
+    finally:
+        table.generated[i] = count
+    if not done:
+        raise _Failed(f"stream ended before [DONE] after {count} tokens")
+    if usage and usage.get("completion_tokens") not in (None, count):
+        raise _Failed(f"usage says {usage.get('completion_tokens')} tokens, {count} arrived")
+    table.finish[i] = clock()
+    table.status[i] = FINISHED
+    table.num_finished += 1
+    table.num_closed += 1
+
+
+async def run_bench(endpoint: str, workload, *, seed: int = 0, model: str | None = None,
+                    vocab: int = 1000, timeout: float = 600.0,
+                    max_concurrency: int | None = None) -> BenchRun:
+    """Replay `workload` (a Workload or WorkloadSpec) against `endpoint`; see the module."""
+    import httpx
+    base, url = completions_url(endpoint)
+    wl = workload.sample(np.random.default_rng(seed))
+    n = wl.num_requests
+    if vocab < 2:
+        raise ConfigError(f"vocab must be >= 2, got {vocab}")
+    rng = np.random.default_rng([seed, 15])
+    prompts = [rng.integers(1, vocab, int(p)).tolist() for p in wl.prompt_tokens]
+    caps = wl.output_tokens.tolist()
+    table = RequestTable.for_requests(wl.prompt_tokens, wl.output_tokens)
+    gaps: list[float] = []
+    failures: list[str] = []
+    limits = httpx.Limits(max_connections=max_concurrency or max(n, 1), max_keepalive_connections=64)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=10.0),
+                                 limits=limits, trust_env=False) as client:
+        model = model or await _served_model(client, base)
+        gate = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+        start = time.perf_counter()
+        clock = lambda: time.perf_counter() - start
+
+        async def send(i: int) -> None:
+            async def go():
+                try:
+                    await _one(client, url, model, i, prompts[i], caps[i], clock, table, gaps)
+                except _Failed as exc:
+                    failures.append(f"request {i}: {exc}")
+                    table.close(i, ABORTED, clock())
+            if gate is None:
+                await go()
+            else:
+                async with gate:
+                    await go()
+
+        async def open_loop(ids):
+            tasks = []
+            for i in ids:
+                await asyncio.sleep(max(0.0, float(wl.arrival[i]) - clock()))
+                tasks.append(asyncio.create_task(send(i)))
+            await asyncio.gather(*tasks)
+
+        async def user(ids):
+            for i in ids:
+                await asyncio.sleep(float(wl.think[i]))
+                await send(i)
+
+        closed = np.isnan(wl.arrival)
+        jobs = [open_loop(np.flatnonzero(~closed).tolist())]
+        if closed.any():
+            for u in np.unique(wl.user[closed]):
+                jobs.append(user(np.flatnonzero(closed & (wl.user == u)).tolist()))
+        await asyncio.gather(*jobs)
+        wall = clock()
+    devices = device_table([_Endpoint(urlsplit(base).netloc)])
+    devices[0]["output_tokens"] = int(table.generated.sum())
+    result = Result(table.records(), devices, policy=f"measured@{urlsplit(base).netloc}",
+                    workload=wl.name, seed=seed, wall_time=wall, num_events=n)
+    return BenchRun(result, np.array(gaps), sorted(failures, key=_request_number))
+
+
+def _request_number(line: str) -> int:
+    return int(line.split()[1].rstrip(":"))
+
+
+def bench(endpoint: str, workload, **kw) -> BenchRun:
+    """`run_bench` for code without an event loop."""
+    return asyncio.run(run_bench(endpoint, workload, **kw))
+
+
+METRICS = (("TTFT p50 (ms)", "ttft_p50_s", 1e3), ("TTFT p90 (ms)", "ttft_p90_s", 1e3),
+           ("TPOT p50 (ms)", "tpot_p50_s", 1e3), ("TPOT p90 (ms)", "tpot_p90_s", 1e3),
+           ("e2e p50 (s)", "e2e_p50_s", 1), ("e2e p90 (s)", "e2e_p90_s", 1),
+           ("output tok/s", "output_tokens_per_s", 1), ("finished", "num_finished", 1))
+
+
+def compare_table(rows: dict) -> str:
+    """A markdown table of summaries (name -> summary dict), with the error of every row
+    after the first relative to the first (the measured run)."""
+    names = list(rows)
+    head = ["metric"] + names + [f"error of {n}" for n in names[1:]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, key, scale in METRICS:
+        values = [rows[n].get(key, math.nan) * scale for n in names]
+        ref = values[0]
+        errs = [f"{(v - ref) / ref * 100:+.1f}%" if ref and math.isfinite(ref)
+                and math.isfinite(v) else "n/a" for v in values[1:]]
+        lines.append("| " + " | ".join([label] + [f"{v:.4g}" for v in values] + errs) + " |")
+    return "\n".join(lines)
+
+
+def bench_main(argv) -> int:
+    """The `batchlab bench` command (see the module docstring)."""
+    import argparse
+    import sys
+    from . import scenario
+    ap = argparse.ArgumentParser(prog="batchlab bench", description="Replay a workload "
+                                 "against an OpenAI-compatible server and measure it.")
+    ap.add_argument("--endpoint", required=True, help="server URL, e.g. http://127.0.0.1:8000")
+    ap.add_argument("--model", help="model name to request (default: the server's first)")
+    ap.add_argument("--vocab", type=int, default=1000, help="prompt token ids are drawn "
+                    "from [1, VOCAB) (default 1000)")
+    ap.add_argument("--max-concurrency", type=int, help="cap on requests in flight")
+    ap.add_argument("--timeout", type=float, default=600.0, help="per request, s")
+    for flag, kind, default in (("--trace", str, None), ("--time-scale", float, None),
+                                ("--limit", int, None), ("--arrival", str, "poisson"),
+                                ("--rate", float, None), ("--cv", float, None),
+                                ("--users", int, None), ("--think-time", float, None),
+                                ("--requests", int, 100), ("--prompt", str, "uniform:16:128"),
+                                ("--output", str, "uniform:8:64"),
+                                ("--max-new-tokens", int, None), ("--seed", int, 0)):
+        ap.add_argument(flag, type=kind, default=default)
+    ap.add_argument("--simulate", metavar="POLICY", help="also simulate POLICY on the same "
+                    "workload and print both with the error")
+    ap.add_argument("--set", dest="params", action="append", default=[], metavar="KEY=VALUE",
+                    help="a parameter of the simulated policy")
+    ap.add_argument("--affine", default="0.005,2e-4,1e-6", metavar="FIXED,PER_TOKEN,PER_CTX",
+                    help="the simulated device's step time, s (default: `batchlab serve`'s)")
+    ap.add_argument("--save", metavar="FILE.json", help="write the measured Result")
+    ap.add_argument("--json", action="store_true", help="print the summary as JSON")
+    args = ap.parse_args(argv)
+    try:
+        params = {k.replace("-", "_"): getattr(args, k.replace("-", "_")) for k in (
+            "trace", "time-scale", "limit", "arrival", "rate", "cv", "users", "think-time",
+            "requests", "prompt", "output", "max-new-tokens")}
+        workload = scenario.build_workload({k: v for k, v in params.items() if v is not None})
+        run = bench(args.endpoint, workload, seed=args.seed, model=args.model,
+                    vocab=args.vocab, timeout=args.timeout,
+                    max_concurrency=args.max_concurrency)
+        summary = run.summary()
+        rows = {"measured": summary}
+        if args.simulate:
+            from ..backends.affine import affine_devices
+            from ..engines.simulator import simulate
+            from ..policies.discovery import load_policy
+            try:
+                fixed, per_token, per_ctx = (float(x) for x in args.affine.split(","))
+            except ValueError:
+                raise ConfigError(f"--affine must be FIXED,PER_TOKEN,PER_CTX seconds, got "
+                                  f"{args.affine!r}") from None
+            policy = load_policy(args.simulate, **dict(p.split("=", 1) for p in args.params))
+            sim = simulate(policy, workload, affine_devices(
+                1, fixed=fixed, per_token=per_token, per_context_token=per_ctx), seed=args.seed)
+            rows[f"simulated {args.simulate}"] = sim.summary()
+        if args.save:
+            run.result.to_json(args.save)
+    except (BatchlabError, OSError) as exc:
+        print(f"batchlab: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        from ..engines.result import _jsonable
+        print(json.dumps(_jsonable(summary), indent=1))
+    else:
+        print(compare_table(rows))
+        print(f"ITL p50 {summary['itl_p50_s'] * 1e3:.2f} ms, p90 "
+              f"{summary['itl_p90_s'] * 1e3:.2f} ms over {run.itl.size} gaps")
+    for line in run.failures[:5]:
+        print(f"batchlab bench: failed: {line}", file=sys.stderr)
+    if run.failures:
+        print(f"batchlab bench: {len(run.failures)} of {summary['num_requests']} requests "
+              "failed (recorded as aborted)", file=sys.stderr)
+        return 1
+    return 0
