@@ -21,6 +21,7 @@ each default is today's behaviour, so the built-in is unchanged):
   A refused request keeps its place and is asked about again at the next step.
 - `max_num_seqs_on(device)`, `token_budget_on(device)`: per-device sequence cap and token
   budget (default: the `max_num_seqs` and `max_num_batched_tokens` parameters).
+Hooks may read `num_running_on(device)` and `num_waiting()`; they must not change state.
 
 Speed: the running set of each device is kept as numpy arrays sorted by rank, so a step costs
 a handful of whole-array operations, not a Python loop over sequences.
@@ -92,6 +93,7 @@ class ContinuousBatching:
     _rank: int = attrs.field(default=0, init=False)
     _idle_since: dict = attrs.field(factory=dict, init=False)  # device name -> time
     _offered: dict = attrs.field(factory=dict, init=False)   # device name -> device, for hooks
+    _admitting: tuple = attrs.field(default=(None, 0), init=False)  # (device, admitted so far)
 
     # -- hooks: override in a subclass (see the module docstring) -----------------------------
     def rank_key(self, request: Request) -> float:
@@ -109,6 +111,17 @@ class ContinuousBatching:
     def token_budget_on(self, device) -> int:
         """Most tokens fed in one step on `device`."""
         return self.max_num_batched_tokens
+
+    # -- what hooks may read ----------------------------------------------------------------
+    def num_running_on(self, device) -> int:
+        """Sequences holding memory on `device` now (admitted, not finished or preempted)."""
+        run = self._running.get(device.name)
+        admitting = self._admitting[1] if self._admitting[0] == device.name else 0
+        return admitting + (0 if run is None else int(run.ids.size))
+
+    def num_waiting(self) -> int:
+        """Requests waiting to start (new, or preempted to be recomputed)."""
+        return len(self._requests) - len(self._where)
 
     # -- protocol -----------------------------------------------------------------------------
     def add(self, request: Request, now: float) -> None:
@@ -261,6 +274,7 @@ class ContinuousBatching:
             if rid not in self._requests or rid in self._where or self._key[rid] != (key, rank):
                 heapq.heappop(self._waiting)  # aborted, finished or already running
                 continue
+            self._admitting = (name, len(ids))  # so num_running_on counts this step's too
             if not self.may_admit(self._requests[rid], device):
                 refused.append(heapq.heappop(self._waiting))  # keeps its place: pushed back
                 continue
@@ -282,6 +296,7 @@ class ContinuousBatching:
             knowns.append(known)
             keys.append(self._key[rid])
             left -= chunk
+        self._admitting = (None, 0)
         for entry in refused:
             heapq.heappush(self._waiting, entry)
         if not ids:
