@@ -121,14 +121,14 @@ def test_progress_plain_writes_nothing_until_done():
 def test_affine_device_is_named_and_not_counted_as_a_gpu(capsys):
     assert main(["run", "--requests", "20"]) == 0
     text = capsys.readouterr().out
-    assert "device kind" in text and "affine teaching device" in text
+    assert "\n  kind      affine teaching device (fixed + per-token" in text
     assert "GPUs" not in text
     assert main(["run", "--requests", "20", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["device_kind"] == AFFINE_KIND and "num_gpus" not in doc
     assert main(["run", "--requests", "20", "--model", "llama-3-8b", "--gpu", "h100"]) == 0
     text = capsys.readouterr().out
-    assert "device kind" not in text and "GPUs" in text
+    assert "affine" not in text and "GPUs" in text
 
 
 def _result():
