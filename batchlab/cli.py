@@ -25,9 +25,12 @@ from .studies import scenario
 from .core.errors import BatchlabError, ConfigError
 from .policies.discovery import available_policies
 from .engines.result import _jsonable
+from .studies.progress import Progress
 from .studies.summary import format_summary
 
 DEFAULT_POLICY = "continuous"
+AFFINE_KIND = ("affine teaching device (fixed + per-token step time, no GPU; --model and --gpu "
+               "for the roofline cost model)")
 
 
 def _finite(kind):
@@ -75,7 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--address", help="Ray cluster address (default: a local instance)")
     cmp_.add_argument("--processes", type=int, help="worker processes (default: one per CPU)")
     cmp_.add_argument("--no-plots", action="store_true", help="tables and report only")
-    cmp_.add_argument("--quiet", action="store_true", help="no progress bar")
+    cmp_.add_argument("--quiet", action="store_true", help="no progress at all (default: a "
+                      "bar with an ETA on a terminal, one line at the end otherwise)")
+    cmp_.add_argument("--progress", action="store_true", help="draw the progress bar even "
+                      "when stderr is not a terminal")
 
     run = sub.add_parser("run", help="simulate one policy on one workload and print a summary")
     run.add_argument("--policy", default=DEFAULT_POLICY, help="policy name (see `batchlab "
@@ -126,8 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--json", action="store_true", help="print the summary as JSON")
     out.add_argument("--records", metavar="FILE.csv", help="write per-request records")
     out.add_argument("--save", metavar="FILE.json", help="write summary, devices, records")
-    out.add_argument("--progress", action="store_true", help="show a progress bar on stderr "
-                     "(default: when stderr is a terminal)")
+    out.add_argument("--parquet", metavar="FILE.parquet", help="write per-request records as "
+                     "Parquet (needs pandas and pyarrow)")
+    out.add_argument("--progress", action="store_true", help="draw the progress bar on stderr "
+                     "even when it is not a terminal (default: a bar on a terminal, one line "
+                     "at the end otherwise)")
 
     sw = sub.add_parser("sweep", help="run a grid of runs from a TOML file into one CSV table "
                         "(see docs/sweeps.md); finished points are kept and not rerun")
@@ -138,9 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--processes", type=int, help="worker processes, or CPUs of a local Ray "
                     "instance (default: one per CPU; 1 runs in this process)")
     sw.add_argument("--out", metavar="DIR", help="results.csv and points/ go here (default: "
-                    "sweep-<config name> in the current directory)")
-    sw.add_argument("--progress", action="store_true", help="show a progress bar on stderr "
-                    "(default: when stderr is a terminal)")
+                    "<config name>-results in the current directory)")
+    sw.add_argument("--progress", action="store_true", help="draw the progress bar on stderr "
+                    "even when it is not a terminal (default: a bar on a terminal, one line "
+                    "at the end otherwise)")
     return ap
 
 
@@ -171,7 +181,7 @@ def cmd_compare(args) -> int:
     policies = None
     if args.policies:
         policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-    bar = None if args.quiet else _ProgressBar(sys.stderr, "running")
+    bar = None if args.quiet else _progress(args, "running")
     paths = compare.run(args.config, args.out, policies=policies, executor=args.executor,
                         processes=args.processes, address=args.address,
                         plots=not args.no_plots, progress=bar)
@@ -220,28 +230,23 @@ def _params(args) -> dict:
     return {k: v for k, v in params.items() if v is not None}
 
 
-class _ProgressBar:
-    def __init__(self, stream, what: str = "simulating"):
-        self.stream, self.last, self.what = stream, -1, what
-
-    def __call__(self, done: int, total: int) -> None:
-        percent = 100 * done // max(total, 1)
-        if percent != self.last:
-            self.last = percent
-            bar = "#" * (percent // 4)
-            self.stream.write(f"\r  {self.what} [{bar:<25}] {percent:3d}% ({done}/{total})")
-            if done >= total:
-                self.stream.write("\n")
-            self.stream.flush()
+def _progress(args, what: str) -> Progress:
+    # A bar on a terminal (or with --progress); elsewhere (a log, CI) one line at the end.
+    return Progress(sys.stderr, what, is_terminal=True if args.progress else None)
 
 
 def cmd_run(args) -> int:
     params = _params(args)
-    show = args.progress or sys.stderr.isatty()
-    result = scenario.run(params, progress=_ProgressBar(sys.stderr) if show else None)
+    result = scenario.run(params, progress=_progress(args, "simulating"))
     summary = result.summary(slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot)
+    if not (args.model or args.gpu):
+        # Say so: its numbers are a teaching model's, not a GPU's ("GPUs 1" would mislead).
+        summary = {**summary, "device_kind": AFFINE_KIND}
+        summary.pop("num_gpus", None)
     if args.records:
         result.to_csv(args.records)
+    if args.parquet:
+        result.to_parquet(args.parquet)
     if args.save:
         result.to_json(args.save, slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot)
     if args.json:
@@ -255,13 +260,12 @@ def cmd_sweep(args) -> int:
     from pathlib import Path
     from .studies import sweep
     points = sweep.expand(sweep.load_config(args.config))
-    out = Path(args.out or f"sweep-{Path(args.config).stem}")
+    out = Path(args.out or f"{Path(args.config).stem}-results")
     cache = out / "points"
     reused = sum((cache / f"{sweep.point_key(p)}.json").exists() for p in points)
-    show = args.progress or sys.stderr.isatty()
     rows = sweep.run_points(points, executor=args.executor, processes=args.processes,
                             address=args.address, cache_dir=cache,
-                            progress=_ProgressBar(sys.stderr, "running") if show else None)
+                            progress=_progress(args, "running"))
     path = sweep.write_table(rows, out / "results.csv")
     failed = sum(bool(row.get("error")) for row in rows)
     print(sweep.format_table(rows))

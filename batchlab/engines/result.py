@@ -24,6 +24,7 @@ import attrs
 import numpy as np
 
 from ..core.table import FINISHED, RECORD_DTYPE, REJECTED, ABORTED
+from . import export
 
 DEVICE_DTYPE = np.dtype([
     ("name", "U64"),
@@ -186,14 +187,21 @@ class Result:
 
     # -- export ---------------------------------------------------------------------------
     def to_csv(self, path) -> Path:
-        """Write the per-request records as CSV (one row per request)."""
+        """Write the per-request records as CSV (one row per request; status as a word)."""
         path = Path(path)
         with path.open("w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(RECORD_DTYPE.names)
-            for row in self.records.tolist():
-                writer.writerow(row)
+            writer.writerows(export.record_rows(self.records))
         return path
+
+    def to_pandas(self):
+        """The per-request records as a pandas DataFrame (needs pandas: an optional extra)."""
+        return export.to_pandas(self.records)
+
+    def to_parquet(self, path) -> Path:
+        """Write the per-request records as Parquet (needs pandas and pyarrow)."""
+        return export.to_parquet(self.records, path)
 
     def to_json(self, path=None, **summary_kw) -> str:
         """Summary, per-device totals and records as JSON; written to `path` if given."""
@@ -202,7 +210,7 @@ class Result:
             "devices": [_jsonable(dict(zip(DEVICE_DTYPE.names, row)))
                         for row in self.devices.tolist()],
             "records": [_jsonable(dict(zip(RECORD_DTYPE.names, row)))
-                        for row in self.records.tolist()],
+                        for row in export.record_rows(self.records)],
         }
         text = json.dumps(doc, indent=1)
         if path is not None:

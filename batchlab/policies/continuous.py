@@ -13,6 +13,16 @@ blocks are freed and it goes back to the waiting queue, to be recomputed from sc
 (recompute, as vLLM does by default) — never dropped. Order is FCFS (arrival) or priority
 (higher first, then arrival).
 
+Hooks, for policies that change only what most custom policies change (subclass and override;
+each default is today's behaviour, so the built-in is unchanged):
+- `rank_key(request) -> number`: smaller runs first, in the waiting queue and among the
+  running rows (the largest is preempted first); ties go by arrival. Called once, at `add`.
+- `may_admit(request, device) -> bool`: may this waiting request start now on this device?
+  A refused request keeps its place and is asked about again at the next step.
+- `max_num_seqs_on(device)`, `token_budget_on(device)`: per-device sequence cap and token
+  budget (default: the `max_num_seqs` and `max_num_batched_tokens` parameters).
+Hooks may read `num_running_on(device)` and `num_waiting()`; they must not change state.
+
 Speed: the running set of each device is kept as numpy arrays sorted by rank, so a step costs
 a handful of whole-array operations, not a Python loop over sequences.
 """
@@ -24,7 +34,7 @@ import heapq
 import attrs
 import numpy as np
 
-from ..core import Batch, KVBlockManager, Plan, Request
+from ..core import Batch, KVBlockManager, Plan, PolicyError, Request
 from ..core.validators import non_negative, positive
 
 
@@ -44,11 +54,13 @@ class _Running:
     computed: np.ndarray = _EMPTY   # tokens in the KV cache
     known: np.ndarray = _EMPTY      # prompt + generated so far: what could be fed
     key: np.ndarray = _EMPTY        # sort key (smaller runs first)
+    rank: np.ndarray = _EMPTY       # arrival rank: breaks ties of key
     scheduled: np.ndarray | None = None  # positions of the rows of the batch in flight
 
     def take(self, keep: np.ndarray) -> None:
         self.ids, self.computed = self.ids[keep], self.computed[keep]
         self.known, self.key = self.known[keep], self.key[keep]
+        self.rank = self.rank[keep]
 
 
 @attrs.define
@@ -68,9 +80,9 @@ class ContinuousBatching:
     # the MoE trade of latency for tokens per expert.
     window: float = attrs.field(default=0.0, validator=non_negative)
     name: str = attrs.field(default="continuous", init=False)
-    _waiting: list = attrs.field(factory=list, init=False)   # heap of (key, id)
+    _waiting: list = attrs.field(factory=list, init=False)   # heap of (key, rank, id)
     _requests: dict = attrs.field(factory=dict, init=False)  # id -> Request, until it ends
-    _key: dict = attrs.field(factory=dict, init=False)       # id -> sort key
+    _key: dict = attrs.field(factory=dict, init=False)       # id -> (sort key, rank)
     _known: dict = attrs.field(factory=dict, init=False)     # id -> known tokens if preempted
     _where: dict = attrs.field(factory=dict, init=False)     # id -> device name if running
     _running: dict = attrs.field(factory=dict, init=False)   # device name -> _Running
@@ -80,17 +92,48 @@ class ContinuousBatching:
     _unchecked: list = attrs.field(factory=list, init=False)
     _rank: int = attrs.field(default=0, init=False)
     _idle_since: dict = attrs.field(factory=dict, init=False)  # device name -> time
+    _offered: dict = attrs.field(factory=dict, init=False)   # device name -> device, for hooks
+    _admitting: tuple = attrs.field(default=(None, 0), init=False)  # (device, admitted so far)
+
+    # -- hooks: override in a subclass (see the module docstring) -----------------------------
+    def rank_key(self, request: Request) -> float:
+        """Sort key of a request, smaller first; ties go by arrival."""
+        return -float(request.priority) if self.order == "priority" else 0.0
+
+    def may_admit(self, request: Request, device) -> bool:
+        """Whether the waiting `request` may start now on `device` (an idle Device)."""
+        return True
+
+    def max_num_seqs_on(self, device) -> int:
+        """Most sequences running at once on `device`."""
+        return self.max_num_seqs
+
+    def token_budget_on(self, device) -> int:
+        """Most tokens fed in one step on `device`."""
+        return self.max_num_batched_tokens
+
+    # -- what hooks may read ----------------------------------------------------------------
+    def num_running_on(self, device) -> int:
+        """Sequences holding memory on `device` now (admitted, not finished or preempted)."""
+        run = self._running.get(device.name)
+        admitting = self._admitting[1] if self._admitting[0] == device.name else 0
+        return admitting + (0 if run is None else int(run.ids.size))
+
+    def num_waiting(self) -> int:
+        """Requests waiting to start (new, or preempted to be recomputed)."""
+        return len(self._requests) - len(self._where)
 
     # -- protocol -----------------------------------------------------------------------------
     def add(self, request: Request, now: float) -> None:
         self._rank += 1
-        # One float key orders both modes: priority dominates, arrival rank breaks ties.
-        key = float(self._rank)
-        if self.order == "priority":
-            key -= request.priority * 2.0**40
-        self._key[request.id] = key
+        key = self.rank_key(request)
+        if isinstance(key, bool) or not isinstance(key, (int, float, np.integer, np.floating)) \
+                or key != key:
+            raise PolicyError(self.name, "rank_key", f"rank_key must return a number (smaller "
+                              f"runs first), got {key!r} for request {request.id}")
+        self._key[request.id] = (float(key), self._rank)
         self._requests[request.id] = request
-        heapq.heappush(self._waiting, (key, request.id))
+        heapq.heappush(self._waiting, (float(key), self._rank, request.id))
         self._unchecked.append(request)
 
     def abort(self, request_id: int) -> None:
@@ -113,6 +156,7 @@ class ContinuousBatching:
                 self._kv[device.name] = KVBlockManager.for_capacity(
                     device.kv_capacity_tokens, self.block_size)
                 self._running[device.name] = _Running()
+            self._offered[device.name] = device
         rejected = self._reject_impossible()
         batches, wake = {}, None
         for device in devices:
@@ -163,12 +207,12 @@ class ContinuousBatching:
             assert len(set(run.ids.tolist())) == run.ids.size, "a request runs twice"
             assert all(self._where.get(rid) == name for rid in ids.tolist()), (
                 "running rows and _where disagree")
-            assert run.ids.size <= self.max_num_seqs
+            assert run.ids.size <= self.max_num_seqs_on(self._offered[name])
 
     # -- one device's step ----------------------------------------------------------------
     def _schedule_device(self, name: str) -> Batch | None:
         run, kv = self._running[name], self._kv[name]
-        budget = self.max_num_batched_tokens
+        budget = self.token_budget_on(self._offered[name])
         preempted, take = self._fit_running(run, kv, budget)
         if not preempted:  # like vLLM: no admissions in a step that had to preempt
             take = self._admit(name, run, kv, budget - int(take.sum()), take)
@@ -213,7 +257,7 @@ class ContinuousBatching:
             kv.free(rid)
             del self._where[rid]
             self._known[rid] = int(run.known[victim])  # prompt + generated, to recompute
-            heapq.heappush(self._waiting, (self._key[rid], rid))
+            heapq.heappush(self._waiting, (*self._key[rid], rid))
             run.take(np.arange(run.ids.size) != victim)
             preempted = True
 
@@ -222,11 +266,17 @@ class ContinuousBatching:
         """Admit waiting requests while budget, sequence cap and memory allow; returns the
         take of every row, the admitted ones included, in the running set's new order."""
         ids, takes, knowns, keys = [], [], [], []
+        device = self._offered[name]
+        cap, refused = self.max_num_seqs_on(device), []
         alone = not (take > 1).any()  # no prefill in the batch yet
-        while self._waiting and run.ids.size + len(ids) < self.max_num_seqs and left > 0:
-            key, rid = self._waiting[0]
-            if rid not in self._requests or rid in self._where or self._key[rid] != key:
+        while self._waiting and run.ids.size + len(ids) < cap and left > 0:
+            key, rank, rid = self._waiting[0]
+            if rid not in self._requests or rid in self._where or self._key[rid] != (key, rank):
                 heapq.heappop(self._waiting)  # aborted, finished or already running
+                continue
+            self._admitting = (name, len(ids))  # so num_running_on counts this step's too
+            if not self.may_admit(self._requests[rid], device):
+                refused.append(heapq.heappop(self._waiting))  # keeps its place: pushed back
                 continue
             known = self._known.get(rid) or self._requests[rid].prompt_tokens
             if self.chunked_prefill:
@@ -244,16 +294,20 @@ class ContinuousBatching:
             ids.append(rid)
             takes.append(chunk)
             knowns.append(known)
-            keys.append(key)
+            keys.append(self._key[rid])
             left -= chunk
+        self._admitting = (None, 0)
+        for entry in refused:
+            heapq.heappush(self._waiting, entry)
         if not ids:
             return take
         run.ids = np.concatenate([run.ids, np.array(ids, np.int64)])
         run.computed = np.concatenate([run.computed, np.zeros(len(ids), np.int64)])
         run.known = np.concatenate([run.known, np.array(knowns, np.int64)])
-        run.key = np.concatenate([run.key, np.array(keys)])
+        run.key = np.concatenate([run.key, np.array([k for k, _ in keys])])
+        run.rank = np.concatenate([run.rank, np.array([r for _, r in keys], np.int64)])
         take = np.concatenate([take, np.array(takes, np.int64)])
-        order = np.argsort(run.key, kind="stable")
+        order = np.lexsort((run.rank, run.key))
         if (order[1:] < order[:-1]).any():  # a recomputed or high-priority request jumped in
             run.take(order)
             take = take[order]

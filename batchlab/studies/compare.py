@@ -4,7 +4,8 @@ A compare config (TOML; the default ships as batchlab/data/compare.toml) names t
 traffic (one local user up to heavy Poisson traffic), the policy variants and the knob studies.
 `plan()` turns it into run points (flat dicts that batchlab.studies.scenario understands, plus a `meta`
 saying where each belongs), `batchlab.studies.sweep.run_points` runs them (in parallel, resumable), and
-`write_outputs()` writes the folder: results.csv, one table per model, the plots and report.md.
+`write_outputs()` writes the folder: results.csv, one table per model, the plots, report.md
+and README.txt (what each file is).
 """
 
 from __future__ import annotations
@@ -129,6 +130,7 @@ def run(config_path=None, out="batchlab-compare", *, policies=None, executor="lo
     everything; returns the paths written."""
     from . import plots as plotting
     from .compare_report import write_report
+    from .compare_readme import write_readme
     from .sweep import run_points
 
     config = load_config(config_path)
@@ -156,4 +158,5 @@ def run(config_path=None, out="batchlab-compare", *, policies=None, executor="lo
                 drawn[key] = path
     paths.update(drawn)
     paths["report"] = write_report(rows, config, out, drawn)
+    paths["readme"] = write_readme(out, paths, len(points))
     return paths

@@ -14,7 +14,8 @@ _LAYOUT = (
         ("policy", "policy", None, ""), ("workload", "workload", None, ""),
         ("seed", "seed", None, ""), ("num_requests", "requests", None, ""),
         ("num_finished", "finished", None, ""), ("num_rejected", "rejected", None, ""),
-        ("num_devices", "devices", None, ""), ("num_gpus", "GPUs", None, ""),
+        ("num_devices", "devices", None, ""), ("device_kind", "kind", None, ""),
+        ("num_gpus", "GPUs", None, ""),
         ("makespan_s", "makespan", 1.0, "s"),
     )),
     ("latency", tuple(

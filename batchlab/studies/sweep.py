@@ -161,12 +161,21 @@ def _write_atomic(path: Path, text: str) -> None:
     # the whole old file or the whole new one, never half of one.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file 0600; give it the mode any other tool's file gets (0666 less
+        # the umask), so colleagues on a shared filesystem can read the results.
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "w", newline="") as fh:
             fh.write(text)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it: put it straight back
+    os.umask(mask)
+    return mask
 
 
 def _load_cached(cache: Path, key: str, params: dict) -> dict | None:
@@ -214,8 +223,9 @@ def run_points(points, *, executor: str = "local", processes: int | None = None,
                     doc = {"schema": SCHEMA, "batchlab": __version__, "params": point,
                            "row": value}
                     _write_atomic(cache / f"{key}.json", json.dumps(doc, indent=1))
-            else:
-                rows[key] = {**point, "error": value}
+            else:  # say which policy failed, also when the point left it at its default
+                rows[key] = {**point, "policy": point.get("policy") or
+                             scenario.DEFAULTS["policy"], "error": f"failed: {value}"}
             done += count[key]
             if progress is not None:
                 progress(done, len(points))

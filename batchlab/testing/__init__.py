@@ -1,6 +1,7 @@
 """`batchlab.testing`: the conformance kit that property-tests a policy against the contract.
 
-Three lines in a plugin's own test suite:
+Install it with `pip install 'batchlab[kit]'` (hypothesis, nothing else). Three lines in a
+plugin's own test suite:
 
     from batchlab.testing import check_policy
     from my_plugin import MyPolicy
@@ -51,6 +52,15 @@ Protocol choices the kit makes (and the engines share):
   possible. This never blames a correct policy and catches one that keeps more sequences
   resident than fit, as a double-booking policy does.
 """
+
+try:
+    import hypothesis  # noqa: F401  (the kit is built on it; say so before anything else fails)
+except ModuleNotFoundError as exc:
+    if exc.name != "hypothesis":
+        raise
+    raise ModuleNotFoundError("batchlab.testing (the conformance kit) needs hypothesis, which "
+                              "is not installed: pip install 'batchlab[kit]'",
+                              name="hypothesis") from None
 
 from .check import check_determinism, check_policy, policy_state_machine
 from .machine import PolicyMachine

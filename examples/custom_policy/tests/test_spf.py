@@ -3,7 +3,16 @@
 import numpy as np
 
 from batchlab import affine_devices, load_policy, simulate
+from batchlab.testing import check_policy
 from batchlab.workloads import Workload
+
+from batchlab_spf import ShortestPromptFirst
+
+
+def test_conforms():
+    """The conformance kit (pip install 'batchlab[kit]'): random arrivals, steps, aborts and
+    device failures against the contract; a failure prints a shrunk counterexample."""
+    check_policy(ShortestPromptFirst)
 
 
 def test_found_by_name_and_runs_everything():
