@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--json", action="store_true", help="print the summary as JSON")
     out.add_argument("--records", metavar="FILE.csv", help="write per-request records")
     out.add_argument("--save", metavar="FILE.json", help="write summary, devices, records")
+    out.add_argument("--timeline", metavar="FILE.json", help="write a step timeline (trace "
+                     "events: open it in https://ui.perfetto.dev or chrome://tracing)")
     out.add_argument("--progress", action="store_true", help="show a progress bar on stderr "
                      "(default: when stderr is a terminal)")
 
@@ -285,7 +287,13 @@ class _ProgressBar:
 def cmd_run(args) -> int:
     params = _params(args)
     show = args.progress or sys.stderr.isatty()
-    result = scenario.run(params, progress=_ProgressBar(sys.stderr) if show else None)
+    bar = _ProgressBar(sys.stderr) if show else None
+    if args.timeline:
+        from .studies.timeline import run_with_timeline
+        result, recorder = run_with_timeline(params, progress=bar)
+        recorder.write(args.timeline, result)
+    else:
+        result = scenario.run(params, progress=bar)
     summary = result.summary(slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot)
     if args.records:
         result.to_csv(args.records)
