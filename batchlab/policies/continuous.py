@@ -67,6 +67,11 @@ class ContinuousBatching:
     # once max_num_seqs requests are in hand or the window since the device went idle ends:
     # the MoE trade of latency for tokens per expert.
     window: float = attrs.field(default=0.0, validator=non_negative)
+    # Seconds new prompts are held back while sequences run (vLLM's scheduler delay): a
+    # device that is decoding admits waiting prompts only once the oldest has waited this
+    # long, so they join in fewer, fuller prefill steps; decodes never wait. An idle device
+    # admits at once. `window` above delays every step; this delays admissions only.
+    admission_delay: float = attrs.field(default=0.0, validator=non_negative)
     name: str = attrs.field(default="continuous", init=False)
     _waiting: list = attrs.field(factory=list, init=False)   # heap of (key, id)
     _requests: dict = attrs.field(factory=dict, init=False)  # id -> Request, until it ends
@@ -80,6 +85,7 @@ class ContinuousBatching:
     _unchecked: list = attrs.field(factory=list, init=False)
     _rank: int = attrs.field(default=0, init=False)
     _idle_since: dict = attrs.field(factory=dict, init=False)  # device name -> time
+    _now: float = attrs.field(default=0.0, init=False)
 
     # -- protocol -----------------------------------------------------------------------------
     def add(self, request: Request, now: float) -> None:
@@ -114,6 +120,7 @@ class ContinuousBatching:
                     device.kv_capacity_tokens, self.block_size)
                 self._running[device.name] = _Running()
         rejected = self._reject_impossible()
+        self._now = now
         batches, wake = {}, None
         for device in devices:
             if self.window > 0:
@@ -170,7 +177,8 @@ class ContinuousBatching:
         run, kv = self._running[name], self._kv[name]
         budget = self.max_num_batched_tokens
         preempted, take = self._fit_running(run, kv, budget)
-        if not preempted:  # like vLLM: no admissions in a step that had to preempt
+        # like vLLM: no admissions in a step that had to preempt
+        if not preempted and self._may_admit(run):
             take = self._admit(name, run, kv, budget - int(take.sum()), take)
         rows = np.flatnonzero(take)
         if rows.size == 0:
@@ -178,6 +186,12 @@ class ContinuousBatching:
         run.scheduled = rows
         return Batch(run.ids[rows], take[rows], run.computed[rows],
                      num_micro_batches=min(self.num_micro_batches, rows.size))
+
+    def _may_admit(self, run: _Running) -> bool:
+        if self.admission_delay <= 0 or run.ids.size == 0 or not self._waiting:
+            return True
+        request = self._requests.get(self._waiting[0][1])  # a stale head: admit, it is skipped
+        return request is None or self._now >= request.arrival + self.admission_delay
 
     def _take(self, need: np.ndarray, budget: int) -> np.ndarray:
         """Tokens each running row gets within the budget: decodes first (Sarathi's
