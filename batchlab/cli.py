@@ -227,7 +227,7 @@ def cmd_compare(args) -> int:
                         plots=not args.no_plots, progress=bar)
     report = paths["report"]
     sections = report.read_text().split("\n## ")
-    print("\n## ".join(sections[1:3]).strip())  # the cost story and the knob studies
+    print(sections[1].strip() if len(sections) > 1 else "")  # the one-page explanation
     print(f"\nwrote {len(paths)} files to {args.out}/ (report: {report})")
     return 0
 

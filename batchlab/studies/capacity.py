@@ -29,7 +29,7 @@ import attrs
 
 from ..core.errors import BatchlabError, ConfigError
 from . import scenario
-from .slo import SLO, is_overloaded
+from .slo import SLO
 
 SEARCH_DEFAULTS = {"start": 4.0, "duration": 20.0, "min_requests": 100, "max_requests": 2000,
                    "rel_tol": 0.05, "min_rate": 0.05, "max_rate": 5000.0}
@@ -78,7 +78,6 @@ def probe(params: dict, slo: SLO, cache_dir=None) -> dict:
             return {**params, "error": str(exc), "overloaded": False, "slo_met": False,
                     "slo_violations": str(exc)}
         row = scenario.summarize(params, result)
-        row["overloaded"] = bool(is_overloaded(result.records))
         row = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)

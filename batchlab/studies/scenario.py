@@ -24,6 +24,7 @@ from ..engines.simulator import simulate
 from ..core.errors import ConfigError
 from ..policies.discovery import load_policy
 from ..workloads import make_workload
+from .slo import is_overloaded
 
 DEFAULTS = {
     "policy": "continuous",
@@ -127,4 +128,6 @@ def summarize(params: dict, result) -> dict:
     """The run's settings followed by its summary: one row of a results table."""
     # Devices carry their own price (price is per GPU-hour, as the presets give it).
     summary = result.summary(slo_ttft=params.get("slo_ttft"), slo_tpot=params.get("slo_tpot"))
+    # Overloaded: the queue grew during the run, so its latencies measure the run's length.
+    summary["overloaded"] = is_overloaded(result.records)
     return {**params, **{k: v for k, v in summary.items() if k not in params}}

@@ -42,7 +42,7 @@ _FALLBACK_PREFIX = ("itl_", "tpot_")
 class SLO:
     """Limits on summary keys: a run meets the SLO when every value is <= its limit."""
 
-    limits: tuple = attrs.field(converter=lambda d: tuple(sorted(dict(d).items())))
+    limits: tuple = attrs.field(converter=lambda d: tuple(dict(d).items()))
 
     @classmethod
     def from_config(cls, table, where: str = "[slo]") -> "SLO":
@@ -104,11 +104,14 @@ class SLO:
                 for key, _ in self.limits if self.key_used(key, summary) != key]
 
     def describe(self, summary: dict | None = None) -> str:
+        def name(key):
+            return key[:-2].replace("_", " ").upper().replace(" P", " p")
+
         parts = []
         for key, limit in self.limits:
             used = key if summary is None else self.key_used(key, summary)
-            name = used[:-2].replace("_", " ").upper().replace(" P", " p")
-            parts.append(f"{name} <= {limit * 1e3:g} ms")
+            stand_in = f" (checked on {name(used)})" if used != key else ""
+            parts.append(f"{name(key)}{stand_in} <= {limit * 1e3:g} ms")
         return ", ".join(parts)
 
 
