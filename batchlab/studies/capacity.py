@@ -117,6 +117,11 @@ class Capacity:
     def as_row(self) -> dict:
         """A flat row for tables: capacity figures, then the probe's figures at capacity."""
         base = {k: v for k, v in (self.row or {}).items() if k not in ("rate", "requests")}
+        if self.row is None and self.probes:
+            lowest = min(self.probes, key=lambda p: p["rate"])
+            base = {"num_gpus": lowest.get("num_gpus"),
+                    "note": f"misses the SLO at every rate probed, down to {lowest['rate']:g} "
+                            f"req/s ({lowest.get('slo_violations')})"}
         return {**base, "capacity_rps": self.capacity_rps,
                 "goodput_rps_per_gpu": self.goodput_rps_per_gpu,
                 "usd_per_million_output_tokens_at_capacity": self.usd_per_million_output_tokens,

@@ -37,7 +37,7 @@ def build_view(config: dict, rows: list[dict], capacity: dict, left_out: list[di
                    and r["meta"]["model_key"] == key]
         latency, notes = drop_duplicates(latency, ("model_key", "traffic"), "policy_label")
         cap = [r for r in capacity["capacity"] if r["meta"]["model_key"] == key]
-        cap, cap_notes = drop_duplicates(cap, ("section", "model_key"), "label")
+        cap, cap_notes = drop_duplicates(cap, ("model_key", "section"), "label")
         skipped = [f"{e['label']}: left out — {e['why']}." for e in left_out
                    if e["model_key"] == key]
         models[key] = {"model": model, "latency": latency, "capacity": cap,

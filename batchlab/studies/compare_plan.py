@@ -87,8 +87,8 @@ def device_cap(config: dict, settings: dict) -> int:
     """A batch cap sized to the device: the sequences of mean prompt + output length its KV
     memory holds, rounded down to a power of two, at most MAX_DEVICE_CAP."""
     run = config["run"]
-    mean = parse_length(run.get("prompt", "lognormal:512:1.0")).mean() + \
-        parse_length(run.get("output", "lognormal:128:1.0")).mean()
+    mean = parse_length(run.get("prompt", "lognormal:512:1.0")).mean + \
+        parse_length(run.get("output", "lognormal:128:1.0")).mean
     kv = min(d.kv_capacity_tokens for d in build_devices(settings))
     fits = max(int(kv // max(mean, 1.0)), 1)
     return min(1 << (fits.bit_length() - 1), MAX_DEVICE_CAP)

@@ -67,9 +67,9 @@ def _scale_story(view) -> list[str]:
             a, b = caps[0]["result"], caps[-1]["result"]
             ga, gb = _num(a, "goodput_rps_per_gpu"), _num(b, "goodput_rps_per_gpu")
             if ga and gb:
-                text += (f" Going from {a.get('num_gpus')} to {b.get('num_gpus')} GPUs per "
-                         f"replica, goodput per GPU is {compare_words(gb, ga, 'higher', 'lower')} "
-                         f"before ({gb:.3g} against {ga:.3g} req/s per GPU).")
+                text += (f" With {b.get('num_gpus')} GPUs per replica its goodput per GPU "
+                         f"is {compare_words(gb, ga, 'higher', 'lower')} with "
+                         f"{a.get('num_gpus')} ({gb:.3g} against {ga:.3g} req/s per GPU).")
         lines.append(text)
     return lines
 

@@ -58,7 +58,7 @@ def deployment_economics(row: dict) -> dict | None:
     if not all(math.isfinite(x) and x > 0 for x in (cap, per_m, tok_s, rps)):
         return None
     return {"capacity_rps": cap, "price_per_hour": per_m * tok_s * 3600 / 1e6,
-            "tokens_per_request": tok_s / rps}
+            "tokens_per_request": tok_s / rps, "num_gpus": row.get("num_gpus")}
 
 
 def cost_at(economics: dict, demand: float) -> float:

@@ -49,18 +49,26 @@ def frontier(view, path: Path) -> Path | None:
     fig, axes = plt.subplots(1, len(models), figsize=(6.8 * len(models), 5.6), squeeze=False)
     limit = dict(view["slo"].limits).get("ttft_p99_s")
     handles = {}
+    # One style per policy label across panels, so a series looks the same in each.
+    labels = list(dict.fromkeys(r["meta"]["policy_label"] for m in models
+                                for r in m["latency"]))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, m in zip(axes[0], models):
+        all_x, all_y = [], []
         series: dict[str, list] = {}
         for r in m["latency"]:
             if r["params"].get("arrival") == "poisson" and ok(
                     r["result"], "output_tokens_per_s_per_gpu", "ttft_p99_s"):
                 series.setdefault(r["meta"]["policy_label"], []).append(r)
-        for i, (label, pts) in enumerate(series.items()):
+        for label, pts in series.items():
+            i = labels.index(label)
             pts.sort(key=lambda r: r["params"]["rate"])
             xs = [p["result"]["output_tokens_per_s_per_gpu"] for p in pts]
             ys = [p["result"]["ttft_p99_s"] for p in pts]
+            all_x += xs
+            all_y += ys
             line, = ax.plot(xs, ys, linestyle="-", alpha=0.6, marker=MARKERS[i % len(MARKERS)],
-                            markersize=7, label=label)
+                            markersize=7, label=label, color=colors[i % len(colors)])
             handles[label] = line
             for p, x, y in zip(pts, xs, ys):
                 hollow = p["result"].get("overloaded")
@@ -74,8 +82,15 @@ def frontier(view, path: Path) -> Path | None:
             ax.axhline(limit, color="black", linestyle="--", linewidth=1)
             ax.annotate(f"SLO: TTFT p99 {limit:g} s", (0.01, limit), xycoords=("axes fraction",
                         "data"), textcoords="offset points", xytext=(2, 3), fontsize=8)
-        ax.set_yscale("log")
-        ax.set_xscale("log")
+        # Log only where the data spans decades (an overloaded run's TTFT, say).
+        if spans_decades(all_y + ([limit] if limit else [])):
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(bottom=0)
+        if spans_decades(all_x):
+            ax.set_xscale("log")
+        else:
+            ax.set_xlim(left=0)
         ax.set_xlabel("output tokens/s per GPU")
         ax.set_ylabel("TTFT p99 (s)")
         ax.set_title(m["model"]["label"], fontsize=10)

@@ -35,9 +35,11 @@ def crossover(view, path: Path) -> Path | None:
             cost = d["price_per_hour"] / 3600 / (d["capacity_rps"] * d["tokens_per_request"]) * 1e6
             ax.plot([d["capacity_rps"]], [cost], marker=MARKERS[j + 1], color=color,
                     markersize=8, linestyle="none")
-            ax.annotate(f"{d['label'].split(', ', 1)[-1]}\n{d['capacity_rps']:.3g} req/s",
+            # Staggered: one model's labels above its points, the other's below.
+            ax.annotate(f"{d.get('num_gpus')} GPUs at capacity: {d['capacity_rps']:.3g} req/s",
                         (d["capacity_rps"], cost), textcoords="offset points",
-                        xytext=(6, 8 if i == 0 else -22), fontsize=7, color=color)
+                        xytext=(-40, 10 + 11 * j) if i == 0 else (-40, -16 - 11 * j),
+                        fontsize=7, color=color)
         for row in view["scale"]:
             r = row["result"]
             if row["meta"]["model_key"] == key and ok(r, "one_user_throughput_rps",
@@ -60,6 +62,8 @@ def crossover(view, path: Path) -> Path | None:
             label="a deployment at its capacity within the SLO")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    lowest = min(c[1] for curve in curves.values() for c in curve)
+    ax.set_ylim(bottom=lowest / 4)  # room for the labels staggered below the points
     ax.set_xlabel("demand (requests/s)")
     ax.set_ylabel("$ per million output tokens")
     ax.set_title(f"Cost per token vs demand within the SLO ({view['slo'].describe()}); "

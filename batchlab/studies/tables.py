@@ -40,7 +40,7 @@ CAPACITY_COLUMNS = (
     ("bubble_fraction", "bubble %", 100.0), ("padding_fraction", "padding %", 100.0),
     ("one_user_tpot_p50_s", "1 user: TPOT p50 (ms)", 1e3),
     ("one_user_usd_per_million", "1 user: $ per M output tokens", 1.0),
-    ("error", "note", None),
+    ("note", "note", None), ("error", "error", None),
 )
 _FINGERPRINT = ("ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s", "makespan_s",
                 "busy_fraction", "capacity_rps", "num_gpus")
