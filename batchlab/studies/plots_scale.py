@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .plots import MARKERS, ok, pyplot, save
+from .plots import MARKERS, ok, pyplot, save, spans_decades
 
 
 def _short(label: str) -> str:
@@ -92,11 +92,14 @@ def speed_vs_gpus(view, path: Path) -> Path | None:
         for ax, metric, scale in ((left, "one_user_tpot_p50_s", 1e3),
                                   (right, "one_user_usd_per_million", 1.0)):
             ys = [r[metric] * scale for r in rs]
-            ax.plot(xs, ys, marker=MARKERS[i], label=name)
+            line, = ax.plot(xs, ys, marker=MARKERS[i], label=name)
             for x, y in zip(xs, ys):
                 ax.annotate(f"{y:.3g}", (x, y), textcoords="offset points",
-                            xytext=(5, 5 if i == 0 else -12), fontsize=7)
-    for ax in (left, right):
+                            xytext=(7, -3) if i == 0 else (-30, -3), fontsize=7,
+                            color=line.get_color())
+    for ax, metric in ((left, "one_user_tpot_p50_s"), (right, "one_user_usd_per_million")):
+        if spans_decades([r[metric] for rs in series.values() for r in rs]):
+            ax.set_yscale("log")
         ax.set_xscale("log", base=2)
         ax.set_xticks(gpus)
         ax.set_xticklabels([str(g) for g in gpus])
