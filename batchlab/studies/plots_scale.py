@@ -126,9 +126,10 @@ def capacity_by_policy(view, path: Path) -> Path | None:
     fig, axes = plt.subplots(1, len(models), figsize=(7.5 * len(models), 1.0 + 0.55 * height),
                              squeeze=False)
     for ax, m in zip(axes[0], models):
-        rows = [r for r in m["capacity"] if ok(r["result"], "goodput_rps_per_gpu")]
+        rows = [r for r in m["capacity"] if not r["result"].get("error")]
         labels = [r["meta"]["label"] for r in rows]
-        values = [r["result"]["goodput_rps_per_gpu"] for r in rows]
+        values = [r["result"]["goodput_rps_per_gpu"] if ok(r["result"], "goodput_rps_per_gpu")
+                  else 0.0 for r in rows]
         ax.barh(range(len(rows)), values, color="tab:blue")
         ax.set_yticks(range(len(rows)))
         ax.set_yticklabels(labels, fontsize=8)
@@ -137,6 +138,8 @@ def capacity_by_policy(view, path: Path) -> Path | None:
         for k, r in enumerate(rows):
             cost = r["result"].get("usd_per_million_output_tokens_at_capacity")
             text = f"{r['result']['capacity_rps']:.3g} req/s on {r['result'].get('num_gpus')} GPUs"
+            if not r["result"]["capacity_rps"]:
+                text = "meets the SLO at no rate searched"
             if isinstance(cost, float) and math.isfinite(cost):
                 text += f", ${cost:.2f}/M"
             ax.annotate(text, (values[k], k), textcoords="offset points", xytext=(4, -3),
