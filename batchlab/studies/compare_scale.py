@@ -33,7 +33,8 @@ def deployment_preset(name: str) -> tuple[dict | None, str]:
 
     PLUG-IN POINT for DeepSeek's production layout (prefill unit of 4 x 8 H800 with EP32,
     decode unit of 18 x 8 H800 with EP144 and 32 redundant experts, $2 per GPU-hour, prefill
-    and decode disaggregated): return the scenario settings that build it, e.g.
+    and decode disaggregated; source: DeepSeek, "DeepSeek-V3/R1 Inference System Overview",
+    Open Infra Index, day 6, February 2025): return the scenario settings that build it, e.g.
     {"model": "deepseek-v3", "gpu": "h800", ..., "policy": "pd-disaggregated", ...}, once the
     cost model can express it. The settings may set "policy" and "policy.<knob>"; they are
     searched for capacity and run for one user like any other deployment.
