@@ -179,7 +179,8 @@ def write_report(view, out: Path, plots: dict[str, Path]) -> Path:
         lines += ["**" + conclusion(view["crossover"], moe["label"].split(" (")[0],
                                     dense["label"].split(" (")[0]) + "**", ""]
     else:
-        lines += ["No crossover: the scale axis needs a MoE and a dense model that both met "
+        lines += ["No crossover: the scale axis did not run (it uses continuous batching; "
+                  "--policies left it out) or it lacks a MoE and a dense model that both met "
                   "the SLO somewhere.", ""]
     lines += _scale_story(view) + [""]
     speed = _speed_story(view)
