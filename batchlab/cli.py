@@ -8,6 +8,7 @@
     batchlab sweep CONFIG [--executor local|ray] [--address ADDR] [--processes N] [--out DIR]
     batchlab serve [--policy NAME] [--backend affine|torch] [--port N]   # OpenAI-compatible
     batchlab bench --endpoint URL [workload options] [--simulate POLICY]  # measure a server
+    batchlab capacity --model M --gpu G [--gpus N ...] [--policy P] [--slo KEY=S,...] [--json]
 
 A user mistake (unknown policy, bad parameter, unreadable trace) prints one line starting
 with "batchlab: error:" and exits with status 2; no traceback.
@@ -134,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--save", metavar="FILE.json", help="write summary, devices, records")
     out.add_argument("--parquet", metavar="FILE.parquet", help="write per-request records as "
                      "Parquet (needs pandas and pyarrow)")
+    out.add_argument("--timeline", metavar="FILE.json", help="write a step timeline (trace "
+                     "events: open it in https://ui.perfetto.dev or chrome://tracing)")
     out.add_argument("--progress", action="store_true", help="draw the progress bar on stderr "
                      "even when it is not a terminal (default: a bar on a terminal, one line "
                      "at the end otherwise)")
@@ -151,7 +154,63 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--progress", action="store_true", help="draw the progress bar on stderr "
                     "even when it is not a terminal (default: a bar on a terminal, one line "
                     "at the end otherwise)")
+    cap = sub.add_parser("capacity", help="the highest request rate a deployment serves within "
+                         "an SLO (TTFT p99 and ITL p99 by default), and its $ per million "
+                         "output tokens there")
+    cap.add_argument("--policy", default=DEFAULT_POLICY, help="policy name")
+    cap.add_argument("--set", dest="params", action="append", type=_key_value, default=[],
+                     metavar="KEY=VALUE", help="a policy parameter; repeat for several")
+    for flag in ("model", "gpu", "prompt", "output"):
+        cap.add_argument(f"--{flag}", help=f"as for `batchlab run --{flag}`")
+    for flag in ("gpus", "tp", "ep", "pp", "dp", "devices", "seed"):
+        cap.add_argument(f"--{flag}", type=int, help=f"as for `batchlab run --{flag}`")
+    cap.add_argument("--price", type=_finite(float), help="USD per GPU-hour")
+    cap.add_argument("--slo", help="limits on summary keys, e.g. ttft_p99_s=2,itl_p99_s=0.1 "
+                     "(the default); itl_* falls back to tpot_* where the summary has no ITL")
+    cap.add_argument("--tol", type=_finite(float), default=0.05, help="relative width of the "
+                     "final bracket (0.05)")
+    cap.add_argument("--duration", type=_finite(float), default=20.0, help="seconds of "
+                     "traffic per probe (20)")
+    cap.add_argument("--start", type=_finite(float), default=4.0, help="first rate probed, "
+                     "req/s (4)")
+    cap.add_argument("--json", action="store_true", help="print the result as JSON")
     return ap
+
+
+def cmd_capacity(args) -> int:
+    from .studies.capacity import find_capacity
+    from .studies.slo import SLO
+    keys = ("model", "gpu", "prompt", "output", "gpus", "tp", "ep", "pp", "dp", "devices",
+            "seed", "price")
+    params = {"policy": args.policy, **{k: getattr(args, k) for k in keys
+                                        if getattr(args, k) is not None}}
+    for key, value in args.params:
+        params[f"policy.{key}"] = value
+    slo = SLO.parse(args.slo) if args.slo else SLO.from_config(None)
+    cap = find_capacity(params, slo, rel_tol=args.tol, duration=args.duration,
+                        start=args.start)
+    row = cap.as_row()
+    if args.json:
+        probes = [{k: p.get(k) for k in ("rate", "slo_met", "slo_violations", "ttft_p99_s",
+                                         "tpot_p99_s", "itl_p99_s") if k in p}
+                  for p in cap.probes]
+        print(json.dumps(_jsonable({**{k: row.get(k) for k in (
+            "capacity_rps", "goodput_rps_per_gpu", "usd_per_million_output_tokens_at_capacity",
+            "num_gpus", "capacity_capped", "slo", "slo_notes")}, "probes": probes}), indent=1))
+        return 0
+    for p in cap.probes:
+        verdict = "meets the SLO" if p["slo_met"] else "misses: " + p["slo_violations"]
+        print(f"  {p['rate']:>8.4g} req/s  {verdict}")
+    if cap.capacity_rps == 0:
+        print(f"capacity: none; even {cap.probes[-1]['rate']:g} req/s misses {row['slo']}")
+        return 0
+    capped = " (the search's max_rate: the real capacity is higher)" if cap.is_capped else ""
+    print(f"capacity: {cap.capacity_rps:g} req/s{capped} within {row['slo']} on "
+          f"{cap.num_gpus} GPU(s): goodput {cap.goodput_rps_per_gpu:.3g} req/s per GPU, "
+          f"${cap.usd_per_million_output_tokens:.3g} per million output tokens")
+    if row["slo_notes"]:
+        print("note: " + row["slo_notes"])
+    return 0
 
 
 def cmd_policies(args) -> int:
@@ -187,7 +246,7 @@ def cmd_compare(args) -> int:
                         plots=not args.no_plots, progress=bar)
     report = paths["report"]
     sections = report.read_text().split("\n## ")
-    print("\n## ".join(sections[1:3]).strip())  # the cost story and the knob studies
+    print(sections[1].strip() if len(sections) > 1 else "")  # the one-page explanation
     print(f"\nwrote {len(paths)} files to {args.out}/ (report: {report})")
     return 0
 
@@ -237,7 +296,13 @@ def _progress(args, what: str) -> Progress:
 
 def cmd_run(args) -> int:
     params = _params(args)
-    result = scenario.run(params, progress=_progress(args, "simulating"))
+    progress = _progress(args, "simulating")
+    if args.timeline:
+        from .studies.timeline import run_with_timeline
+        result, recorder = run_with_timeline(params, progress=progress)
+        recorder.write(args.timeline, result)
+    else:
+        result = scenario.run(params, progress=progress)
     summary = result.summary(slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot)
     if not (args.model or args.gpu):
         # Say so: its numbers are a teaching model's, not a GPU's ("GPUs 1" would mislead).
@@ -291,7 +356,7 @@ def main(argv=None) -> int:
         return 0
     try:
         return {"policies": cmd_policies, "presets": cmd_presets, "compare": cmd_compare,
-                "run": cmd_run, "sweep": cmd_sweep}[args.command](args)
+                "run": cmd_run, "sweep": cmd_sweep, "capacity": cmd_capacity}[args.command](args)
     except BatchlabError as exc:
         print(f"batchlab: error: {exc}", file=sys.stderr)
         return 2

@@ -208,5 +208,8 @@ def test_compare_folder_explains_itself_and_is_group_readable(tmp_path, umask):
     for name in ("report.md", "results.csv", "tables/dense.csv", "points/", "hash"):
         assert name in readme
     written = [p for p in out.rglob("*") if p.is_file()]
-    assert len(written) == 5  # README.txt, report.md, results.csv, tables/dense.csv, a point
-    assert {_mode(p) for p in written} == {0o644}
+    # README.txt, report.md, results.csv, the tables, the cached points (capacity probes too)
+    names = {str(p.relative_to(out)) for p in written}
+    assert {"README.txt", "report.md", "results.csv", "tables/dense.csv"} <= names
+    assert any(n.startswith("points/capacity/") for n in names)
+    assert {_mode(p) for p in written} == {0o644}, {n: oct(_mode(out / n)) for n in names}

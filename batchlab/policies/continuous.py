@@ -79,6 +79,11 @@ class ContinuousBatching:
     # once max_num_seqs requests are in hand or the window since the device went idle ends:
     # the MoE trade of latency for tokens per expert.
     window: float = attrs.field(default=0.0, validator=non_negative)
+    # Seconds new prompts are held back while sequences run (vLLM's scheduler delay): a
+    # device that is decoding admits waiting prompts only once the oldest has waited this
+    # long, so they join in fewer, fuller prefill steps; decodes never wait. An idle device
+    # admits at once. `window` above delays every step; this delays admissions only.
+    admission_delay: float = attrs.field(default=0.0, validator=non_negative)
     name: str = attrs.field(default="continuous", init=False)
     _waiting: list = attrs.field(factory=list, init=False)   # heap of (key, rank, id)
     _requests: dict = attrs.field(factory=dict, init=False)  # id -> Request, until it ends
@@ -94,6 +99,7 @@ class ContinuousBatching:
     _idle_since: dict = attrs.field(factory=dict, init=False)  # device name -> time
     _offered: dict = attrs.field(factory=dict, init=False)   # device name -> device, for hooks
     _admitting: tuple = attrs.field(default=(None, 0), init=False)  # (device, admitted so far)
+    _now: float = attrs.field(default=0.0, init=False)
 
     # -- hooks: override in a subclass (see the module docstring) -----------------------------
     def rank_key(self, request: Request) -> float:
@@ -158,6 +164,7 @@ class ContinuousBatching:
                 self._running[device.name] = _Running()
             self._offered[device.name] = device
         rejected = self._reject_impossible()
+        self._now = now
         batches, wake = {}, None
         for device in devices:
             if self.window > 0:
@@ -214,7 +221,8 @@ class ContinuousBatching:
         run, kv = self._running[name], self._kv[name]
         budget = self.token_budget_on(self._offered[name])
         preempted, take = self._fit_running(run, kv, budget)
-        if not preempted:  # like vLLM: no admissions in a step that had to preempt
+        # like vLLM: no admissions in a step that had to preempt
+        if not preempted and self._admission_due(run):
             take = self._admit(name, run, kv, budget - int(take.sum()), take)
         rows = np.flatnonzero(take)
         if rows.size == 0:
@@ -222,6 +230,12 @@ class ContinuousBatching:
         run.scheduled = rows
         return Batch(run.ids[rows], take[rows], run.computed[rows],
                      num_micro_batches=min(self.num_micro_batches, rows.size))
+
+    def _admission_due(self, run: _Running) -> bool:
+        if self.admission_delay <= 0 or run.ids.size == 0 or not self._waiting:
+            return True
+        request = self._requests.get(self._waiting[0][-1])  # a stale head: admit, it is skipped
+        return request is None or self._now >= request.arrival + self.admission_delay
 
     def _take(self, need: np.ndarray, budget: int) -> np.ndarray:
         """Tokens each running row gets within the budget: decodes first (Sarathi's

@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def write_readme(out: Path, paths: dict[str, Path], num_points: int) -> Path:
+def write_readme(out: Path, paths: dict[str, Path]) -> Path:
     """Write out/README.txt listing the files of this run; returns its path."""
+    num_points = sum(1 for _ in (out / "points").rglob("*.json"))
     def rel(path: Path) -> str:
         return str(Path(path).relative_to(out))
 
@@ -16,19 +17,25 @@ def write_readme(out: Path, paths: dict[str, Path], num_points: int) -> Path:
     lines = [
         "batchlab compare output",
         "",
-        "report.md        Start here: the cost story and the knob studies, with this run's",
-        "                 own numbers, and the tables in markdown.",
+        "report.md        Start here: the crossover picture, then what this run found (capacity",
+        "                 and $ per million tokens at the SLO, the scale axis, one user, the",
+        "                 knob studies), every figure from this run's own numbers; then the",
+        "                 tables in markdown and the caveats.",
         "results.csv      Every run, one row each: its settings (meta.* says where it belongs",
         "                 in the report; policy.* are policy parameters) and every summary",
         "                 figure (units in the column names: _s seconds, _rps requests per",
         "                 second). A failed run names its policy and says why in `error`.",
     ]
     if tables:
-        lines += ["tables/          One CSV per model, as in report.md: " + ", ".join(tables)]
+        lines += ["tables/          As in report.md: per model its latency table at fixed rates",
+                  "                 (<model>.csv) and its capacity at the SLO per policy",
+                  "                 (<model>-capacity.csv); scale.csv is the scale axis. Files: "
+                  + ", ".join(tables)]
     if plots:
         lines += ["plots/           " + ", ".join(plots)]
     lines += [
-        f"points/          A cache of the {num_points} runs, one JSON file each, named by a",
+        f"points/          A cache of the {num_points} runs (capacity/ holds the rate probes of the",
+        "                 capacity searches), one JSON file each, named by a",
         "                 hash of the run's settings, the batchlab version and the defaults.",
         "                 Running the same command again reuses them instead of recomputing;",
         "                 delete the folder to recompute everything. Not meant to be read.",

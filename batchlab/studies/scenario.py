@@ -15,7 +15,8 @@ is a calibrated profile file or a dict), or model, gpu,
 attention_gpus, ffn_gpus (attention/FFN disaggregation: one device, two GPU pools), or devices
 (affine); runtime, overlap, redundant_experts (cost model: runtime profile, two-batch
 overlap, EPLB copies of experts); deployment (a named deployment such as
-"deepseek-v3-production": prefill devices first, then decode devices);
+"deepseek-v3-production": prefill devices first, then decode devices), with prefill_units
+and decode_units (how many of each unit; default one each);
 run: seed, slo_ttft, slo_tpot; label (free text, ignored). An unknown key is an error.
 """
 
@@ -26,6 +27,7 @@ from ..engines.simulator import simulate
 from ..core.errors import ConfigError
 from ..policies.discovery import load_policy
 from ..workloads import make_workload
+from .slo import is_overloaded
 
 DEFAULTS = {
     "policy": "continuous",
@@ -41,7 +43,7 @@ KEYS = frozenset({
     "max_new_tokens", "trace", "time_scale", "limit", "model", "gpu", "gpus", "tp", "ep", "pp",
     "dp", "price", "routing", "devices", "seed", "slo_ttft", "slo_tpot", "label",
     "attention_gpus", "ffn_gpus", "efficiency", "runtime", "overlap", "redundant_experts",
-    "deployment",
+    "deployment", "prefill_units", "decode_units",
 })
 
 
@@ -83,8 +85,11 @@ def build_workload(params: dict):
 
 def build_devices(params: dict):
     if params.get("deployment"):
-        from . import costmodel
-        return costmodel.make_deployment(params["deployment"], runtime=params.get("runtime"),
+        from .. import costmodel
+        units = {k: params[k] for k in ("prefill_units", "decode_units")
+                 if params.get(k) is not None}
+        return costmodel.make_deployment(params["deployment"], **units,
+                                         runtime=params.get("runtime"),
                                          efficiency=params.get("efficiency"),
                                          seed=_get(params, "seed"))
     model, gpu = params.get("model"), params.get("gpu")
@@ -136,4 +141,6 @@ def summarize(params: dict, result) -> dict:
     """The run's settings followed by its summary: one row of a results table."""
     # Devices carry their own price (price is per GPU-hour, as the presets give it).
     summary = result.summary(slo_ttft=params.get("slo_ttft"), slo_tpot=params.get("slo_tpot"))
+    # Overloaded: the queue grew during the run, so its latencies measure the run's length.
+    summary["overloaded"] = is_overloaded(result.records)
     return {**params, **{k: v for k, v in summary.items() if k not in params}}

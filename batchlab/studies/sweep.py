@@ -42,7 +42,7 @@ from . import scenario
 from ..core.errors import BatchlabError, ConfigError
 from .executors import map_unordered
 
-SCHEMA = 1  # bump whenever a change to batchlab alters the numbers a point produces
+SCHEMA = 2  # bump whenever a change to batchlab alters the numbers a point produces
 TABLES = ("base", "grid", "points")
 SCALARS = (str, int, float, bool)
 HEADLINE = ("ttft_p50_s", "tpot_p50_s", "output_tokens_per_s", "usd_per_million_output_tokens")

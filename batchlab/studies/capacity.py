@@ -1,0 +1,198 @@
+"""Capacity under an SLO: the highest request rate a deployment serves while meeting it.
+
+This is the number capacity is bought with (what Vidur-Search and NVIDIA's AIConfigurator
+answer): for a model, a deployment and a policy, probe Poisson traffic at a rate, check the
+SLO (batchlab.studies.slo) and that the run is not overloaded, and search the rate:
+
+1. from `start`, double while the SLO holds (or halve while it fails) to bracket the edge;
+2. bisect the bracket geometrically until its ends are within `rel_tol` of each other.
+
+Every probe uses the same seed, so its arrivals are the same draws scaled to the rate
+(common random numbers): neighbouring rates see the same prompts and outputs, and the edge
+found is the edge of one predicate, not of sampling noise. The search assumes that a rate
+below one that meets the SLO meets it too; `Capacity.probes` keeps every probe so that a
+table can show the evidence, and tests check the result against a brute-force scan.
+
+Goodput, as DistServe defines it (Zhong et al., OSDI 2024): the highest rate served within
+the SLO, per GPU — here `capacity_rps / num_gpus`. The price at capacity is the steady-state
+one: the deployment's $ per hour over the output tokens it produces per hour at that rate,
+which leaves out the drain after the last arrival that a finite run's makespan includes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import attrs
+
+from ..core.errors import BatchlabError, ConfigError
+from . import scenario
+from .slo import SLO
+
+SEARCH_DEFAULTS = {"start": 4.0, "duration": 20.0, "min_requests": 100, "max_requests": 2000,
+                   "rel_tol": 0.05, "min_rate": 0.05, "max_rate": 5000.0}
+
+
+def _figure(row: dict, key: str) -> float:
+    value = row.get(key)
+    return float(value) if isinstance(value, (int, float)) else math.nan
+
+
+def steady_cost(row: dict, rate: float) -> float:
+    """$ per million output tokens when the deployment serves `rate` req/s without end: its
+    price per hour (recovered from the run's cost and token rate) over tokens per hour."""
+    per_m, tok_s, rps = (_figure(row, k) for k in (
+        "usd_per_million_output_tokens", "output_tokens_per_s", "throughput_rps"))
+    if not all(math.isfinite(x) and x > 0 for x in (per_m, tok_s, rps)) or rate <= 0:
+        return math.nan
+    usd_per_s = per_m * tok_s / 1e6
+    tokens_per_request = tok_s / rps
+    return usd_per_s / (rate * tokens_per_request) * 1e6
+
+
+def probe_params(params: dict, rate: float, search: dict) -> dict:
+    """The run settings of one probe: `params` with Poisson traffic at `rate`."""
+    n = int(min(max(rate * search["duration"], search["min_requests"]), search["max_requests"]))
+    return {**params, "arrival": "poisson", "rate": float(rate), "requests": n}
+
+
+def probe(params: dict, slo: SLO, cache_dir=None) -> dict:
+    """Run one probe (or load it from `cache_dir`): its summary row with `overloaded`,
+    `slo_met`, `slo_violations` and the steady-state cost at its rate."""
+    from .sweep import _write_atomic, point_key
+
+    key = point_key({**params, "label": "capacity-probe"})
+    path = None if cache_dir is None else Path(cache_dir) / f"{key}.json"
+    row = None
+    if path is not None and path.exists():
+        try:
+            row = json.loads(path.read_text())
+        except ValueError:
+            row = None  # half-written or foreign: run it again
+    if row is None:
+        try:
+            result = scenario.run(params)
+        except BatchlabError as exc:
+            return {**params, "error": str(exc), "overloaded": False, "slo_met": False,
+                    "slo_violations": str(exc)}
+        row = scenario.summarize(params, result)
+        row = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write_atomic(path, json.dumps(row))
+    missed = slo.violations(row)
+    if row.get("overloaded"):
+        missed.append("overloaded (the queue grew during the run)")
+    row["slo_met"] = not missed
+    row["slo_violations"] = "; ".join(missed)
+    row["usd_per_million_output_tokens_at_rate"] = steady_cost(row, params["rate"])
+    return row
+
+
+@attrs.frozen
+class Capacity:
+    """The result of a search: the rate, the row measured there, and every probe."""
+
+    params: dict
+    slo: SLO
+    capacity_rps: float            # 0.0: even min_rate misses the SLO
+    row: dict | None               # the probe at capacity_rps
+    probes: tuple                  # every probe row, in the order run
+    is_capped: bool = False        # max_rate met the SLO: the true capacity is higher
+
+    @property
+    def num_gpus(self) -> int:
+        return int(self.row.get("num_gpus", 0)) if self.row else 0
+
+    @property
+    def goodput_rps_per_gpu(self) -> float:
+        return self.capacity_rps / self.num_gpus if self.num_gpus else math.nan
+
+    @property
+    def usd_per_million_output_tokens(self) -> float:
+        return steady_cost(self.row, self.capacity_rps) if self.row else math.nan
+
+    def as_row(self) -> dict:
+        """A flat row for tables: capacity figures, then the probe's figures at capacity."""
+        base = {k: v for k, v in (self.row or {}).items() if k not in ("rate", "requests")}
+        if self.row is None and self.probes:
+            lowest = min(self.probes, key=lambda p: p["rate"])
+            base = {"num_gpus": lowest.get("num_gpus"),
+                    "note": f"misses the SLO at every rate probed, down to {lowest['rate']:g} "
+                            f"req/s ({lowest.get('slo_violations')})"}
+        return {**base, "capacity_rps": self.capacity_rps,
+                "goodput_rps_per_gpu": self.goodput_rps_per_gpu,
+                "usd_per_million_output_tokens_at_capacity": self.usd_per_million_output_tokens,
+                "capacity_capped": self.is_capped, "num_probes": len(self.probes),
+                "slo": self.slo.describe(self.row or {}),
+                "slo_notes": " ".join(self.slo.notes(self.row or {}))}
+
+
+def _round(rate: float) -> float:
+    # Three significant digits: probe settings (and their cache keys) stay readable.
+    return float(f"{rate:.3g}")
+
+
+def find_capacity(params: dict, slo: SLO | None = None, *, cache_dir=None,
+                  **search) -> Capacity:
+    """The highest Poisson rate at which `params` (a run without traffic settings) meets
+    `slo` and is not overloaded. `search` overrides SEARCH_DEFAULTS."""
+    slo = slo or SLO.from_config(None)
+    unknown = set(search) - set(SEARCH_DEFAULTS)
+    if unknown:
+        raise ConfigError(f"capacity search: unknown setting {sorted(unknown)[0]!r}; known: "
+                          f"{', '.join(SEARCH_DEFAULTS)}")
+    opts = {**SEARCH_DEFAULTS, **search}
+    if not (0 < opts["min_rate"] <= opts["start"] <= opts["max_rate"]):
+        raise ConfigError("capacity search: need 0 < min_rate <= start <= max_rate, got "
+                          f"{opts['min_rate']}, {opts['start']}, {opts['max_rate']}")
+    if not 0 < opts["rel_tol"] < 1:
+        raise ConfigError(f"capacity search: rel_tol {opts['rel_tol']!r} must be in (0, 1)")
+    for key in ("arrival", "rate", "requests", "trace"):
+        if params.get(key) is not None:
+            raise ConfigError(f"capacity search sets the traffic itself: drop {key!r} from "
+                              "the run settings")
+    probes: list[dict] = []
+    seen: dict[float, dict] = {}
+
+    def meets(rate: float) -> bool:
+        if rate not in seen:
+            seen[rate] = probe(probe_params(params, rate, opts), slo, cache_dir)
+            probes.append(seen[rate])
+        if seen[rate].get("error"):
+            raise ConfigError(f"capacity search: {seen[rate]['error']}")
+        return seen[rate]["slo_met"]
+
+    rate = _round(opts["start"])
+    lo = hi = None
+    if meets(rate):
+        lo = rate
+        while hi is None:
+            nxt = _round(min(lo * 2, opts["max_rate"]))
+            if nxt <= lo:
+                return Capacity(params, slo, lo, seen[lo], tuple(probes), is_capped=True)
+            if meets(nxt):
+                lo = nxt
+            else:
+                hi = nxt
+    else:
+        hi = rate
+        while lo is None:
+            nxt = _round(hi / 2)
+            if nxt < opts["min_rate"]:
+                return Capacity(params, slo, 0.0, None, tuple(probes))
+            if meets(nxt):
+                lo = nxt
+            else:
+                hi = nxt
+    while hi / lo > 1 + opts["rel_tol"]:
+        mid = _round(math.sqrt(lo * hi))
+        if mid in (lo, hi):
+            break
+        if meets(mid):
+            lo = mid
+        else:
+            hi = mid
+    return Capacity(params, slo, lo, seen[lo], tuple(probes))
