@@ -190,8 +190,9 @@ def write_report(view, out: Path, plots: dict[str, Path]) -> Path:
     if policy:
         lines += ["Policies at the SLO, each in the setup where it acts:", ""] + policy + [""]
     lines += ["Knob studies:", ""] + _study_story(view) + [""]
-    lines += ["## Tables", "", "Scale axis (continuous batching; capacity at the SLO, and one "
-              "local user on the same deployment):", "",
+    policies = sorted({str(r.get("params", {}).get("policy", "continuous")) for r in view["scale"]})
+    lines += ["## Tables", "", f"Scale axis ({', '.join(policies)}; capacity at the SLO, and "
+              "one local user on the same deployment):", "",
               markdown_table(table_lines(view["scale"], CAPACITY_COLUMNS)), ""]
     lines += [f"- {n}" for n in view["scale_notes"]] + [""]
     for key, m in view["models"].items():
