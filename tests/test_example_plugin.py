@@ -13,8 +13,6 @@ an installed distribution as importlib.metadata sees it.
 from __future__ import annotations
 
 import importlib.util
-import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -26,27 +24,16 @@ import batchlab
 from batchlab import affine_devices, available_policies, load_policy, simulate
 from batchlab.cli import main
 from batchlab.workloads import Workload
+from example_install import forget_modules, install_example
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "custom_policy"
 
 
 @pytest.fixture
 def installed(tmp_path, monkeypatch):
-    project = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())["project"]
-    name, version = project["name"], project["version"]
-    info = tmp_path / f"{name.replace('-', '_')}-{version}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-    lines = []
-    for group, entries in project["entry-points"].items():
-        lines.append(f"[{group}]")
-        lines += [f"{key} = {value}" for key, value in entries.items()]
-    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.syspath_prepend(str(EXAMPLE / "src"))
+    packages = install_example("custom_policy", tmp_path, monkeypatch)
     yield
-    for module in [m for m in sys.modules if m.split(".")[0] == "batchlab_spf"]:
-        del sys.modules[module]
+    forget_modules(packages)
 
 
 def test_discovered_with_its_parameters(installed, capsys):

@@ -20,28 +20,11 @@ import batchlab  # noqa: E402
 from batchlab.engines.openai_front import create_app, parse_completion, running  # noqa: E402
 from batchlab.engines.serving import Server  # noqa: E402
 from batchlab.core.table import ABORTED, FINISHED  # noqa: E402
+from test_serving import Spy  # noqa: E402  (a policy that logs the aborts it is told of)
 
 
 def fast_devices():
     return batchlab.affine_devices(1, fixed=0.002, per_token=1e-5, per_context_token=0.0)
-
-
-class Spy:
-    def __init__(self, inner):
-        self.inner, self.name, self.aborted = inner, inner.name, []
-
-    def add(self, request, now):
-        self.inner.add(request, now)
-
-    def schedule(self, now, devices):
-        return self.inner.schedule(now, devices)
-
-    def update(self, batch, result, now):
-        self.inner.update(batch, result, now)
-
-    def abort(self, request_id):
-        self.aborted.append(request_id)
-        self.inner.abort(request_id)
 
 
 def serve(test, policy=None):
