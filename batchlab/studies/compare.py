@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..core.errors import ConfigError
 from ..policies.discovery import available_policies
+from .compare_config import check_config
 from .scenario import check_keys
 from .tables import write_tables
 
@@ -32,6 +33,9 @@ def load_config(path=None) -> dict:
             text = Path(path).read_text()
         except OSError as exc:
             raise ConfigError(f"cannot read compare config {name}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{name}: not a TOML file (byte 0x{exc.object[exc.start]:02x} "
+                              f"at offset {exc.start} is not UTF-8 text)") from None
     try:
         config = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -40,6 +44,7 @@ def load_config(path=None) -> dict:
         if section not in config:
             raise ConfigError(f"{name}: missing [{section}] (copy the default with "
                               "`batchlab compare --print-config`)")
+    check_config(config, name)
     config["_name"] = name
     return config
 
