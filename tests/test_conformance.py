@@ -265,3 +265,38 @@ def test_the_example_plugin_conforms(monkeypatch):
     finally:
         for module in [m for m in sys.modules if m.split(".")[0] == "batchlab_spf"]:
             del sys.modules[module]
+
+
+# -- determinism the kit must catch across processes and replays ---------------------------
+
+class SetOrdered(Greedy):
+    """Plans devices in the iteration order of a set of their names: the same within one
+    process, different under another PYTHONHASHSEED."""
+
+    def schedule(self, now, devices):
+        by_name = {d.name: d for d in devices}
+        return super().schedule(now, [by_name[n] for n in {d.name for d in devices}])
+
+
+class IdOrdered(Greedy):
+    """Admits waiting requests in the order of their objects' addresses (id())."""
+
+    def schedule(self, now, devices):
+        self._waiting = deque(sorted(self._waiting, key=lambda rid: id(self._requests[rid])))
+        return super().schedule(now, devices)
+
+
+def test_determinism_is_checked_across_hash_seeds():
+    check_determinism(Greedy)   # a correct policy passes, across processes too
+    with pytest.raises(PolicyError) as info:
+        check_determinism(SetOrdered)
+    assert info.value.rule == "determinism" and info.value.policy == "greedy"
+    assert "PYTHONHASHSEED=" in str(info.value) and "sets" in str(info.value)
+
+
+def test_a_policy_ordering_by_id_is_a_determinism_error_not_a_flaky_one():
+    with pytest.raises(PolicyError) as info:
+        check_policy(IdOrdered, determinism=False, max_examples=100, step_count=10,
+                     settings=settings(database=None, derandomize=True))
+    assert info.value.rule == "determinism" and info.value.policy == "greedy"
+    assert "replayed" in str(info.value)
