@@ -80,6 +80,7 @@ class ContinuousBatching:
     _unchecked: list = attrs.field(factory=list, init=False)
     _rank: int = attrs.field(default=0, init=False)
     _idle_since: dict = attrs.field(factory=dict, init=False)  # device name -> time
+    _num_preempted: int = attrs.field(default=0, init=False)   # preemptions so far
 
     # -- protocol -----------------------------------------------------------------------------
     def add(self, request: Request, now: float) -> None:
@@ -114,7 +115,7 @@ class ContinuousBatching:
                     device.kv_capacity_tokens, self.block_size)
                 self._running[device.name] = _Running()
         rejected = self._reject_impossible()
-        batches, wake = {}, None
+        batches, wake, todo = {}, None, []
         for device in devices:
             if self.window > 0:
                 due = self._idle_since.setdefault(device.name, now) + self.window
@@ -122,10 +123,21 @@ class ContinuousBatching:
                     if self._requests:  # work in hand: come back when the window ends
                         wake = due if wake is None else min(wake, due)
                     continue
-            batch = self._schedule_device(device.name)
-            if batch is not None:
-                batches[device.name] = batch
-                self._launched[id(batch)] = device.name
+            todo.append(device)
+        while todo:
+            preempted = self._num_preempted
+            for device in todo:
+                batch = self._schedule_device(device.name)
+                if batch is not None:
+                    batches[device.name] = batch
+                    self._launched[id(batch)] = device.name
+            if self._num_preempted == preempted:
+                break
+            # A sequence preempted on a small device may fit on a device that got nothing
+            # earlier in this call: offer those again, largest first, or it would wait with
+            # nothing planned and no wake-up (the liveness rule).
+            todo = sorted((d for d in todo if d.name not in batches),
+                          key=lambda d: -d.kv_capacity_tokens)
         return Plan(batches, wake_at=wake, rejected=rejected)
 
     def update(self, batch: Batch, result, now: float) -> None:
@@ -216,6 +228,7 @@ class ContinuousBatching:
             heapq.heappush(self._waiting, (self._key[rid], rid))
             run.take(np.arange(run.ids.size) != victim)
             preempted = True
+            self._num_preempted += 1
 
     def _admit(self, name, run: _Running, kv: KVBlockManager, left: int,
                take: np.ndarray) -> np.ndarray:

@@ -52,9 +52,9 @@ def _positive_int(inst, attr, value):
 
 
 def _request_count(inst, attr, value):
-    _positive_int(inst, attr, value)
-    if value > MAX_REQUESTS:
+    if _is_real(value) and math.isfinite(value) and value > MAX_REQUESTS:
         _fail(inst, attr, f"a positive integer <= {MAX_REQUESTS} (requests in one run)", value)
+    _positive_int(inst, attr, value)
 
 
 def _seconds(inst, attr, value):

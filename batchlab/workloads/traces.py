@@ -165,7 +165,7 @@ def _read_csv(path: str, limit: int | None):
         try:
             return _read_csv_rows(path, reader, limit)
         except csv.Error as exc:   # a NUL byte, a field over the csv module's size limit
-            raise TraceError(path, reader.line_num + 1, None,
+            raise TraceError(path, reader.line_num, None,
                              f"is not a readable CSV line ({exc})") from None
 
 
