@@ -31,7 +31,7 @@ EXAMPLE_SRC = Path(__file__).resolve().parents[1] / "examples" / "custom_policy"
 KNOWN_BUGS: dict = {
     # (policy, rule): why. Empty: the self-preemption on devices of different sizes
     # (continuous, bucketing, disaggregated) and pd-disaggregated's too-small decode device
-    # are fixed; tests/test_policy_fixes.py replays both.
+    # are fixed, and the test below is what shows it (no scripted replay of either yet).
 }
 
 
