@@ -46,6 +46,20 @@ def _finite(kind):
     return parse
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line ("batchlab: error: ...") and exit 2, like every
+    other user mistake, instead of a usage block."""
+
+    def error(self, message):
+        command = self.prog.partition(" ")[2]
+        hint = f"`batchlab {command} --help`" if command else "`batchlab --help`"
+        self.exit(2, f"batchlab: error: {_one_line(message)} (see {hint})\n")
+
+
+def _one_line(text) -> str:
+    return "; ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
 def _key_value(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
@@ -54,10 +68,10 @@ def _key_value(text: str) -> tuple[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="batchlab", description="Batching and scheduling "
-                                 "policies for LLM inference serving, simulated.")
+    ap = _Parser(prog="batchlab", description="Batching and scheduling "
+                 "policies for LLM inference serving, simulated.")
     ap.add_argument("--version", action="version", version=f"batchlab {__version__}")
-    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     sub.add_parser("policies", help="list installed policies and their parameters")
     sub.add_parser("presets", help="list the GPU and model presets of the cost model")
@@ -278,6 +292,11 @@ def _params(args) -> dict:
         params[f"policy.{key}"] = value
     if args.devices < 1:
         raise ConfigError(f"--devices must be >= 1, got {args.devices}")
+    # The same checks a sweep file's settings get, worded with the option the user typed.
+    try:
+        scenario.check_params({k: v for k, v in params.items() if v is not None})
+    except ConfigError as exc:
+        raise ConfigError(_as_option(str(exc))) from None
     if args.model or args.gpu or args.deployment:
         params["devices"] = None
     for flag in ("gpus", "tp", "ep", "pp", "dp", "efficiency", "overlap", "redundant_experts"):
@@ -287,6 +306,14 @@ def _params(args) -> dict:
     if args.limit is not None and not args.trace:
         raise ConfigError("--limit applies to --trace only; use --requests for sampled traffic")
     return {k: v for k, v in params.items() if v is not None}
+
+
+def _as_option(message: str) -> str:
+    """'gpus must be ...' -> '--gpus must be ...': name the option as the user typed it."""
+    key, sep, rest = message.partition(" must ")
+    if sep and (key in scenario.KEYS):
+        return f"--{key.replace('_', '-')} must {rest}"
+    return message
 
 
 def _progress(args, what: str) -> Progress:
@@ -358,10 +385,10 @@ def main(argv=None) -> int:
         return {"policies": cmd_policies, "presets": cmd_presets, "compare": cmd_compare,
                 "run": cmd_run, "sweep": cmd_sweep, "capacity": cmd_capacity}[args.command](args)
     except BatchlabError as exc:
-        print(f"batchlab: error: {exc}", file=sys.stderr)
+        print(f"batchlab: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:  # an output file that cannot be written, say
-        print(f"batchlab: error: {exc}", file=sys.stderr)
+        print(f"batchlab: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("batchlab: interrupted", file=sys.stderr)

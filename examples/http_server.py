@@ -11,7 +11,10 @@ Endpoints (HTTP/1.1, one request per connection, standard library only):
                      "num_tokens": n}; 400 with {"error": ...} for a bad request.
                   A client that disconnects cancels its request (the policy aborts it).
   GET /stats      -> the summary of what was served so far (batchlab's Result.summary()).
-  GET /health     -> {"ok": true}
+  GET /health     -> 200 {"ok": true, ...} while the engine serves; 503 {"ok": false,
+                  "error": why} once it has failed or stopped.
+Any request that cannot be served gets a JSON error reply (400 for the client's mistake, 500
+for ours), never a dropped connection; one bad request never stops the others.
 
 It binds to the loopback interface only, and stops by itself after --max-requests generate
 requests or --timeout seconds, whichever comes first. --backend affine serves with a
@@ -27,7 +30,8 @@ import math
 import sys
 
 from batchlab.engines.serving import RequestRejected, Server
-from batchlab.core.errors import BatchlabError
+from batchlab.core import limits
+from batchlab.core.errors import BatchlabError, ConfigError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 MAX_BODY = 1 << 20
@@ -56,7 +60,8 @@ async def _read_request(reader):
             break
         key, _, value = line.decode("latin-1").partition(":")
         headers[key.strip().lower()] = value.strip()
-    length = int(headers.get("content-length") or 0)
+    text = headers.get("content-length") or "0"
+    length = int(text) if text.isdigit() and len(text) <= 12 else -1
     if not 0 <= length <= MAX_BODY:
         raise ValueError(f"body of {length} bytes (at most {MAX_BODY})")
     body = await reader.readexactly(length) if length else b""
@@ -70,8 +75,13 @@ async def _generate(server: Server, reader, writer, body: bytes) -> None:
             raise ValueError("the body must be a JSON object")
         stream = server.submit(doc.get("prompt"), doc.get("max_new_tokens"),
                                priority=doc.get("priority", 0))
-    except (ValueError, BatchlabError) as exc:
-        _plain(writer, "400 Bad Request", {"error": str(exc)})
+    except (ValueError, RecursionError, BatchlabError) as exc:
+        # ValueError covers bad JSON, NaN-free JSON and 5000-digit ints; RecursionError,
+        # [[[[...]]]] nested past Python's limit.
+        # A ValueError is the client's mistake; anything else is the engine's stored failure.
+        code = "400 Bad Request" if isinstance(exc, (ValueError, RecursionError)) \
+            else "503 Service Unavailable"
+        _plain(writer, code, {"error": str(exc)[:500]})
         return
     writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
                  b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
@@ -127,14 +137,18 @@ async def serve(server: Server, *, host: str = "127.0.0.1", port: int = 0,
                                                 not math.isfinite(v) else v)
                                             for k, v in summary.items()})
             elif method == "GET" and path == "/health":
-                _plain(writer, "200 OK", {"ok": True})
+                health = server.health()
+                _plain(writer, "200 OK" if health["ok"] else "503 Service Unavailable", health)
             else:
                 _plain(writer, "404 Not Found", {"error": f"no route {method} {path}"})
             await writer.drain()
         except (ValueError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
-            _plain(writer, "400 Bad Request", {"error": str(exc) or type(exc).__name__})
+            _plain(writer, "400 Bad Request", {"error": str(exc)[:500] or type(exc).__name__})
         except (ConnectionError, OSError):
             pass
+        except Exception as exc:   # noqa: BLE001 - our bug: answer it, keep serving the rest
+            _plain(writer, "500 Internal Server Error",
+                   {"error": f"{type(exc).__name__}: {exc}"[:500]})
         finally:
             writer.close()
 
@@ -159,25 +173,50 @@ def make_devices(args):
     return torch_devices(1, args.model, args.kv_capacity, device=args.device)
 
 
+def _checked(check, real=False, **bounds):
+    """An argparse type: parse, then apply one of batchlab.core.limits' checks."""
+    def parse(text):
+        try:
+            value = float(text) if real else int(text)
+            return check(value, "value", **bounds)
+        except (ValueError, OverflowError, ConfigError) as exc:
+            raise argparse.ArgumentTypeError(str(exc).replace("value ", "", 1)) from None
+    return parse
+
+
+def _key_value(text):
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):   # one line and exit 2, as batchlab's own command
+        self.exit(2, f"http_server: error: {message}\n")
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = _Parser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--host", default="127.0.0.1", choices=LOOPBACK)
-    ap.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    ap.add_argument("--port", type=_checked(limits.check_port), default=8000,
+                    help="0 picks a free port")
     ap.add_argument("--policy", default="continuous")
     ap.add_argument("--set", dest="params", action="append", default=[], metavar="KEY=VALUE",
-                    help="a policy parameter")
+                    type=_key_value, help="a policy parameter")
     ap.add_argument("--backend", choices=("torch", "affine"), default="torch")
     ap.add_argument("--model", default="tiny-dense", help="torch model preset or file")
     ap.add_argument("--device", default=None, help="cuda or cpu (default: cuda if present)")
-    ap.add_argument("--kv-capacity", type=int, default=16384, help="KV tokens per device")
-    ap.add_argument("--max-requests", type=int, default=100,
+    ap.add_argument("--kv-capacity", type=_checked(limits.check_tokens), default=16384,
+                    help="KV tokens per device")
+    ap.add_argument("--max-requests", type=_checked(limits.check_count), default=100,
                     help="stop after this many generate requests (default 100)")
-    ap.add_argument("--timeout", type=float, default=300.0,
-                    help="stop after this many seconds (default 300)")
+    ap.add_argument("--timeout", type=_checked(limits.check_seconds, positive=True, real=True),
+                    default=300.0, help="stop after this many seconds (default 300)")
     args = ap.parse_args(argv)
     from batchlab import load_policy
     try:
-        policy = load_policy(args.policy, **dict(p.split("=", 1) for p in args.params))
+        policy = load_policy(args.policy, **dict(args.params))
         devices = make_devices(args)
     except (BatchlabError, ValueError) as exc:
         print(f"http_server: error: {exc}", file=sys.stderr)

@@ -34,6 +34,33 @@ TRACES = {
     "short-row.csv": HEADER + "0,5\n",
     "bad.jsonl": '{"arrival": 0, "prompt_tokens": 3, "output_tokens": 1}\n{oops\n',
     "trace.txt": HEADER + "0,5,1\n",
+    "huge-tokens.csv": HEADER + "0,99999999999999999999999,3\n",
+    "huge-tokens.jsonl": '{"arrival": 0, "prompt_tokens": 99999999999999999999999, '
+                         '"output_tokens": 3}\n',
+    "far-arrival.csv": HEADER + "1e300,5,3\n",
+}
+BINARY = {
+    "binary.csv": bytes(range(256)) * 4,
+    "binary.jsonl": b"\x00\xfb\xff" * 100,
+    "utf16.csv": (HEADER + "0,5,3\n").encode("utf-16"),
+    "nul.csv": HEADER.encode() + b"0,5\x00,3\n",
+    "huge-field.csv": HEADER.encode() + b"0," + b"9" * 200_000 + b",3\n",
+    "sweep-binary.toml": b"\x00\xfb\xff" * 10,
+}
+CONFIGS = {   # compare --config files with wrong types or missing keys
+    "no-key.toml": '[run]\n[traffic]\nrates=[1]\n[[models]]\nmodel="llama-3-8b"\n'
+                   'gpu="h100"\nlabel="x"\n',
+    "run-string.toml": 'run="x"\n[traffic]\nrates=[1]\n[[models]]\nkey="a"\nlabel="x"\n',
+    "rates-int.toml": '[run]\n[traffic]\nrates=1\n[[models]]\nkey="a"\nlabel="x"\n',
+    "models-table.toml": '[run]\n[traffic]\n[models]\nkey="a"\n',
+    "study-no-knob.toml": '[run]\n[traffic]\n[[models]]\nkey="a"\nlabel="x"\n'
+                          '[studies.s]\npolicy="continuous"\n',
+    "study-model.toml": '[run]\n[traffic]\n[[models]]\nkey="a"\nlabel="x"\n[studies.s]\n'
+                        'policy="continuous"\nknob="window"\nvalues=[0.1]\nmodel="zz"\n'
+                        'rate=1\n',
+    "variants-string.toml": '[run]\n[traffic]\n[[models]]\nkey="a"\nlabel="x"\n'
+                            '[variants]\ncontinuous="fast"\n',
+    "points-only.toml": '[[points]]\nrequests=0\n',
 }
 ONE = Workload([0.0], [5], [1])
 
@@ -111,6 +138,38 @@ API = [
      ConfigError, "device names must be unique"),
     ("seed-not-int", lambda t: simulate("fixed-window", ONE, affine_devices(1), seed="x"),
      ConfigError, "seed must be an int, got 'x'"),
+    ("seed-negative", lambda t: simulate("fixed-window", ONE, affine_devices(1), seed=-1),
+     ConfigError, "seed must be an int from 0 to 9223372036854775807, got -1"),
+    ("workload-none", lambda t: simulate("fixed-window", None, affine_devices(1)),
+     ConfigError, "simulate needs a Workload or a WorkloadSpec"),
+    ("device-not-a-device", lambda t: simulate("fixed-window", ONE, [object()]), ConfigError,
+     "simulate: device 0 (<object object at"),
+    ("workload-int64-overflow", lambda t: Workload([0.0], [5], [2**63]), ConfigError,
+     "Workload token counts must be integers from 1 to 2147483647"),
+    ("workload-too-many-tokens", lambda t: Workload([0.0], [2**40], [1]), ConfigError,
+     "a prompt or output has more than 2147483647 tokens"),
+    ("requests-absurd", lambda t: make_workload(rate=1.0, num_requests=10**23), ConfigError,
+     "num_requests must be a positive integer <= 100000000"),
+    ("cv-absurd", lambda t: Gamma(1.0, 1e308), ConfigError,
+     "Gamma.cv must be a positive finite number <= 1000, got 1e+308"),
+    ("length-absurd", lambda t: make_workload(rate=1.0, prompt="uniform:1:99999999999999999999"),
+     ConfigError, "UniformLength.high must be a positive integer <= 2147483647"),
+    ("max-new-tokens-absurd", lambda t: make_workload(rate=1.0, max_new_tokens=10**20),
+     ConfigError, "max_new_tokens must be a positive integer <= 2147483647"),
+    ("trace-binary", lambda t: load_trace(t / "binary.csv"), TraceError,
+     "binary.csv: is not text in UTF-8 or UTF-16 (byte 0x80"),
+    ("trace-binary-jsonl", lambda t: load_trace(t / "binary.jsonl"), TraceError,
+     "binary.jsonl: is not text in UTF-8 or UTF-16"),
+    ("trace-nul", lambda t: load_trace(t / "nul.csv"), TraceError,
+     "nul.csv:2: field 'prompt_tokens': is not an integer"),
+    ("trace-huge-field", lambda t: load_trace(t / "huge-field.csv"), TraceError,
+     "huge-field.csv:2: is not a readable CSV line (field larger than field limit"),
+    ("trace-huge-tokens", lambda t: load_trace(t / "huge-tokens.csv"), TraceError,
+     "huge-tokens.csv:2: field 'prompt_tokens': must be at most 2147483647 tokens"),
+    ("trace-huge-tokens-jsonl", lambda t: load_trace(t / "huge-tokens.jsonl"), TraceError,
+     "huge-tokens.jsonl:1: field 'prompt_tokens': must be at most 2147483647 tokens"),
+    ("trace-far-arrival", lambda t: load_trace(t / "far-arrival.csv"), TraceError,
+     "far-arrival.csv:2: field 'arrival': must be within 1e+09 seconds of 0"),
     # -- fault injection
     ("failure-rate-one", lambda t: Faults(failure_rate=1.5), ConfigError,
      "Faults.failure_rate must be a probability in [0, 1)"),
@@ -133,9 +192,13 @@ API = [
     ("policy-parameter-negative", lambda t: load_policy("fixed-window", window=-1.0),
      ConfigError, "policy 'fixed-window': window must be >= 0, got -1.0"),
     ("policy-parameter-nan", lambda t: load_policy("fixed-window", window="nan"), ConfigError,
-     "policy 'fixed-window': parameter 'window' must be float, got 'nan'"),
+     "policy 'fixed-window': parameter 'window' must be a finite float, got 'nan'"),
     ("policy-parameter-zero", lambda t: load_policy("fixed-window", max_batch=0), ConfigError,
      "policy 'fixed-window': max_batch must be > 0, got 0"),
+    ("policy-parameter-name", lambda t: load_policy("fixed-window", name="x"), ConfigError,
+     "policy 'fixed-window' has no parameter 'name'"),
+    ("policy-parameter-inf", lambda t: load_policy("fixed-window", window=float("inf")),
+     ConfigError, "parameter 'window' must be a finite float, got inf"),
 ]
 
 COSTMODEL = [
@@ -159,12 +222,12 @@ CLI = [
     ("trace-row", ["run", "--trace", "{tmp}/not-a-number.csv"],
      "not-a-number.csv:3: field 'prompt_tokens'"),
     ("trace-missing", ["run", "--trace", "{tmp}/nowhere.csv"], "nowhere.csv: not found"),
-    ("rate-negative", ["run", "--rate", "-1"], "Poisson.rate must be a positive finite"),
-    ("requests-zero", ["run", "--requests", "0"], "num_requests must be a positive integer"),
+    ("rate-negative", ["run", "--rate", "-1"], "--rate must be a finite number > 0, got -1.0"),
+    ("requests-zero", ["run", "--requests", "0"], "--requests must be an integer from 1 to"),
     ("devices-zero", ["run", "--devices", "0"], "--devices must be >= 1"),
     ("policy-unknown", ["run", "--policy", "nope"], "unknown policy 'nope'"),
     ("policy-parameter-nan", ["run", "--policy", "fixed-window", "--set", "window=nan"],
-     "parameter 'window' must be float, got 'nan'"),
+     "parameter 'window' must be a finite float, got 'nan'"),
     ("policy-parameter-negative", ["run", "--policy", "fixed-window", "--set", "window=-1"],
      "window must be >= 0"),
     ("gpu-unknown", ["run", "--model", "llama-3-8b", "--gpu", "h9000"],
@@ -173,6 +236,61 @@ CLI = [
      "unknown model preset 'gpt-9'"),
     ("model-does-not-fit", ["run", "--model", "deepseek-v3", "--gpu", "h200"],
      "deepseek-v3 does not fit on 1 x h200"),
+    # tracebacks before: bad bytes in a trace, absurd numbers, a `name` parameter
+    ("trace-utf16-or-binary", ["run", "--trace", "{tmp}/binary.csv"],
+     "binary.csv: is not text in UTF-8 or UTF-16"),
+    ("trace-binary-jsonl", ["run", "--trace", "{tmp}/binary.jsonl"], "is not text in UTF-8"),
+    ("trace-huge-tokens", ["run", "--trace", "{tmp}/huge-tokens.csv"],
+     "must be at most 2147483647 tokens"),
+    ("trace-huge-tokens-jsonl", ["run", "--trace", "{tmp}/huge-tokens.jsonl"],
+     "must be at most 2147483647 tokens"),
+    ("trace-huge-field", ["run", "--trace", "{tmp}/huge-field.csv"],
+     "huge-field.csv:2: is not a readable CSV line"),
+    ("requests-absurd", ["run", "--requests", "99999999999999999999999"],
+     "--requests must be an integer from 1 to 100000000, got 99999999999999999999999"),
+    ("devices-absurd", ["run", "--devices", "99999999999999999999"],
+     "--devices must be an integer from 1 to 10000"),
+    ("set-name", ["run", "--set", "name=x"], "policy 'continuous' has no parameter 'name'"),
+    ("cv-absurd", ["run", "--arrival", "gamma", "--cv", "1e308"],
+     "--cv must be a finite number > 0 and <= 1000, got 1e+308"),
+    ("prompt-absurd", ["run", "--prompt", "uniform:1:99999999999999999999"],
+     "UniformLength.high must be a positive integer <= 2147483647"),
+    ("max-new-tokens-absurd", ["run", "--max-new-tokens", "99999999999999999999"],
+     "--max-new-tokens must be an integer from 1 to 2147483647"),
+    ("seed-negative", ["run", "--seed", "-1"], "--seed must be an integer from 0 to"),
+    ("think-time-absurd", ["run", "--arrival", "closed", "--think-time", "1e308"],
+     "--think-time must be a finite number >= 0 and <= 1e+09"),
+    # silent wrong results before: each ran as something else, or gave nonsense
+    ("time-scale-zero", ["run", "--trace", "{tmp}/utf16.csv", "--time-scale", "0"],
+     "--time-scale must be a finite number > 0"),
+    ("gpus-zero", ["run", "--model", "llama-3-8b", "--gpu", "h100", "--gpus", "0"],
+     "--gpus must be an integer from 1 to 10000, got 0"),
+    ("dp-zero", ["run", "--model", "llama-3-8b", "--gpu", "h100", "--dp", "0"],
+     "--dp must be an integer from 1 to 10000, got 0"),
+    ("price-negative", ["run", "--price", "-1"], "--price must be a finite number >= 0"),
+    ("slo-ttft-zero", ["run", "--slo-ttft", "0"], "--slo-ttft must be a finite number > 0"),
+    ("slo-ttft-negative", ["run", "--slo-ttft", "-1"], "--slo-ttft must be a finite number > 0"),
+    ("window-inf", ["run", "--policy", "fixed-window", "--set", "window=inf"],
+     "parameter 'window' must be a finite float, got 'inf'"),
+    # config files
+    ("sweep-binary", ["sweep", "{tmp}/sweep-binary.toml"],
+     "sweep-binary.toml: not a TOML file: byte 0xfb at offset 1 is not UTF-8 text"),
+    ("sweep-bad-point", ["sweep", "{tmp}/points-only.toml"],
+     "requests must be an integer from 1 to 100000000, got 0"),
+    ("compare-no-key", ["compare", "--config", "{tmp}/no-key.toml"],
+     "no-key.toml: [[models]] #1: 'key' is missing"),
+    ("compare-run-string", ["compare", "--config", "{tmp}/run-string.toml"],
+     "run-string.toml: [run]: must be a table, got 'x'"),
+    ("compare-rates-int", ["compare", "--config", "{tmp}/rates-int.toml"],
+     "rates-int.toml: [traffic]: 'rates' must be a list"),
+    ("compare-models-table", ["compare", "--config", "{tmp}/models-table.toml"],
+     "models-table.toml: [[models]]: must be one or more [[models]] tables"),
+    ("compare-study-no-knob", ["compare", "--config", "{tmp}/study-no-knob.toml"],
+     "[studies.s]: 'knob' is missing"),
+    ("compare-study-model", ["compare", "--config", "{tmp}/study-model.toml"],
+     "[studies.s]: model 'zz' is not a [[models]] key"),
+    ("compare-variants-string", ["compare", "--config", "{tmp}/variants-string.toml"],
+     "[variants] continuous: must be a list of inline tables"),
 ]
 
 HAS_COSTMODEL = importlib.util.find_spec("batchlab.costmodel") is not None
@@ -180,8 +298,10 @@ HAS_COSTMODEL = importlib.util.find_spec("batchlab.costmodel") is not None
 
 @pytest.fixture
 def traces(tmp_path):
-    for name, text in TRACES.items():
+    for name, text in {**TRACES, **CONFIGS}.items():
         (tmp_path / name).write_text(text)
+    for name, data in BINARY.items():
+        (tmp_path / name).write_bytes(data)
     return tmp_path
 
 
@@ -223,11 +343,66 @@ def test_cli_rejects_a_nan_option_before_running(capsys):
     with pytest.raises(SystemExit) as info:
         main(["run", "--rate", "nan"])
     assert info.value.code == 2
-    assert "'nan' is not a finite number" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "'nan' is not a finite number" in err
+    assert err.startswith("batchlab: error: argument --rate:") and err.count("\n") == 1, err
+
+
+def test_a_sweep_of_points_only_runs_just_those_points(tmp_path):
+    from batchlab.studies import sweep
+    config = {"points": [{"requests": 3, "policy": "fixed-window"}, {"requests": 4}]}
+    assert sweep.expand(config) == config["points"]
+    assert sweep.expand({"base": {"requests": 3}}) == [{"requests": 3}]
+
+
+def test_utf16_trace_is_read(traces):
+    workload = load_trace(traces / "utf16.csv")
+    assert workload.prompt_tokens.tolist() == [5] and workload.output_tokens.tolist() == [3]
 
 
 BROKEN_PLUGINS = '''
 raise RuntimeError("this plugin needs a GPU driver")
+'''
+ODD_PLUGINS = '''
+import sys
+
+
+class Base:
+    def __init__(self, name: str = "odd"):
+        self.name = name
+        self.inner = None
+
+    def add(self, request, now):
+        self._inner().add(request, now)
+
+    def schedule(self, now, devices):
+        return self._inner().schedule(now, devices)
+
+    def update(self, batch, result, now):
+        self._inner().update(batch, result, now)
+
+    def abort(self, request_id):
+        self._inner().abort(request_id)
+
+    def _inner(self):
+        if self.inner is None:
+            from batchlab import load_policy
+            self.inner = load_policy("fixed-window")
+        return self.inner
+
+
+class Named(Base):
+    """Has a parameter called name."""
+
+
+class Exploding(Base):
+    def __init__(self):
+        raise RuntimeError("no licence server")
+
+
+class Quitter(Base):
+    def update(self, batch, result, now):
+        sys.exit(0)
 '''
 
 
@@ -239,10 +414,14 @@ def broken_plugins(tmp_path, monkeypatch):
     info = tmp_path / "brokenplug-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: brokenplug\nVersion: 1.0\n")
+    (tmp_path / "oddplug.py").write_text(ODD_PLUGINS)
     (info / "entry_points.txt").write_text(textwrap.dedent("""
         [batchlab.policies]
         ghost = brokenplug_missing_module:Policy
         grumpy = brokenplug:Policy
+        named = oddplug:Named
+        exploding = oddplug:Exploding
+        quitter = oddplug:Quitter
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
 
@@ -262,3 +441,21 @@ def test_a_plugin_that_fails_to_import_is_named(name, words, broken_plugins, cap
     assert err.count("\n") == 1 and words in err
     # The others still load.
     assert load_policy("fixed-window").name == "fixed-window"
+
+
+def test_a_plugin_with_a_name_parameter_loads_through_every_path(broken_plugins, capsys):
+    assert load_policy("named", name="mine").name == "mine"
+    assert main(["run", "--policy", "named", "--set", "name=mine", "--requests", "3"]) == 0
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["run", "--policy", "exploding"], "policy 'exploding' from brokenplug 1.0 "
+     "(oddplug:Exploding) failed to construct: RuntimeError: no licence server"),
+    (["run", "--policy", "quitter", "--requests", "3"],
+     "policy 'odd' broke rule 'raised': update() raised SystemExit: 0"),
+], ids=["init-raises", "sys-exit-in-update"])
+def test_a_plugin_that_misbehaves_is_named_and_the_run_fails(argv, words, broken_plugins,
+                                                            capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and words in err, err

@@ -71,9 +71,9 @@ def test_trace_replay(tmp_path, capsys):
 @pytest.mark.parametrize("argv,message", [
     (["run", "--policy", "nope"], "unknown policy 'nope'"),
     (["run", "--set", "foo=1"], "has no parameter 'foo'"),
-    (["run", "--policy", "fixed-window", "--set", "window=abc"], "parameter 'window' must be float"),
-    (["run", "--rate", "-1"], "Poisson.rate must be a positive finite number"),
-    (["run", "--requests", "0"], "num_requests"),
+    (["run", "--policy", "fixed-window", "--set", "window=abc"], "parameter 'window' must be a finite float"),
+    (["run", "--rate", "-1"], "--rate must be a finite number > 0"),
+    (["run", "--requests", "0"], "--requests must be an integer"),
     (["run", "--trace", "/no/such/trace.csv"], "/no/such/trace.csv"),
     (["run", "--limit", "3"], "--limit applies to --trace only"),
     (["run", "--devices", "0"], "--devices must be >= 1"),

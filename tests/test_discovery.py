@@ -79,11 +79,11 @@ def test_environment_variable_restricts_plugins(plugins, monkeypatch):
 
 @pytest.mark.parametrize("params,message", [
     ({"nope": 1}, "has no parameter 'nope'; parameters: max_batch, window, block_size"),
-    ({"window": "soon"}, "parameter 'window' must be float, got 'soon'"),
+    ({"window": "soon"}, "parameter 'window' must be a finite float, got 'soon'"),
     ({"max_batch": 2.5}, "parameter 'max_batch' must be int, got 2.5"),
     ({"max_batch": 0}, "max_batch must be > 0"),
     ({"window": -1.0}, "window must be >= 0"),
-    ({"window": "nan"}, "parameter 'window' must be float"),
+    ({"window": "nan"}, "parameter 'window' must be a finite float"),
 ])
 def test_bad_parameters_name_the_policy_and_parameter(params, message):
     with pytest.raises(ConfigError, match="policy 'fixed-window'") as info:

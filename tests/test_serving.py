@@ -287,7 +287,7 @@ def test_http_server_script_runs_and_exits_on_its_own():
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "examples" / "http_server.py"), "--backend", "affine",
          "--port", "0", "--max-requests", "1", "--timeout", "30"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_this_checkout())
     try:
         line = proc.stdout.readline()
         assert line.startswith("listening on http://127.0.0.1:"), line + proc.stderr.read()
@@ -300,3 +300,164 @@ def test_http_server_script_runs_and_exits_on_its_own():
             proc.kill()
     assert proc.returncode == 0, err
     assert "served 1 requests: 1 finished" in out
+
+
+def _this_checkout():
+    """The environment for an example script, importing the batchlab under test."""
+    import os
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+
+# -- one bad request never breaks the server ------------------------------------------------
+
+def test_poisoned_submissions_are_refused_and_the_next_ones_served():
+    """The inputs that used to kill the engine thread or freeze the event loop are refused
+    at submit, one ConfigError each, and the requests after them are all served."""
+    poison = [
+        (4, 10**30, 0),                 # max_new_tokens beyond int64: killed the engine
+        (4, 3, 10**400),                # priority: broke a priority policy for everyone
+        (50_000_000, 3, 0),             # a 50M-token prompt length: froze the event loop
+        ([1e400], 3, 0),                # a float that is infinite
+        ([2**70], 3, 0),                # a token id beyond any vocabulary
+        (None, 3, 0), (4, None, 0), (4, 3, "high"), (4, 3, 1.5),
+    ]
+
+    async def main():
+        async with Server("continuous", fast_devices(), max_prompt_tokens=4096) as server:
+            refused = []
+            for prompt, cap, priority in poison:
+                with pytest.raises(ConfigError) as info:
+                    server.submit(prompt, cap, priority=priority)
+                refused.append(str(info.value))
+            good = [server.submit(3 + i, 2 + i % 3, priority=i % 2) for i in range(12)]
+            outs = [await s.collect() for s in good]
+            return refused, good, outs, server.health()
+
+    refused, good, outs, health = run(main())
+    assert all("\n" not in m and len(m) < 300 for m in refused), refused
+    assert "max_new_tokens must be an integer from 1 to" in refused[0]
+    assert "priority must be an integer from" in refused[1]
+    assert "a prompt length must be an integer from 1 to 4096" in refused[2]
+    assert [len(o) for o in outs] == [2 + i % 3 for i in range(12)]
+    assert all(s.status == "finished" for s in good)
+    assert health == {"ok": True, "error": None, "num_open": 0}
+
+
+class ChokesOnOdd(Spy):
+    """A policy whose add() raises for every odd prompt length: one request's problem."""
+
+    def add(self, request, now):
+        if request.prompt_tokens % 2:
+            raise OverflowError(f"cannot rank request {request.id}")
+        self.inner.add(request, now)
+
+
+def test_a_policy_error_in_add_ends_only_that_request():
+    async def main():
+        spy = ChokesOnOdd(batchlab.load_policy("continuous", order="priority"))
+        async with Server(spy, fast_devices()) as server:
+            streams = [server.submit(4 + i, 3, priority=i) for i in range(8)]
+            results = []
+            for s in streams:
+                try:
+                    results.append(len(await s.collect()))
+                except PolicyError as exc:
+                    results.append(str(exc))
+            later = await server.submit(6, 5).collect()   # the engine still serves
+            return results, later, server.health(), server.result(), spy.aborted
+
+    results, later, health, result, aborted = run(main())
+    for i, got in enumerate(results):
+        if (4 + i) % 2:
+            assert "add() raised OverflowError: cannot rank request" in got
+        else:
+            assert got == 3
+    assert len(later) == 5 and health["ok"]
+    assert aborted == [1, 3, 5, 7], "the policy is told to forget the request it choked on"
+    assert result.summary()["num_finished"] == 5
+
+
+def test_health_tells_the_truth_after_the_engine_fails():
+    class Broken(Spy):
+        def schedule(self, now, devices):
+            raise RuntimeError("boom")
+
+    async def main():
+        server = Server(Broken(batchlab.load_policy("continuous")), fast_devices())
+        before = server.health()
+        await server.start()
+        stream = server.submit(4, 3)
+        with pytest.raises(PolicyError):
+            await stream.collect()
+        after = server.health()
+        with pytest.raises(PolicyError):
+            server.submit(4, 3)
+        with pytest.raises(PolicyError):
+            await server.close()
+        return before, after
+
+    before, after = run(main())
+    assert not before["ok"] and "not running" in before["error"]
+    assert not after["ok"] and "the engine stopped: PolicyError" in after["error"]
+
+
+def raw(port, data: bytes):
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def test_http_bad_bodies_get_an_answer_and_the_server_goes_on():
+    http_server = load_example()
+    bodies = [b'{"prompt": [1e400], "max_new_tokens": 3}',
+              b'{"prompt": 4, "max_new_tokens": 1000000000000000000000000000000}',
+              b'{"prompt": 4, "max_new_tokens": 3, "priority": 1' + b"0" * 400 + b"}",
+              b'{"prompt": 50000000, "max_new_tokens": 3}',
+              b"[" * 100000 + b"]" * 100000, b"\xff\xfe not json", b"[1, 2]"]
+
+    def post_raw(port, body):
+        return raw(port, b"POST /generate HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                   % len(body) + body)
+
+    async def main():
+        async with Server("continuous", fast_devices()) as server:
+            bound = asyncio.get_running_loop().create_future()
+            serving = asyncio.ensure_future(http_server.serve(
+                server, port=0, max_requests=len(bodies) + 2, timeout=30,
+                ready=bound.set_result))
+            port = await bound
+            bad = [await asyncio.to_thread(post_raw, port, b) for b in bodies]
+            health = await asyncio.to_thread(raw, port, b"GET /health HTTP/1.1\r\n\r\n")
+            good = [await asyncio.to_thread(post, port, {"prompt": 4, "max_new_tokens": 3})
+                    for _ in range(2)]
+            await serving
+            return bad, health, good
+
+    bad, health, good = run(main(), timeout=60)
+    for status, body in bad:
+        assert status == 400 and "error" in json.loads(body), (status, body[:200])
+    assert health[0] == 200 and json.loads(health[1])["ok"] is True
+    assert all(status == 200 and lines[-1]["status"] == "finished" for status, lines in good)
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--port", "70000"], "argument --port: must be an integer from 0 to 65535, got 70000"),
+    (["--port", "x"], "argument --port: invalid literal"),
+    (["--timeout", "inf"], "argument --timeout: must be a finite number > 0"),
+    (["--set", "window"], "argument --set: expected KEY=VALUE"),
+    (["--set", "nope=1"], "policy 'continuous' has no parameter 'nope'"),
+])
+def test_http_server_script_rejects_bad_options_in_one_line(argv, words):
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "http_server.py"),
+                           "--backend", "affine", *argv], capture_output=True, text=True,
+                          timeout=60, env=_this_checkout())
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert words in proc.stderr and "Traceback" not in proc.stderr

@@ -13,21 +13,43 @@ import numpy as np
 
 from ..core import Plan, Request
 from ..core.errors import ConfigError, PolicyError
+from ..core.limits import MAX_SEED, _show
 from ..core.table import WAITING
 from ..core.validate import check_batch
 
 
 def check_seed(seed) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ConfigError(f"seed must be an int, got {seed!r}")
+        raise ConfigError(f"seed must be an int, got {_show(seed)}")
+    if not 0 <= seed <= MAX_SEED:   # numpy's generators take non-negative seeds only
+        raise ConfigError(f"seed must be an int from 0 to {MAX_SEED}, got {_show(seed)}")
     return int(seed)
+
+
+def check_workload(workload, engine: str):
+    """A Workload or a WorkloadSpec (anything with sample(rng)), or a ConfigError."""
+    if not callable(getattr(workload, "sample", None)):
+        raise ConfigError(f"{engine} needs a Workload or a WorkloadSpec (e.g. "
+                          f"make_workload(rate=2.0)), got {_show(workload)}")
+    return workload
 
 
 def index_devices(devices, engine: str) -> tuple[list, dict[str, int]]:
     """The device list and name -> position; `engine` names the caller in the error."""
-    devices = list(devices)
+    try:
+        devices = list(devices)
+    except TypeError:
+        raise ConfigError(f"{engine} needs a list of devices, got {_show(devices)}") from None
     if not devices:
         raise ConfigError(f"{engine} needs at least one device")
+    for i, d in enumerate(devices):
+        missing = [a for a in ("name", "kv_capacity_tokens", "run") if not hasattr(d, a)]
+        if missing:
+            raise ConfigError(f"{engine}: device {i} ({_show(d)}) is not a Device: it has no "
+                              f"{', '.join(missing)} (see batchlab.core.protocols.Device)")
+        if not isinstance(d.name, str):
+            raise ConfigError(f"{engine}: device {i} has a name that is not a string: "
+                              f"{_show(d.name)}")
     names = [d.name for d in devices]
     if len(set(names)) != len(names):
         raise ConfigError(f"device names must be unique, got {names}")
@@ -41,7 +63,8 @@ def call_policy(policy, name: str, method: str, args, passthrough=(PolicyError,)
         return getattr(policy, method)(*args)
     except passthrough:
         raise
-    except Exception as exc:  # the policy's own bug: say whose and where
+    except (Exception, SystemExit) as exc:  # the policy's own bug: say whose and where
+        # SystemExit too: a plugin calling sys.exit() must not end a run as a success.
         raise PolicyError(name, "raised",
                           f"{method}() raised {type(exc).__name__}: {exc}") from exc
 

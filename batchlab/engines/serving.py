@@ -28,8 +28,16 @@ Prompts: a list of token ids, or a length (ids are then drawn like `run_wallcloc
 the request id). Devices with a `history` (a `TokenHistory`, as torch devices share one) get
 the given ids; every device with `register`/`free` is told of arrivals and departures.
 
-If the engine fails (a policy breaks the Scheduler contract, a device raises), every open
-stream raises that error and `close()` raises it too.
+Robustness. Every submission is checked on the event loop before the engine sees it: a
+prompt (ids or a length) of at most `max_prompt_tokens`, a `max_new_tokens` of at most
+`max_new_tokens_limit`, a priority within `core.limits.MAX_PRIORITY`; so the memory one
+request can hold (its prompt ids, its tokens, its stream's queue) is bounded, and a length of
+50,000,000 is refused at once instead of freezing the event loop while its ids are drawn.
+If the policy raises while it is given one request (`add`), that request alone ends with
+the error (its stream raises a PolicyError) and the policy is told to `abort` it; the
+engine goes on serving the others. If the engine itself fails (the policy breaks the
+contract while scheduling or updating, a device raises), every open stream raises that
+error, `submit` and `close()` raise it too, and `health()` says so.
 """
 
 from __future__ import annotations
@@ -38,12 +46,13 @@ import asyncio
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 
 import attrs
 import numpy as np
 
 from ..core import Request, StepResult
+from ..core import limits
 from ..core.errors import BatchlabError, ConfigError, PolicyError
 from ..core.protocols import policy_name
 from ..core.table import ABORTED, REJECTED, WAITING, RequestTable
@@ -55,6 +64,7 @@ from .result import Result
 __all__ = ["RequestRejected", "Server", "TokenStream"]
 
 _END = object()
+DEFAULT_MAX_TOKENS = 1 << 20
 
 
 class RequestRejected(BatchlabError):
@@ -128,14 +138,22 @@ class Server:
     devices: Devices; torch devices of one server should share one TokenHistory
         (`torch_devices(n, ...)` does that).
     prompt_seed: seeds the ids of prompts given as a length.
+    max_prompt_tokens, max_new_tokens_limit: the largest prompt and output one request may
+        ask for (default 2**20 each: a long-context request fits, a typo does not).
     """
 
-    def __init__(self, policy, devices: Sequence, *, prompt_seed: int = 0):
+    def __init__(self, policy, devices: Sequence, *, prompt_seed: int = 0,
+                 max_prompt_tokens: int = DEFAULT_MAX_TOKENS,
+                 max_new_tokens_limit: int = DEFAULT_MAX_TOKENS):
         if isinstance(policy, str):
             from ..policies.discovery import load_policy
             policy = load_policy(policy)
+        self.prompt_seed = limits.check_seed(prompt_seed, "Server.prompt_seed")
+        self.max_prompt_tokens = limits.check_tokens(max_prompt_tokens,
+                                                     "Server.max_prompt_tokens")
+        self.max_new_tokens_limit = limits.check_tokens(max_new_tokens_limit,
+                                                        "Server.max_new_tokens_limit")
         self._engine = _Engine(policy, devices)
-        self.prompt_seed = int(prompt_seed)
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._streams: dict[int, TokenStream] = {}
         self._next_id = 0
@@ -173,6 +191,18 @@ class Server:
         if self._engine.error is not None:
             raise self._engine.error
 
+    def health(self) -> dict:
+        """{"ok": bool, "error": str or None, "num_open": requests not yet ended}: ok only
+        while the engine thread is alive and has not failed, so a monitor sees the truth."""
+        error = self._engine.error
+        alive = self._thread is not None and self._thread.is_alive() and not self._closed
+        why = None
+        if error is not None:
+            why = f"the engine stopped: {type(error).__name__}: {error}"
+        elif not alive:
+            why = "the server is not running (not started, or closed)"
+        return {"ok": why is None, "error": why, "num_open": len(self._streams)}
+
     async def __aenter__(self) -> "Server":
         return await self.start()
 
@@ -186,13 +216,9 @@ class Server:
         if self._engine.error is not None:
             raise self._engine.error
         ids = self._prompt_ids(prompt)
-        for name, value, low in (("max_new_tokens", max_new_tokens, 1),
-                                 ("priority", priority, None)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
-                    or (low is not None and value < low):
-                raise ConfigError(f"submit(): {name} must be an int"
-                                  + (f" >= {low}" if low is not None else "")
-                                  + f", got {value!r}")
+        limits.check_int(max_new_tokens, "submit(): max_new_tokens", low=1,
+                         high=self.max_new_tokens_limit)
+        limits.check_priority(priority, "submit(): priority")
         rid = self._next_id
         self._next_id += 1
         stream = TokenStream(rid, self)
@@ -207,21 +233,25 @@ class Server:
     # -- plumbing -----------------------------------------------------------------------------
     def _prompt_ids(self, prompt) -> list[int]:
         if isinstance(prompt, (int, np.integer)) and not isinstance(prompt, bool):
-            if prompt < 1:
-                raise ConfigError(f"submit(): a prompt length must be >= 1, got {prompt}")
+            limits.check_int(prompt, "submit(): a prompt length", low=1,
+                             high=self.max_prompt_tokens)
             rng = np.random.default_rng([self.prompt_seed, self._next_id, int(prompt)])
             return rng.integers(0, self._vocab or 2**31 - 1, int(prompt)).tolist()
+        if isinstance(prompt, Sized) and len(prompt) > self.max_prompt_tokens:
+            raise ConfigError(f"submit(): a prompt of {len(prompt)} token ids is longer than "
+                              f"this server's max_prompt_tokens ({self.max_prompt_tokens})")
         try:
             ids = [int(t) for t in prompt]
             exact = all(int(t) == t and not isinstance(t, bool) for t in prompt)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):   # None, "x", 1.5, 1e400
             ids, exact = [], False
-        if not ids or not exact:
+        if not ids or not exact or not isinstance(prompt, Sized):
             raise ConfigError("submit(): prompt must be a non-empty sequence of int token ids "
-                              f"or a length, got {prompt!r}"[:200])
-        if min(ids) < 0 or (self._vocab is not None and max(ids) >= self._vocab):
-            raise ConfigError(f"submit(): token ids must be in [0, {self._vocab}) for these "
-                              f"devices; got {min(ids)}..{max(ids)}")
+                              f"or a length, got {limits._show(prompt)}")
+        vocab = self._vocab or 2**31   # no vocabulary: any id a real tokenizer could give
+        if min(ids) < 0 or max(ids) >= vocab:
+            raise ConfigError(f"submit(): token ids must be in [0, {vocab}) for these "
+                              f"devices; got {limits._show(min(ids))}..{limits._show(max(ids))}")
         return ids
 
     def _command(self, cmd) -> None:
@@ -272,6 +302,7 @@ class _Engine:
         self.pending_wake: float | None = None
         self.error: BaseException | None = None
         self.num_events = 0
+        self.num_failed = 0   # requests ended by a policy error that concerned them alone
         self.start = time.perf_counter()
 
     def clock(self) -> float:
@@ -329,8 +360,11 @@ class _Engine:
                 request = Request(id=rid, arrival=now, prompt_tokens=len(prompt),
                                   max_new_tokens=cap, priority=priority)
                 self.requests[rid] = request
-                self._call("add", request, now)
                 self.num_events += 1
+                try:
+                    self._call("add", request, now)
+                except (PolicyError, ConfigError) as exc:
+                    self._fail_one(rid, exc, now, events)
         aborted = False
         for cmd in cmds:
             if cmd[0] == "abort":
@@ -342,6 +376,18 @@ class _Engine:
                     events.append((rid, "aborted", None))
                     aborted = True
         return bool(subs) or aborted
+
+    def _fail_one(self, rid: int, exc: BaseException, now: float, events: list) -> None:
+        """The policy choked on this one request: end it with the error, tell the policy to
+        forget it (whatever of it the failed call kept), and keep serving the others."""
+        try:
+            self._call("abort", rid)
+        except PolicyError:
+            pass   # the request is gone either way; its own error is the one to report
+        self.table.close(rid, ABORTED, now)
+        self._gone(rid)
+        self.num_failed += 1
+        events.append((rid, "error", exc))
 
     def _abort_all(self, now: float, events: list) -> None:
         for rid in np.flatnonzero(self.table.status[:self.table.size] == WAITING).tolist():

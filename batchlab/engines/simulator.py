@@ -28,7 +28,7 @@ from ..core.protocols import policy_name
 from ..core.table import REJECTED, WAITING, RequestTable
 from .accounting import DeviceTotals
 from .contract import (call_policy, check_plan, check_rejectable, check_seed, follow_ups,
-                       index_devices, launch_batches, request_of, stalled)
+                       check_workload, index_devices, launch_batches, request_of, stalled)
 from .faults import Faults, lose_device
 from .result import Result
 
@@ -47,7 +47,7 @@ class Simulator:
         self.seed, self.oracle = check_seed(seed), oracle
         self.policy, self.name = policy, policy_name(policy)
         self.devices, self.index = index_devices(devices, "simulate")
-        self.workload = workload.sample(np.random.default_rng(self.seed))
+        self.workload = check_workload(workload, "simulate").sample(np.random.default_rng(self.seed))
         wl = self.workload
         self.table = RequestTable.for_requests(wl.prompt_tokens, wl.output_tokens)
         self.heap: list = []

@@ -44,7 +44,8 @@ from ..core.protocols import policy_name
 from ..core.table import REJECTED, RequestTable
 from .accounting import DeviceTotals
 from .contract import (call_policy, check_plan, check_rejectable, check_seed, follow_ups,
-                       index_devices, launch_batches, request_of, stalled, tell_devices)
+                       check_workload, index_devices, launch_batches, request_of, stalled,
+                       tell_devices)
 from .result import Result
 
 MAX_IDLE_WAKES = 100_000
@@ -59,7 +60,8 @@ class WallClock:
         self.policy, self.name = policy, policy_name(policy)
         self.devices, self.index = index_devices(devices, "run_wallclock")
         self.realtime = bool(realtime)
-        self.workload = wl = workload.sample(np.random.default_rng(self.seed))
+        self.workload = wl = check_workload(workload, "run_wallclock").sample(
+            np.random.default_rng(self.seed))
         self.table = RequestTable.for_requests(wl.prompt_tokens, wl.output_tokens)
         # Pending arrivals: (time, id). Closed-loop follow-ups join when their user's
         # previous request ends.

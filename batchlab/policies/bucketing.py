@@ -106,6 +106,7 @@ class Bucketing:
     edges: np.ndarray = attrs.field(init=False)
     num_padded_tokens: int = attrs.field(default=0, init=False)  # padding fed, summed
     num_real_tokens: int = attrs.field(default=0, init=False)    # cached + new, summed
+    _num_preempted: int = attrs.field(default=0, init=False)     # preemptions so far
     _requests: dict = attrs.field(factory=dict, init=False)  # id -> Request, until it ends
     _unchecked: list = attrs.field(factory=list, init=False)
     _waiting: list = attrs.field(init=False)                 # per bucket: heap of (rank, id)
@@ -162,12 +163,20 @@ class Bucketing:
         if not self._fitted:
             self._fit_edges()
         rejected = self._enqueue_new()
-        batches = {}
-        for device in devices:
-            batch = self._schedule_device(device.name, now)
-            if batch is not None:
-                batches[device.name] = batch
-                self._launched[id(batch)] = device.name
+        batches, todo = {}, list(devices)
+        while todo:
+            preempted = self._num_preempted
+            for device in todo:
+                batch = self._schedule_device(device.name, now)
+                if batch is not None:
+                    batches[device.name] = batch
+                    self._launched[id(batch)] = device.name
+            if self._num_preempted == preempted:
+                break
+            # A row preempted on a small device may fit on a device that got nothing earlier
+            # in this call: offer those again, largest first (else: no plan, no wake-up).
+            todo = sorted((d for d in todo if d.name not in batches),
+                          key=lambda d: -d.kv_capacity_tokens)
         return Plan(batches, rejected=rejected)
 
     def update(self, batch: Batch, result, now: float) -> None:
@@ -298,6 +307,7 @@ class Bucketing:
         """Free a running row's memory and queue it to be recomputed from scratch."""
         rows = self._rows[name]
         rid = int(rows.ids[pos])
+        self._num_preempted += 1
         self._kv[name].free(rid)
         del self._where[rid]
         self._known[rid] = int(rows.known[pos])

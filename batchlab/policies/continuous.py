@@ -128,6 +128,7 @@ class ContinuousBatching:
     def num_waiting(self) -> int:
         """Requests waiting to start (new, or preempted to be recomputed)."""
         return len(self._requests) - len(self._where)
+    _num_preempted: int = attrs.field(default=0, init=False)   # preemptions so far
 
     # -- protocol -----------------------------------------------------------------------------
     def add(self, request: Request, now: float) -> None:
@@ -165,7 +166,7 @@ class ContinuousBatching:
             self._offered[device.name] = device
         rejected = self._reject_impossible()
         self._now = now
-        batches, wake = {}, None
+        batches, wake, todo = {}, None, []
         for device in devices:
             if self.window > 0:
                 due = self._idle_since.setdefault(device.name, now) + self.window
@@ -173,10 +174,21 @@ class ContinuousBatching:
                     if self._requests:  # work in hand: come back when the window ends
                         wake = due if wake is None else min(wake, due)
                     continue
-            batch = self._schedule_device(device.name)
-            if batch is not None:
-                batches[device.name] = batch
-                self._launched[id(batch)] = device.name
+            todo.append(device)
+        while todo:
+            preempted = self._num_preempted
+            for device in todo:
+                batch = self._schedule_device(device.name)
+                if batch is not None:
+                    batches[device.name] = batch
+                    self._launched[id(batch)] = device.name
+            if self._num_preempted == preempted:
+                break
+            # A sequence preempted on a small device may fit on a device that got nothing
+            # earlier in this call: offer those again, largest first, or it would wait with
+            # nothing planned and no wake-up (the liveness rule).
+            todo = sorted((d for d in todo if d.name not in batches),
+                          key=lambda d: -d.kv_capacity_tokens)
         return Plan(batches, wake_at=wake, rejected=rejected)
 
     def update(self, batch: Batch, result, now: float) -> None:
@@ -274,6 +286,7 @@ class ContinuousBatching:
             heapq.heappush(self._waiting, (*self._key[rid], rid))
             run.take(np.arange(run.ids.size) != victim)
             preempted = True
+            self._num_preempted += 1
 
     def _admit(self, name, run: _Running, kv: KVBlockManager, left: int,
                take: np.ndarray) -> np.ndarray:

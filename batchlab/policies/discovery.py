@@ -113,7 +113,7 @@ def _coerce(policy: str, param: Param, value):
             return int(value)
         if kind == "float":
             number = float(value)
-            if math.isnan(number):
+            if not math.isfinite(number):   # window=inf would run but never start a step
                 raise ValueError
             return number
         if kind == "bool":
@@ -124,13 +124,18 @@ def _coerce(policy: str, param: Param, value):
                 return False
             raise ValueError
     except ValueError:
-        raise ConfigError(f"policy {policy!r}: parameter {param.name!r} must be {kind}, "
-                          f"got {value!r}") from None
+        what = "a finite float" if kind == "float" else kind
+        raise ConfigError(f"policy {policy!r}: parameter {param.name!r} must be {what}, "
+                          f"got {value!r}"[:300]) from None
     return value
 
 
-def load_policy(name: str, **params) -> Scheduler:
-    """Instantiate the policy registered under `name` with `params`, validated."""
+def load_policy(name: str, /, **params) -> Scheduler:
+    """Instantiate the policy registered under `name` with `params`, validated.
+
+    `name` is positional-only, so that a policy may have a parameter called `name` too."""
+    if not isinstance(name, str):
+        raise ConfigError(f"a policy name must be a string, got {name!r}"[:200])
     infos = {i.name: i for i in available_policies()}
     info = infos.get(name)
     if info is None:
@@ -148,15 +153,20 @@ def load_policy(name: str, **params) -> Scheduler:
     for key, value in kwargs.items():
         kind = declared[key].type
         ok = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-              "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+              "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+              and math.isfinite(v),
               "bool": lambda v: isinstance(v, bool)}.get(kind, lambda v: True)
         if not ok(value):
-            raise ConfigError(f"policy {name!r}: parameter {key!r} must be {kind}, "
-                              f"got {value!r}")
+            raise ConfigError(f"policy {name!r}: parameter {key!r} must be "
+                              f"{'a finite float' if kind == 'float' else kind}, "
+                              f"got {value!r}"[:300])
     try:
         policy = info.factory(**kwargs)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"policy {name!r}: {exc}") from None
+    except Exception as exc:   # a plugin's own bug while constructing: name the plugin
+        raise PluginError(f"policy {name!r} from {info.source} failed to construct: "
+                          f"{type(exc).__name__}: {exc}") from None
     if not isinstance(policy, Scheduler):
         raise PluginError(f"policy {name!r} from {info.source} built a "
                           f"{type(policy).__name__} that is not a Scheduler")

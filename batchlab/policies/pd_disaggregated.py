@@ -223,7 +223,14 @@ class PDDisaggregated:
                 rid, known = int(rows.ids[i]), int(rows.known[i])
                 if rid in self._moving or rid in self._local:
                     continue
-                fits = [n for n in decoders if self._kv[n].can_grow(rid, known)]
+                # Only a decode device that can hold the sequence to its cap: on a smaller one
+                # it would outgrow the device and preempt itself with nothing left to plan.
+                request = self._requests.get(rid)
+                if request is None:
+                    continue   # aborted while its step ran: update drops the row
+                whole = -(-(request.prompt_tokens + request.max_new_tokens) // self.block_size)
+                fits = [n for n in decoders if self._kv[n].num_blocks >= whole
+                        and self._kv[n].can_grow(rid, known)]
                 if not fits:
                     break
                 target = max(fits, key=lambda n: self._kv[n].num_free_blocks)

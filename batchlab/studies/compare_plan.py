@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..core.errors import ConfigError
+from .compare_config import check_config
 from ..policies.discovery import available_policies
 from ..workloads.spec import parse_length
 from .scenario import build_devices, check_keys
@@ -34,6 +35,9 @@ def load_config(path=None) -> dict:
             text = Path(path).read_text()
         except OSError as exc:
             raise ConfigError(f"cannot read compare config {name}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{name}: not a TOML file (byte 0x{exc.object[exc.start]:02x} "
+                              f"at offset {exc.start} is not UTF-8 text)") from None
     try:
         config = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -42,6 +46,7 @@ def load_config(path=None) -> dict:
         if section not in config:
             raise ConfigError(f"{name}: missing [{section}] (copy the default with "
                               "`batchlab compare --print-config`)")
+    check_config(config, name)
     config["_name"] = name
     try:
         config["_slo"] = SLO.from_config(config.get("slo"), f"{name}: [slo]")

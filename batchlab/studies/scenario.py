@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from ..backends.affine import affine_devices
 from ..engines.simulator import simulate
+from ..core import limits
 from ..core.errors import ConfigError
 from ..policies.discovery import load_policy
 from ..workloads import make_workload
@@ -59,6 +60,50 @@ def check_keys(params: dict) -> None:
                           f"{', '.join(sorted(KEYS))}, and policy.<parameter>")
 
 
+def _text(value, where):
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where} must be a non-empty string, got {limits._show(value)}")
+
+
+def _length(value, where):
+    if isinstance(value, str):
+        return   # parsed, with its own limits, by workloads.parse_length
+    limits.check_tokens(value, where)
+
+
+# What each setting may hold: the same checks for the CLI, sweep files and compare configs,
+# so that `--gpus 0` and `gpus = 0` in a sweep get the same one-line error.
+_CHECKS = {
+    "policy": _text, "arrival": _text, "trace": _text, "model": _text, "gpu": _text,
+    "routing": _text, "prompt": _length, "output": _length,
+    "requests": limits.check_count, "users": limits.check_count, "limit": limits.check_count,
+    "max_new_tokens": limits.check_tokens, "seed": limits.check_seed,
+    "devices": lambda v, w: limits.check_count(v, w, limits.MAX_DEVICES),
+    "rate": lambda v, w: limits.check_number(v, w, above=0),
+    "cv": lambda v, w: limits.check_number(v, w, above=0, high=1000),
+    "think_time": limits.check_seconds,
+    "time_scale": lambda v, w: limits.check_number(v, w, above=0, high=limits.MAX_SECONDS),
+    "price": lambda v, w: limits.check_number(v, w, low=0),
+    "slo_ttft": lambda v, w: limits.check_seconds(v, w, positive=True),
+    "slo_tpot": lambda v, w: limits.check_seconds(v, w, positive=True),
+    **{k: (lambda v, w: limits.check_count(v, w, limits.MAX_DEVICES))
+       for k in ("gpus", "tp", "ep", "pp", "dp", "attention_gpus", "ffn_gpus")},
+}
+
+
+def check_params(params: dict) -> None:
+    """Every key known and every value of the right type and in range (None: not given)."""
+    check_keys(params)
+    for key, value in params.items():
+        check = _CHECKS.get(key)
+        if check is not None and value is not None:
+            check(value, key)
+    for key in params:
+        if key.startswith("policy.") and not key[len("policy."):].strip():
+            raise ConfigError(f"setting {key!r} names no policy parameter; write "
+                              "policy.<parameter>")
+
+
 def build_policy(params: dict):
     policy_params = {k.split(".", 1)[1]: v for k, v in params.items()
                      if k.startswith("policy.") and v is not None}
@@ -68,7 +113,8 @@ def build_policy(params: dict):
 def build_workload(params: dict):
     if params.get("trace"):
         from ..workloads.traces import load_trace
-        return load_trace(params["trace"], time_scale=params.get("time_scale") or 1.0,
+        scale = params.get("time_scale")
+        return load_trace(params["trace"], time_scale=1.0 if scale is None else scale,
                           limit=params.get("limit"), max_new_tokens=params.get("max_new_tokens"))
     if params.get("limit") is not None:
         raise ConfigError("limit applies to a trace only; use requests for sampled traffic")
@@ -130,7 +176,7 @@ def build_devices(params: dict):
 
 def run(params: dict, *, progress=None):
     """Build and simulate the run `params` describes; returns the Result."""
-    check_keys(params)
+    check_params(params)
     policy = build_policy(params)
     workload = build_workload(params)
     devices = build_devices(params)

@@ -114,6 +114,9 @@ def load_config(path) -> dict:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:   # a binary file, or UTF-16 (TOML is UTF-8 only)
+        raise ConfigError(f"{path}: not a TOML file: byte 0x{exc.object[exc.start]:02x} at "
+                          f"offset {exc.start} is not UTF-8 text") from None
     try:
         return _normalize(raw)
     except ConfigError as exc:
@@ -121,10 +124,14 @@ def load_config(path) -> dict:
 
 
 def expand(config: dict) -> list[dict]:
-    """Every point: base | each grid combination, in order, then base | each extra point."""
+    """Every point: base | each grid combination, in order, then base | each extra point.
+    With no [grid], [base] alone is one point, but [[points]] alone are just those points
+    (the empty product would otherwise add an all-defaults point nobody asked for)."""
     config = _normalize(config)
     base, grid = config["base"], config["grid"]
     combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    if not grid and config["points"]:
+        combos = []
     return [{**base, **c} for c in combos] + [{**base, **p} for p in config["points"]]
 
 
@@ -195,7 +202,7 @@ def run_points(points, *, executor: str = "local", processes: int | None = None,
     keys = []
     for i, point in enumerate(points):
         try:
-            scenario.check_keys(point)
+            scenario.check_params(point)   # every point checked before any runs
             keys.append(point_key(point))
         except ConfigError as exc:
             raise ConfigError(f"sweep point {i} {point!r}: {exc}") from None

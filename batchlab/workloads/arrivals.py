@@ -10,7 +10,7 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
-from .checks import _fail, _float_if_real, _int_field, _non_negative, _positive
+from .checks import _cv, _fail, _float_if_real, _int_field, _positive, _seconds
 
 
 # --- arrival processes ------------------------------------------------------------------
@@ -43,7 +43,7 @@ class Gamma:
     """
 
     rate: float = attrs.field(converter=_float_if_real, validator=_positive)
-    cv: float = attrs.field(converter=_float_if_real, validator=_positive)
+    cv: float = attrs.field(converter=_float_if_real, validator=_cv)
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         shape = 1.0 / self.cv ** 2
@@ -87,7 +87,7 @@ class ClosedLoop:
 
     num_users: int = attrs.field(**_int_field)
     think_time: float = attrs.field(default=0.0, converter=_float_if_real,
-                                    validator=_non_negative)
+                                    validator=_seconds)
     think: str = attrs.field(default="constant", validator=_think_kind)
 
     def sample_layout(self, rng: np.random.Generator, n: int):

@@ -12,12 +12,13 @@ from numbers import Integral, Real
 import numpy as np
 
 from ..core.errors import ConfigError
+from ..core.limits import MAX_REQUESTS, MAX_SECONDS, MAX_TOKENS, _show
 
 
 def _fail(inst, attr, what: str, value) -> None:
     # attr.alias is the name the user typed (LogNormalLength stores `mean` as mean_tokens)
     name = getattr(attr, "alias", None) or attr.name
-    raise ConfigError(f"{type(inst).__name__}.{name} must be {what}, got {value!r}")
+    raise ConfigError(f"{type(inst).__name__}.{name} must be {what}, got {_show(value)}")
 
 
 def _is_real(value) -> bool:
@@ -41,8 +42,32 @@ def _at_least_one(inst, attr, value):
 
 
 def _positive_int(inst, attr, value):
+    # A token count or a user count; above MAX_TOKENS it would overflow the int arrays.
+    if _is_real(value) and math.isfinite(value) and value > MAX_TOKENS:
+        _fail(inst, attr, f"a positive integer <= {MAX_TOKENS}", value)
     if not (isinstance(value, Integral) and not isinstance(value, bool) and value >= 1):
         _fail(inst, attr, "a positive integer", value)
+    if value > MAX_TOKENS:
+        _fail(inst, attr, f"a positive integer <= {MAX_TOKENS}", value)
+
+
+def _request_count(inst, attr, value):
+    if _is_real(value) and math.isfinite(value) and value > MAX_REQUESTS:
+        _fail(inst, attr, f"a positive integer <= {MAX_REQUESTS} (requests in one run)", value)
+    _positive_int(inst, attr, value)
+
+
+def _seconds(inst, attr, value):
+    _non_negative(inst, attr, value)
+    if value > MAX_SECONDS:
+        _fail(inst, attr, f"a finite number of seconds <= {MAX_SECONDS:g}", value)
+
+
+def _cv(inst, attr, value):
+    # cv**2 overflows beyond ~1e154; above 1000 no traffic trace is that bursty anyway.
+    _positive(inst, attr, value)
+    if value > 1000:
+        _fail(inst, attr, "a positive finite number <= 1000", value)
 
 
 def _optional_positive_int(inst, attr, value):
@@ -52,7 +77,7 @@ def _optional_positive_int(inst, attr, value):
 
 def _int_if_integral(value):
     """Let `UniformLength(1, 1e3)` mean what it says; anything else is left for the validator."""
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2.0**63:
         return int(value)
     if isinstance(value, np.integer):
         return int(value)

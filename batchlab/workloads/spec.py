@@ -20,16 +20,25 @@ import numpy as np
 
 from ..core.errors import ConfigError
 from .arrivals import ClosedLoop, ConstantRate, Gamma, Poisson
-from .checks import _fail, _int_field, _int_if_integral, _optional_positive_int
+from ..core.limits import MAX_TOKENS
+from .checks import (_fail, _int_if_integral, _optional_positive_int, _request_count)
 from .lengths import ConstantLength, LogNormalLength, UniformLength
 
 
 def _i64(values):
-    return np.asarray(values, dtype=np.int64).reshape(-1)
+    try:
+        return np.asarray(values, dtype=np.int64).reshape(-1)
+    except (OverflowError, ValueError, TypeError) as exc:
+        # 2**63, "x" or None in a length list: say so instead of numpy's words
+        raise ConfigError(f"Workload token counts must be integers from 1 to {MAX_TOKENS}, "
+                          f"got values numpy cannot hold as int64 ({exc})") from None
 
 
 def _f64(values):
-    return np.asarray(values, dtype=np.float64).reshape(-1)
+    try:
+        return np.asarray(values, dtype=np.float64).reshape(-1)
+    except (OverflowError, ValueError, TypeError) as exc:
+        raise ConfigError(f"Workload arrival times must be numbers of seconds ({exc})") from None
 
 
 @attrs.frozen(eq=False)
@@ -68,6 +77,9 @@ class Workload:
                                   f"arrival has {n}")
         if (self.prompt_tokens < 1).any() or (self.output_tokens < 1).any():
             raise ConfigError(f"workload {self.name!r}: every prompt and output needs >= 1 token")
+        if (self.prompt_tokens > MAX_TOKENS).any() or (self.output_tokens > MAX_TOKENS).any():
+            raise ConfigError(f"workload {self.name!r}: a prompt or output has more than "
+                              f"{MAX_TOKENS} tokens")
         open_loop = ~np.isnan(self.arrival)
         if (self.arrival[open_loop] < 0).any() or not np.isfinite(self.arrival[open_loop]).all():
             raise ConfigError(f"workload {self.name!r}: arrival times must be finite and >= 0")
@@ -75,6 +87,10 @@ class Workload:
             raise ConfigError(f"workload {self.name!r}: closed-loop requests (arrival NaN) "
                               "need user and think")
         cap = self.max_new_tokens
+        if cap is not None and not (isinstance(cap, (Integral, np.integer))
+                                    and not isinstance(cap, bool) and 1 <= cap <= MAX_TOKENS):
+            raise ConfigError(f"workload {self.name!r}: max_new_tokens must be an integer from "
+                              f"1 to {MAX_TOKENS}, got {cap!r}")
         if cap is None:
             object.__setattr__(self, "max_new_tokens", int(self.output_tokens.max()))
         elif cap < int(self.output_tokens.max()):
@@ -121,7 +137,7 @@ class WorkloadSpec:
     arrivals: object = attrs.field(validator=_has_methods("sample"))
     prompt: object = attrs.field(validator=_has_methods("sample", "mean"))
     output: object = attrs.field(validator=_has_methods("sample", "mean"))
-    num_requests: int = attrs.field(**_int_field)
+    num_requests: int = attrs.field(converter=_int_if_integral, validator=_request_count)
     max_new_tokens: int | None = attrs.field(default=None, converter=_int_if_integral,
                                              validator=_optional_positive_int)
     name: str | None = None

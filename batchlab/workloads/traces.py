@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import ConfigError, TraceError
+from ..core.limits import MAX_SECONDS, MAX_TOKENS
 from .spec import Workload
 
 AZURE = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
@@ -36,6 +37,27 @@ _SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".json-lines": "jsonl", ".ndjson"
 # clock is parsed here. An optional UTC offset is honoured for traces that carry one.
 _WALLCLOCK = re.compile(r"\s*(\d{4}-\d{2}-\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
                         r"\s*(Z|[+-]\d{2}:?\d{2})?\s*$")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:30]}...({len(text)} characters)"
+
+
+def _encoding(path: str) -> str:
+    """UTF-8 (with or without a BOM), or UTF-16 when the file starts with its BOM, as
+    spreadsheet programs on Windows write "Unicode text"."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    return "utf-16" if head in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+
+
+def _unreadable(path: str, exc: Exception) -> TraceError:
+    if isinstance(exc, UnicodeDecodeError):
+        return TraceError(path, None, None, f"is not text in UTF-8 or UTF-16 (byte "
+                          f"0x{exc.object[exc.start]:02x} at offset {exc.start}); a trace is "
+                          "a CSV or JSON Lines text file")
+    return TraceError(path, None, None, f"cannot be read: {exc}")
 
 
 class _RowParser:
@@ -56,14 +78,14 @@ class _RowParser:
             try:
                 n = int(value)
             except ValueError:
-                what = "is empty" if not value.strip() else f"is not an integer: {value!r}"
+                what = "is empty" if not value.strip() else f"is not an integer: {_short(value)}"
                 raise self.error(line, field, f"{what}; write a whole number of tokens") from None
         elif isinstance(value, int) and not isinstance(value, bool):
             n = value
         elif isinstance(value, float) and value.is_integer():
             n = int(value)
         else:
-            raise self.error(line, field, f"is not an integer: {value!r}; write a whole "
+            raise self.error(line, field, f"is not an integer: {_short(value)}; write a whole "
                              "number of tokens")
         if n == 0 and zero_ok:
             # A request that generated nothing still ran its prefill, which emits the first
@@ -72,6 +94,9 @@ class _RowParser:
             return 1
         if n < 1:
             raise self.error(line, field, f"must be >= 1 token, got {n}")
+        if n > MAX_TOKENS:   # would overflow the int64 arrays of a run
+            raise self.error(line, field, f"must be at most {MAX_TOKENS} tokens, got "
+                             f"{str(n)[:30]}{'...' if len(str(n)) > 30 else ''}")
         return n
 
     def seconds(self, value, line: int, field: str) -> float:
@@ -82,7 +107,11 @@ class _RowParser:
         except (TypeError, ValueError):
             t = math.nan
         if not math.isfinite(t):
-            raise self.error(line, field, f"is not a finite number of seconds: {value!r}")
+            raise self.error(line, field, f"is not a finite number of seconds: "
+                             f"{_short(value)}")
+        if abs(t) > MAX_SECONDS:
+            raise self.error(line, field, f"must be within {MAX_SECONDS:g} seconds of 0, got "
+                             f"{_short(value)}")
         return t
 
     def wallclock(self, value, line: int, field: str) -> float:
@@ -90,7 +119,7 @@ class _RowParser:
         m = _WALLCLOCK.match(value) if isinstance(value, str) else None
         if m is None:
             raise self.error(line, field, f"is not a timestamp like "
-                             f"'2023-11-16 18:17:03.9799600': {value!r}")
+                             f"'2023-11-16 18:17:03.9799600': {_short(value)}")
         date, hh, mm, ss, frac, zone = m.groups()
         day = self.days.get(date)
         if day is None:
@@ -131,45 +160,54 @@ def _scheme_of(columns, path: str, line: int | None) -> tuple[str, str, str]:
 
 
 def _read_csv(path: str, limit: int | None):
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    with open(path, newline="", encoding=_encoding(path)) as f:
         reader = csv.reader(f)
+        try:
+            return _read_csv_rows(path, reader, limit)
+        except csv.Error as exc:   # a NUL byte, a field over the csv module's size limit
+            raise TraceError(path, reader.line_num, None,
+                             f"is not a readable CSV line ({exc})") from None
+
+
+def _read_csv_rows(path: str, reader, limit: int | None):
+    header = next(reader, None)
+    while header is not None and not header:   # blank lines before the header
         header = next(reader, None)
-        while header is not None and not header:   # blank lines before the header
-            header = next(reader, None)
-        if header is None:
-            raise TraceError(path, None, None, f"is empty; a trace needs a header line "
-                             f"({_SCHEMES}) and one line per request")
-        header_line = reader.line_num
-        header = [c.strip() for c in header]
-        scheme = _scheme_of(header, path, header_line)
-        parser = _RowParser(path, scheme)
-        where = [header.index(c) for c in scheme]
-        width = len(header)
-        rows = []
-        for values in reader:
-            if not values:
-                continue
-            line = reader.line_num
-            if len(values) != width:
-                short = len(values) < width
-                raise TraceError(path, line, header[len(values)] if short else None,
-                                 f"has {len(values)} fields, the header has {width}")
-            rows.append(parser.row([values[k] for k in where], line))
-            if limit is not None and len(rows) >= limit:
-                break
+    if header is None:
+        raise TraceError(path, None, None, f"is empty; a trace needs a header line "
+                         f"({_SCHEMES}) and one line per request")
+    header_line = reader.line_num
+    header = [c.strip() for c in header]
+    scheme = _scheme_of(header, path, header_line)
+    parser = _RowParser(path, scheme)
+    where = [header.index(c) for c in scheme]
+    width = len(header)
+    rows = []
+    for values in reader:
+        if not values:
+            continue
+        line = reader.line_num
+        if len(values) != width:
+            short = len(values) < width
+            raise TraceError(path, line, header[len(values)] if short else None,
+                             f"has {len(values)} fields, the header has {width}")
+        rows.append(parser.row([values[k] for k in where], line))
+        if limit is not None and len(rows) >= limit:
+            break
     return rows, parser, header_line
 
 
 def _read_jsonl(path: str, limit: int | None):
     rows, parser, first_line = [], None, None
-    with open(path, encoding="utf-8-sig") as f:
+    with open(path, encoding=_encoding(path)) as f:
         for line, text in enumerate(f, start=1):
             if not text.strip():
                 continue
             try:
                 obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise TraceError(path, line, None, f"is not valid JSON ({exc.msg})") from None
+            except (ValueError, RecursionError) as exc:   # also a 5000-digit int, [[[[...
+                why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)[:80]
+                raise TraceError(path, line, None, f"is not valid JSON ({why})") from None
             if not isinstance(obj, dict):
                 raise TraceError(path, line, None, "must be a JSON object with "
                                  f"{_SCHEMES}, got {type(obj).__name__}")
@@ -220,7 +258,10 @@ def load_trace(path, *, time_scale: float = 1.0, limit: int | None = None,
                           "rename the file to say its format")
     if not os.path.isfile(path):
         raise TraceError(path, None, None, "not found (no such file); check the path")
-    rows, parser, first_line = (_read_csv if kind == "csv" else _read_jsonl)(path, limit)
+    try:
+        rows, parser, first_line = (_read_csv if kind == "csv" else _read_jsonl)(path, limit)
+    except (UnicodeError, OSError) as exc:
+        raise _unreadable(path, exc) from None
     if not rows:
         raise TraceError(path, first_line, None, "has a header but no requests")
     if parser.num_zero_outputs:

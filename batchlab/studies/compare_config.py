@@ -1,0 +1,165 @@
+"""The shape of a `batchlab compare` config, checked before anything runs.
+
+`compare.load_config` calls `check_config` on the parsed TOML, so that a wrong type or a
+missing key is one line naming the table and the key ("[[models]] #2: 'key' is missing")
+instead of a KeyError from deep inside `plan()`. Only the keys compare reads are checked;
+the values of run settings are checked later, with every other run's, by
+`scenario.check_params`.
+"""
+
+from __future__ import annotations
+
+from ..core import limits
+from ..core.errors import ConfigError
+
+
+def _fail(name: str, where: str, problem: str) -> None:
+    raise ConfigError(f"{name}: {where}: {problem} (see `batchlab compare --print-config` for "
+                      "a correct file)")
+
+
+def _table(name, where, value) -> dict:
+    if not isinstance(value, dict):
+        _fail(name, where, f"must be a table, got {limits._show(value)}")
+    return value
+
+
+def _need(name, where, table: dict, key: str, kind, what: str):
+    if key not in table:
+        _fail(name, where, f"{key!r} is missing; it must be {what}")
+    value = table[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        _fail(name, where, f"{key!r} must be {what}, got {limits._show(value)}")
+    return value
+
+
+def _optional(name, where, table: dict, key: str, check) -> None:
+    if table.get(key) is not None:
+        try:
+            check(table[key], f"{key!r}")
+        except ConfigError as exc:
+            _fail(name, where, str(exc))
+
+
+def _check_traffic(name: str, traffic) -> None:
+    where = "[traffic]"
+    _table(name, where, traffic)
+    rates = traffic.get("rates", [])
+    if not isinstance(rates, list):
+        _fail(name, where, f"'rates' must be a list of requests per second, e.g. [1, 4], got "
+              f"{limits._show(rates)}")
+    for i, rate in enumerate(rates):
+        _optional(name, where, {"rate": rate}, "rate",
+                  lambda v, w: limits.check_number(v, f"rates[{i}]", above=0))
+    _optional(name, where, traffic, "local_requests",
+              lambda v, w: limits.check_int(v, w, low=0, high=limits.MAX_REQUESTS))
+    _optional(name, where, traffic, "duration", lambda v, w: limits.check_seconds(
+        v, w, positive=True))
+    for key in ("min_requests", "max_requests"):
+        _optional(name, where, traffic, key, limits.check_count)
+
+
+def _check_models(name: str, models) -> set:
+    if not isinstance(models, list) or not models:
+        _fail(name, "[[models]]", "must be one or more [[models]] tables, got "
+              f"{limits._show(models)}")
+    keys = set()
+    for i, model in enumerate(models):
+        where = f"[[models]] #{i + 1}"
+        _table(name, where, model)
+        key = _need(name, where, model, "key", str, "a short name, such as \"moe\"")
+        _need(name, where, model, "label", str, "a title for tables and plots")
+        if "kind" in model:
+            _need(name, where, model, "kind", str, "\"moe\" or \"dense\"")
+        if key in keys:
+            _fail(name, where, f"key {key!r} is used twice")
+        keys.add(key)
+    return keys
+
+
+def _check_variants(name: str, variants) -> None:
+    _table(name, "[variants]", variants)
+    for policy, knobs in variants.items():
+        where = f"[variants] {policy}"
+        if not isinstance(knobs, list) or not all(isinstance(k, dict) for k in knobs):
+            _fail(name, where, "must be a list of inline tables, e.g. [{ window = 0.2 }], "
+                  f"got {limits._show(knobs)}")
+
+
+def _check_studies(name: str, studies, model_keys: set) -> None:
+    _table(name, "[studies]", studies)
+    for key, study in studies.items():
+        where = f"[studies.{key}]"
+        _table(name, where, study)
+        _need(name, where, study, "policy", str, "a policy name")
+        _need(name, where, study, "knob", str, "a policy parameter name")
+        values = _need(name, where, study, "values", list, "a non-empty list of knob values")
+        if not values:
+            _fail(name, where, "'values' is empty: the study would have no points")
+        model = _need(name, where, study, "model", (str, dict),
+                      "a [[models]] key or an inline table of run settings")
+        if isinstance(model, str) and model not in model_keys:
+            _fail(name, where, f"model {model!r} is not a [[models]] key (keys: "
+                  f"{', '.join(sorted(model_keys))})")
+        _need(name, where, study, "rate", (int, float), "requests per second")
+        _optional(name, where, study, "rate",
+                  lambda v, w: limits.check_number(v, w, above=0))
+        _optional(name, where, study, "requests", limits.check_count)
+        if "set" in study:
+            _table(name, f"{where} set", study["set"])
+        if "title" in study:
+            _need(name, where, study, "title", str, "text")
+
+
+def _check_policies(name: str, policies, model_keys: set) -> None:
+    if not isinstance(policies, list):
+        _fail(name, "[[policies]]", f"must be [[policies]] tables, got {limits._show(policies)}")
+    for i, entry in enumerate(policies):
+        where = f"[[policies]] #{i + 1}"
+        _table(name, where, entry)
+        _need(name, where, entry, "label", str, "a title for tables and plots")
+        _need(name, where, entry, "policy", str, "a policy name (see `batchlab policies`)")
+        for key in ("set", "deploy", "skip"):
+            if key in entry:
+                _table(name, f"{where} {key}", entry[key])
+        for key in ("deploy", "skip"):
+            for model in entry.get(key, {}):
+                if model not in model_keys:
+                    _fail(name, f"{where} {key}", f"{model!r} is not a [[models]] key (keys: "
+                          f"{', '.join(sorted(model_keys))})")
+
+
+def _check_scale(name: str, scale, model_keys: set) -> None:
+    if not isinstance(scale, list):
+        _fail(name, "[[scale]]", f"must be [[scale]] tables, got {limits._show(scale)}")
+    for i, entry in enumerate(scale):
+        where = f"[[scale]] #{i + 1}"
+        _table(name, where, entry)
+        _need(name, where, entry, "label", str, "a title for tables and plots")
+        model = _need(name, where, entry, "model", str, "a [[models]] key")
+        if model not in model_keys:
+            _fail(name, where, f"model {model!r} is not a [[models]] key (keys: "
+                  f"{', '.join(sorted(model_keys))})")
+        if "preset" in entry:
+            _need(name, where, entry, "preset", str, "a deployment preset name")
+        for key in ("deploy", "set", "capacity"):
+            if key in entry:
+                _table(name, f"{where} {key}", entry[key])
+
+
+def check_config(config: dict, name: str) -> None:
+    """Raise a ConfigError naming the first table and key of `config` that is malformed."""
+    _table(name, "[run]", config["run"])
+    _check_traffic(name, config["traffic"])
+    model_keys = _check_models(name, config["models"])
+    if "variants" in config:
+        _check_variants(name, config["variants"])
+    if "studies" in config:
+        _check_studies(name, config["studies"], model_keys)
+    if "policies" in config:
+        _check_policies(name, config["policies"], model_keys)
+    if "scale" in config:
+        _check_scale(name, config["scale"], model_keys)
+    for section in ("slo", "capacity"):
+        if section in config:
+            _table(name, f"[{section}]", config[section])
