@@ -97,6 +97,41 @@ class KVBlockManager:
         self._take(int((want - held).sum()))
         self._held[ids] = want
 
+    def num_steps_fit(self, ids, num_tokens, max_steps: int) -> int:
+        """The most steps k <= max_steps (at least 0) for which every id can grow by k tokens
+        from num_tokens without running out of blocks: how far a decode batch may run ahead
+        on the memory it can reserve now (multi-step plans)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        tokens = np.asarray(num_tokens, dtype=np.int64)
+        held = self.num_held(ids)
+        free = self.num_free_blocks
+
+        def fits(k: int) -> bool:
+            need = -(-(tokens + k) // self.block_size) - held
+            return int(need[need > 0].sum()) <= free
+
+        if fits(max_steps):
+            return max_steps
+        lo, hi = 0, max_steps  # fits(lo) or lo == 0; not fits(hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if fits(mid):
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
+    def trim(self, ids, num_tokens) -> None:
+        """Give back blocks beyond what num_tokens tokens need (each id): the unused part of
+        a reservation for steps that did not run. Never grows."""
+        ids = self._distinct(ids)
+        if ids.size == 0:
+            return
+        held = self._held[ids]
+        keep = np.minimum(self.blocks_for(num_tokens), held)
+        self.num_free_blocks += int((held - keep).sum())
+        self._held[ids] = keep
+
     def free(self, ids) -> None:
         """Release every block the ids hold (unknown ids are fine)."""
         ids = self._distinct(ids)
