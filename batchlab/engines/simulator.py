@@ -193,39 +193,77 @@ class Simulator:
         return bool(plan.batches) or bool(plan.rejected) or bool(plan.migrations)
 
     def _launch_stretches(self, stretches) -> None:
-        """Run multi-step batches up to the first event that matters (module docstring)."""
-        priced = [self._price_steps(d, batch) for d, batch in stretches]
+        """Run multi-step batches up to the first event that matters (module docstring).
+
+        A step ending at or after the next event on the heap is a stretch's last: at that
+        event the policy would have been asked again. Other stretches launched now count by
+        their first step, the earliest they could ask. Each first step is run as a single
+        step (`run`); a stretch that ends there is booked as one. The rest is priced by the
+        device's `run_steps`, or, if it has none, by `run` step by step, and only for steps
+        that happen (a device's `run` may draw random numbers).
+        """
         top = self.heap[0][0] if self.heap else math.inf
-        for i, ((d, batch), (ends, durations, costs)) in enumerate(zip(stretches, priced)):
-            # A step ending at or after the next event is the stretch's last: at that event
-            # the policy would have been asked again. Other stretches launched now count by
-            # their first step, the earliest they could ask.
-            horizon = min([top] + [p[0][0] for k, p in enumerate(priced) if k != i])
+        firsts = []
+        for d, batch in stretches:
+            idx = batch.request_ids
+            # Each row emits a token per step: the first to finish ends the stretch.
+            k = min(int(batch.num_steps), int((self.table.output[idx]
+                                               - self.table.generated[idx]).min()))
+            result = self.devices[d].run(_step_batch(batch, 0))
+            duration = result.duration
+            if not (duration >= 0 and math.isfinite(duration)):
+                raise ConfigError(f"device {self.devices[d].name!r} returned step duration "
+                                  f"{duration!r}")
+            firsts.append((self.now + duration, result, k))
+        for i, (d, batch) in enumerate(stretches):
+            end, result, k = firsts[i]
+            horizon = min([top] + [f[0] for f in firsts[:i] + firsts[i + 1:]])
+            if k == 1 or end >= horizon:  # one step after all
+                self.running[d] = (batch, result, None)
+                self._push(end, DONE, d)
+                continue
+            ends, durations, costs = self._price_rest(d, batch, result, k, horizon)
             j = min(int(np.searchsorted(ends, horizon)) + 1, len(ends))
             self.running[d] = (batch, None, (ends[:j], durations[:j], costs[:j]))
             self._push(float(ends[j - 1]), DONE, d)
 
-    def _price_steps(self, d: int, batch):
-        """End times, durations and per-step costs of a multi-step batch's steps, up to its
-        first finishing row (each row emits one token per step)."""
-        idx = batch.request_ids
-        k = min(int(batch.num_steps), int((self.table.output[idx] - self.table.generated[idx])
-                                          .min()))
+    def _price_rest(self, d: int, batch, first, k: int, horizon: float):
+        """(ends, durations, costs) of a stretch's steps, enough to reach the horizon (or k)."""
         device = self.devices[d]
         run_steps = getattr(device, "run_steps", None)
-        priced = run_steps(batch, k) if run_steps is not None else None
-        if priced is None:  # price each step's batch on its own
-            results = [device.run(_step_batch(batch, j)) for j in range(k)]
-            durations = np.array([r.duration for r in results], dtype=float)
-            costs = np.array([cost_row(r.cost) for r in results], dtype=float)
-        else:
-            durations, costs = priced
+        if run_steps is not None:
+            # Decode steps only grow longer as the context grows, so this many reach the
+            # horizon; if a device's do not, all k are priced.
+            reach = (horizon - self.now) / max(first.duration, 1e-12)
+            need = k if reach >= k else min(k, int(reach) + 2)
+            priced = run_steps(batch, need)
+            if priced is not None:
+                durations, costs = priced
+                ends = self._ends(device, durations, need)
+                if ends[-1] < horizon and need < k:
+                    durations, costs = run_steps(batch, k)
+                    ends = self._ends(device, durations, k)
+                return ends, durations, costs
+        end, times, rows = self.now + first.duration, [first.duration], [cost_row(first.cost)]
+        stops = [end]
+        while len(stops) < k and end < horizon:
+            result = device.run(_step_batch(batch, len(stops)))
+            duration = result.duration
+            if not (duration >= 0 and math.isfinite(duration)):
+                raise ConfigError(f"device {device.name!r} returned step duration "
+                                  f"{duration!r}")
+            end += duration
+            stops.append(end)
+            times.append(duration)
+            rows.append(cost_row(result.cost))
+        return np.array(stops), np.array(times), np.array(rows, dtype=float)
+
+    def _ends(self, device, durations, k: int) -> np.ndarray:
         if not (durations.shape == (k,) and np.isfinite(durations).all()
                 and (durations >= 0).all()):
             raise ConfigError(f"device {device.name!r} returned step durations "
                               f"{durations!r} for {k} steps")
-        ends = np.cumsum(np.concatenate(([self.now], durations)))[1:]  # sequential sums
-        return ends, durations, costs
+        return np.cumsum(np.concatenate(([self.now], durations)))[1:]  # sequential sums
 
     def _migrate(self, rid, target: str) -> None:
         table, rid = self.table, int(rid)
