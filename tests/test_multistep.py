@@ -172,3 +172,21 @@ def test_kv_steps_fit_is_the_most_that_can_grow(tokens, blocks, block_size, step
     kv.trim(ids, tokens)
     assert kv.num_free_blocks == free
     kv.check_valid()
+
+
+def test_continuous_forgets_what_it_no_longer_needs():
+    """Finished and aborted requests leave no sort key behind (memory would grow forever)."""
+    wl = Workload(np.arange(50) * 0.01, np.full(50, 30), np.full(50, 5))
+    policy = load_policy("continuous")
+    simulate(policy, wl, [AffineDevice()])
+    assert not policy._key and not policy._requests and not policy._where
+
+
+def test_table_registers_one_at_a_time_in_amortised_constant_time():
+    table = RequestTable()
+    for i in range(1000):
+        assert table.register([i + 1], [2]).tolist() == [i]
+    assert table.size == 1000 and len(table.prompt) < 2100
+    assert table.prompt[:1000].tolist() == list(range(1, 1001))
+    assert np.isnan(table.arrival[:1000]).all() and (table.home[:1000] == -1).all()
+    assert table.records().size == 1000
