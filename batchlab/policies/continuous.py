@@ -180,6 +180,8 @@ class ContinuousBatching:
     # -- one device's step ----------------------------------------------------------------
     def _schedule_device(self, name: str) -> Batch | None:
         run, kv = self._running[name], self._kv[name]
+        if run.ids.size == 0 and not self._waiting:  # an idle device with nothing to do:
+            return None  # cheap, so a cluster of many idle devices costs little per call
         budget = self.max_num_batched_tokens
         preempted, take = self._fit_running(run, kv, budget)
         num_running = run.ids.size
