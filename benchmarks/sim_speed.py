@@ -93,14 +93,14 @@ def child(args) -> None:
     params, spec, devices, seed = build(args.case, args)
     steps = 1 if args.child == "single" else 64
     policy = batchlab.load_policy(args.policy, max_num_steps=steps, **params)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = batchlab.simulate(policy, spec, devices, seed=seed)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     rec = result.records
     digest = hashlib.sha256(b"".join(rec[f].tobytes() for f in rec.dtype.names)).hexdigest()
     s = result.summary()
     print(json.dumps({
-        "wall": wall, "steps": int(result.devices["steps"].sum()), "events": result.num_events,
+        "wall": wall, "cpu": cpu, "steps": int(result.devices["steps"].sum()), "events": result.num_events,
         "requests": int(rec.size), "finished": s["num_finished"],
         "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "records": digest[:16], "itl_p99_ms": s["itl_p99_s"] * 1e3,
@@ -155,7 +155,8 @@ def main() -> None:
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             runs.append(json.loads(out.strip().splitlines()[-1]))
             r = runs[-1]
-            print(f"  {mode:6s} repeat {rep + 1}: {r['wall']:8.2f} s  {r['steps']:>10,} steps  "
+            print(f"  {mode:6s} repeat {rep + 1}: {r['wall']:8.2f} s ({r['cpu']:.2f} s CPU)  "
+                  f"{r['steps']:>10,} steps  "
                   f"{r['steps'] / r['wall']:>9,.0f} steps/s  {r['requests'] / r['wall']:>8,.0f} "
                   f"req/s  {r['events']:>9,} events  peak {r['peak_mb']:6.0f} MB  "
                   f"records {r['records']}", flush=True)

@@ -28,8 +28,7 @@ _LOG_MIN = math.log(MIN_GAP)
 
 def bin_of(gaps: np.ndarray) -> np.ndarray:
     """The bin of each gap (seconds), clipped to the histogram's range."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        raw = (np.log(np.maximum(gaps, MIN_GAP)) - _LOG_MIN) * _INV_LOG
+    raw = (np.log(np.maximum(gaps, MIN_GAP)) - _LOG_MIN) * _INV_LOG  # gaps >= 0: no warning
     return np.minimum(raw.astype(np.int64), NUM_BINS - 1)
 
 
@@ -46,12 +45,11 @@ class GapHistogram:
         n = gaps.size
         if n == 0:
             return
-        bins = bin_of(gaps)
-        lo = bins.min()
-        if lo == bins.max():  # the common step: every row's previous token came together
-            self.counts[lo] += n
+        lo, hi = gaps.min(), gaps.max()
+        if lo == hi:  # the common step: every row's previous token came in the same step
+            self.counts[bin_of(gaps[:1])[0]] += n
         else:
-            np.add.at(self.counts, bins, 1)
+            np.add.at(self.counts, bin_of(gaps), 1)
         self.num_gaps += n
         self.total += float(gaps.sum())
 

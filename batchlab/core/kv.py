@@ -72,11 +72,13 @@ class KVBlockManager:
         return self.num_used_blocks / self.num_blocks if self.num_blocks else 0.0
 
     # -- changes ------------------------------------------------------------------------
-    def grow(self, ids, num_tokens) -> None:
+    def grow(self, ids, num_tokens, *, unique: bool = False) -> None:
         """Make each id hold enough blocks for num_tokens tokens; never shrinks.
 
         `ids` is one id or an array of distinct ids. Raises MemoryError (nothing changed) if
         the free blocks do not suffice: ask `can_grow` first and preempt when it says no.
+        unique: the caller guarantees distinct, non-negative ids (a policy's own running
+        set), which skips their check on a hot path.
         """
         if isinstance(ids, (int, np.integer)):  # the common scalar case, without arrays
             rid, need = int(ids), -(-int(num_tokens) // self.block_size)
@@ -88,7 +90,7 @@ class KVBlockManager:
                 self._take(extra)
                 self._held[rid] = need
             return
-        ids = self._distinct(ids)
+        ids = ids if unique else self._distinct(ids)
         if ids.size == 0:
             return
         self._ensure_size(int(ids.max()) + 1)

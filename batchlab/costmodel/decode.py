@@ -37,6 +37,7 @@ class DecodePricer:
         self._h_bytes = sm._h_bytes
         self._stage = sm._stages[0]
         self._step_overhead = eff.step_overhead
+        self._cache: dict = {}
 
     @classmethod
     def for_model(cls, step_model) -> "DecodePricer | None":
@@ -61,39 +62,46 @@ class DecodePricer:
             return None  # the step model changed shape: use its own path
         return pricer
 
+    def _constants(self, rows: int, m: int):
+        """What a step of `rows` decode rows in m micro-batches costs whatever its context:
+        the op table's constant part, and the scalars (cached: a run sees few shapes)."""
+        key = (rows, m)
+        hit = self._cache.get(key)
+        if hit is None:
+            s = self._scale / m
+            M, r = self._M, rows * s
+            # Features: 1, T, R, (three prefill features, 0 here), decode rows, decode keys.
+            base = M[:, 0] + M[:, 1] * r + M[:, 2] * r + M[:, 6] * r
+            layers, dense, _, ar_l, ar_s, _, _ = self._stage
+            msg = rows / m * self._scale * self._h_bytes
+            ar = ar_l + msg * ar_s if ar_s else 0.0
+            comm = (layers + dense) * ar
+            hit = (base, s, comm, self._size * m)
+            if len(self._cache) < 4096:
+                self._cache[key] = hit
+        return hit
+
     def price(self, batch, num_steps: int):
         """Durations (num_steps,) and cost rows (num_steps, 10; `COST_FIELDS` order) of
         steps 1..num_steps of a decode batch (step j: context + (j - 1) tokens per row)."""
         rows = batch.num_seqs
         m = max(1, min(int(batch.num_micro_batches), rows))
-        s = self._scale / m
-        M = self._M
-        r = rows * s
-        # Features: 1, T, R, (three prefill features, 0 here), decode rows, decode keys.
-        base = M[:, 0] + M[:, 1] * r + M[:, 2] * r + M[:, 6] * r
+        base, s, comm, scale = self._constants(rows, m)
         keys = (batch.num_context_tokens + rows * np.arange(num_steps, dtype=np.int64)) * s
-        out = (base + np.multiply.outer(keys, M[:, _FEATURES_CONTEXT])).reshape(
-            num_steps, 4, self._n)
+        out = base + np.multiply.outer(keys, self._M[:, _FEATURES_CONTEXT])
+        out = out.reshape(num_steps, 4, self._n)  # per step: compute, memory, FLOPs, bytes
         comp_op, mem_op = out[:, 0], out[:, 1]
-        time_op = np.maximum(comp_op, mem_op)
-        comp_op = time_op * (comp_op >= mem_op)
-        K0 = self._K0
-        comp = (comp_op * K0).sum(axis=1)
-        time = (time_op * K0).sum(axis=1)
-        scale = self._size * m
-        flops = (out[:, 2] * K0).sum(axis=1) * scale
-        nbytes = (out[:, 3] * K0).sum(axis=1) * scale
-        layers, dense, _, ar_l, ar_s, _, _ = self._stage
-        msg = rows / m * self._scale * self._h_bytes
-        ar = ar_l + msg * ar_s if ar_s else 0.0
-        comm = (layers + dense) * ar
+        bound = comp_op >= mem_op
+        np.maximum(comp_op, mem_op, out=mem_op)   # row 1 becomes the op's roofline time
+        np.multiply(mem_op, bound, out=comp_op)   # row 0 its compute-bound share
+        # One reduction along each contiguous row: the same sums whatever num_steps is.
+        comp, time, flops, nbytes = (out * self._K0).sum(axis=2).T
         ovh = self._ovh
-        durations = m * (time + ovh + comm) + self._step_overhead
         costs = np.zeros((num_steps, 10))
         costs[:, 0] = m * comp
         costs[:, 1] = m * (time - comp)
         costs[:, 2] = m * comm
         costs[:, 3] = m * ovh + self._step_overhead
-        costs[:, 4] = flops
-        costs[:, 5] = nbytes
-        return durations, costs
+        costs[:, 4] = flops * scale
+        costs[:, 5] = nbytes * scale
+        return m * (time + ovh + comm) + self._step_overhead, costs

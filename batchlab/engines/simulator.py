@@ -47,6 +47,8 @@ PROGRESS, WOKEN = 1, 2  # what handling an event amounted to (bit flags)
 
 # A policy that keeps asking to be woken without doing anything is stuck, not slow.
 MAX_IDLE_WAKES = 1_000_000
+# Steps of a multi-step batch a device's run_steps prices at first (all, if too few).
+STEPS_GUESS = 16
 # Steps that fail in a row without a token emitted anywhere: a run that cannot progress.
 MAX_FAILURES_IN_ROW = 10_000
 
@@ -197,53 +199,59 @@ class Simulator:
 
         A step ending at or after the next event on the heap is a stretch's last: at that
         event the policy would have been asked again. Other stretches launched now count by
-        their first step, the earliest they could ask. Each first step is run as a single
-        step (`run`); a stretch that ends there is booked as one. The rest is priced by the
-        device's `run_steps`, or, if it has none, by `run` step by step, and only for steps
-        that happen (a device's `run` may draw random numbers).
+        their first step, the earliest they could ask. A device with `run_steps` prices a
+        first guess of steps at once, and all of them if the guess falls short; one without
+        is run step by step by `run`, and only for steps that happen (its `run` may draw
+        random numbers); a stretch that ends after one step is then booked as one step.
         """
         top = self.heap[0][0] if self.heap else math.inf
-        firsts = []
-        for d, batch in stretches:
-            idx = batch.request_ids
-            # Each row emits a token per step: the first to finish ends the stretch.
-            k = min(int(batch.num_steps), int((self.table.output[idx]
-                                               - self.table.generated[idx]).min()))
-            result = self.devices[d].run(_step_batch(batch, 0))
-            duration = result.duration
-            if not (duration >= 0 and math.isfinite(duration)):
-                raise ConfigError(f"device {self.devices[d].name!r} returned step duration "
-                                  f"{duration!r}")
-            firsts.append((self.now + duration, result, k))
+        firsts = [self._price_first(d, batch) for d, batch in stretches]
         for i, (d, batch) in enumerate(stretches):
-            end, result, k = firsts[i]
+            end, priced, k = firsts[i]
             horizon = min([top] + [f[0] for f in firsts[:i] + firsts[i + 1:]])
-            if k == 1 or end >= horizon:  # one step after all
-                self.running[d] = (batch, result, None)
-                self._push(end, DONE, d)
-                continue
-            ends, durations, costs = self._price_rest(d, batch, result, k, horizon)
+            if isinstance(priced, StepResult):  # priced by `run`: its first step only
+                if k == 1 or end >= horizon:
+                    self.running[d] = (batch, priced, None)
+                    self._push(end, DONE, d)
+                    continue
+                priced = self._run_on(d, batch, priced, k, horizon)
+            else:
+                ends = priced[0]
+                if ends[-1] < horizon and len(ends) < k:
+                    durations, costs = self.devices[d].run_steps(batch, k)
+                    priced = (self._ends(self.devices[d], durations, k), durations, costs)
+            ends, durations, costs = priced
             j = min(int(np.searchsorted(ends, horizon)) + 1, len(ends))
             self.running[d] = (batch, None, (ends[:j], durations[:j], costs[:j]))
             self._push(float(ends[j - 1]), DONE, d)
 
-    def _price_rest(self, d: int, batch, first, k: int, horizon: float):
-        """(ends, durations, costs) of a stretch's steps, enough to reach the horizon (or k)."""
+    def _price_first(self, d: int, batch):
+        """(end of the first step, pricing, k): a stretch's k steps (up to its first
+        finishing row: each row emits one token per step) priced by the device's `run_steps`
+        for a first guess of steps ((ends, durations, costs)), or if it has none, its first
+        step by `run` (a StepResult)."""
+        idx = batch.request_ids
+        k = min(int(batch.num_steps), int((self.table.output[idx]
+                                           - self.table.generated[idx]).min()))
         device = self.devices[d]
         run_steps = getattr(device, "run_steps", None)
         if run_steps is not None:
-            # Decode steps only grow longer as the context grows, so this many reach the
-            # horizon; if a device's do not, all k are priced.
-            reach = (horizon - self.now) / max(first.duration, 1e-12)
-            need = k if reach >= k else min(k, int(reach) + 2)
-            priced = run_steps(batch, need)
+            guess = min(k, STEPS_GUESS)
+            priced = run_steps(batch, guess)
             if priced is not None:
                 durations, costs = priced
-                ends = self._ends(device, durations, need)
-                if ends[-1] < horizon and need < k:
-                    durations, costs = run_steps(batch, k)
-                    ends = self._ends(device, durations, k)
-                return ends, durations, costs
+                ends = self._ends(device, durations, guess)
+                return float(ends[0]), (ends, durations, costs), k
+        result = device.run(_step_batch(batch, 0))
+        duration = result.duration
+        if not (duration >= 0 and math.isfinite(duration)):
+            raise ConfigError(f"device {device.name!r} returned step duration {duration!r}")
+        return self.now + duration, result, k
+
+    def _run_on(self, d: int, batch, first, k: int, horizon: float):
+        """Steps of a stretch on a device without `run_steps`, one `run` each, until one
+        ends at or after the horizon or k have run: (ends, durations, costs)."""
+        device = self.devices[d]
         end, times, rows = self.now + first.duration, [first.duration], [cost_row(first.cost)]
         stops = [end]
         while len(stops) < k and end < horizon:

@@ -211,7 +211,7 @@ class ContinuousBatching:
         fed = run.computed + 1  # this step's reservation is made already
         steps = 1 + kv.num_steps_fit(run.ids, fed, self.max_num_steps - 1)
         if steps > 1:
-            kv.grow(run.ids, fed + (steps - 1))
+            kv.grow(run.ids, fed + (steps - 1), unique=True)
         return steps
 
     def _take(self, need: np.ndarray, budget: int) -> np.ndarray:
@@ -239,7 +239,7 @@ class ContinuousBatching:
         while True:
             take = self._take(run.known - run.computed, budget)
             try:
-                kv.grow(run.ids, run.computed + take)  # changes nothing if it raises
+                kv.grow(run.ids, run.computed + take, unique=True)  # no change if it raises
                 return preempted, take
             except MemoryError:
                 pass
