@@ -57,6 +57,11 @@ class KVBlockManager:
 
     def can_grow(self, ids, num_tokens) -> bool:
         """Whether every id can hold num_tokens tokens (each) without running out of blocks."""
+        if isinstance(ids, (int, np.integer)) and isinstance(num_tokens, (int, np.integer)):
+            rid = int(ids)  # the common scalar case (an admission), without arrays
+            held = int(self._held[rid]) if 0 <= rid < len(self._held) else 0
+            need = -(-int(num_tokens) // self.block_size) - held
+            return need <= self.num_free_blocks
         return self.num_extra_blocks(ids, num_tokens) <= self.num_free_blocks
 
     def can_allocate(self, num_blocks: int) -> bool:
