@@ -100,7 +100,8 @@ def child(args) -> None:
     digest = hashlib.sha256(b"".join(rec[f].tobytes() for f in rec.dtype.names)).hexdigest()
     s = result.summary()
     print(json.dumps({
-        "wall": wall, "cpu": cpu, "steps": int(result.devices["steps"].sum()), "events": result.num_events,
+        "wall": wall, "cpu": cpu, "steps": int(result.devices["steps"].sum()),
+        "events": result.num_events,
         "requests": int(rec.size), "finished": s["num_finished"],
         "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "records": digest[:16], "itl_p99_ms": s["itl_p99_s"] * 1e3,
@@ -168,8 +169,8 @@ def main() -> None:
         line = (f"  {mode:6s} {wall:8.2f} s  {r['steps'] / wall:>9,.0f} steps/s  "
                 f"{r['requests'] / wall:>8,.0f} req/s  peak {max(x['peak_mb'] for x in runs):.0f}"
                 f" MB  ({r['finished']:,} of {r['requests']:,} finished, ITL p99 "
-                f"{r['itl_p99_ms']:.1f} ms, about {r['running']:.0f} sequences decoding: output tok/s x "
-                f"mean ITL)")
+                f"{r['itl_p99_ms']:.1f} ms, about {r['running']:.0f} sequences decoding: "
+                "output tok/s x mean ITL)")
         if args.case == "vidur":
             line += f"  Vidur/ours = {VIDUR_SECONDS / wall:.1f}x"
         print(line)

@@ -15,6 +15,7 @@ from batchlab.core import KVBlockManager, PolicyError, RequestTable
 from batchlab.core.validate import check_batch
 from batchlab.costmodel import make_devices
 from batchlab.engines.faults import Faults
+from batchlab.policies.continuous import ContinuousBatching
 from batchlab.policies.discovery import available_policies, load_policy
 from batchlab.workloads import Workload
 
@@ -84,15 +85,30 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
     return all(_same(a[f], b[f]) for f in a.dtype.names)
 
 
-@pytest.mark.parametrize("name", OPTED_IN)
+@attrs.define
+class AheadEverywhere(ContinuousBatching):
+    """Continuous batching planning ahead on several devices too (it does on one only, for
+    speed), so that concurrent stretches, cut by each other's steps, are checked as well."""
+
+    def may_plan_ahead(self) -> bool:
+        return True
+
+
+def _policy(name, **params):
+    if name == "continuous-everywhere":
+        return AheadEverywhere(**params)
+    return load_policy(name, **params)
+
+
+@pytest.mark.parametrize("name", OPTED_IN + ["continuous-everywhere"])
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=scenarios(), max_steps=st.sampled_from([2, 5, 64]))
 def test_multi_step_records_equal_single_step(name, case, max_steps):
     wl, devices, params = case
-    if name != "continuous":
+    if not name.startswith("continuous"):
         params = {}
-    one = simulate(load_policy(name, max_num_steps=1, **params), wl, devices, seed=1)
-    policy = load_policy(name, max_num_steps=max_steps, **params)
+    one = simulate(_policy(name, max_num_steps=1, **params), wl, devices, seed=1)
+    policy = _policy(name, max_num_steps=max_steps, **params)
     many = simulate(policy, wl, devices, seed=1)
     policy.check_valid()
     assert _same(one.records, many.records)

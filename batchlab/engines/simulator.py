@@ -222,6 +222,13 @@ class Simulator:
                     priced = (self._ends(self.devices[d], durations, k), durations, costs)
             ends, durations, costs = priced
             j = min(int(np.searchsorted(ends, horizon)) + 1, len(ends))
+            if j == 1:  # booked as a plain step (cheaper; the same records)
+                row = costs[0].tolist()
+                row[-1] = int(row[-1])
+                result = StepResult(float(durations[0]), StepCost(*row))
+                self.running[d] = (batch, result, None)
+                self._push(float(ends[0]), DONE, d)
+                continue
             self.running[d] = (batch, None, (ends[:j], durations[:j], costs[:j]))
             self._push(float(ends[j - 1]), DONE, d)
 

@@ -17,7 +17,8 @@ Speed: the running set of each device is kept as numpy arrays sorted by rank, so
 a handful of whole-array operations, not a Python loop over sequences. And when a step is a
 pure decode of every running row that admitted nothing, the next steps would be the same
 decisions again until something changes, so the policy plans it as a multi-step batch
-(`Batch.num_steps`, up to `max_num_steps`, as far as the KV blocks it can reserve now reach);
+(`Batch.num_steps`, up to `max_num_steps`, as far as the KV blocks it can reserve now reach;
+on a single device, see `may_plan_ahead`);
 the engine stops it at the first event that matters, and the records are the same as when
 every step is planned on its own (`max_num_steps=1`).
 """
@@ -193,11 +194,18 @@ class ContinuousBatching:
         run.scheduled = rows
         steps = 1
         if (self.max_num_steps > 1 and self.window == 0 and not preempted
-                and rows.size == run.ids.size == num_running and int(take.sum()) == rows.size):
+                and rows.size == run.ids.size == num_running and int(take.sum()) == rows.size
+                and self.may_plan_ahead()):
             steps = self._steps_ahead(run, kv)
         return Batch(run.ids[rows], take[rows], run.computed[rows],
                      num_micro_batches=min(self.num_micro_batches, rows.size),
                      num_steps=steps)
+
+    def may_plan_ahead(self) -> bool:
+        """Whether to plan multi-step batches at all: on one device. With several, every
+        step another device ends stops a stretch (the policy would be asked then), so they
+        would run a step or two and the reservation would cost more than it saves."""
+        return len(self._kv) == 1
 
     def _steps_ahead(self, run: _Running, kv: KVBlockManager) -> int:
         """How many steps this all-decode batch may be planned ahead, and reserve them.
