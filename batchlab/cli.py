@@ -116,9 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     wl.add_argument("--users", type=int, help="closed-loop users")
     wl.add_argument("--think-time", type=_finite(float), help="closed-loop think time, s")
     wl.add_argument("--requests", type=int, default=500, help="number of requests (500)")
-    wl.add_argument("--prompt", default="lognormal:512:1.0",
-                    help="prompt lengths: N, uniform:LO:HI, lognormal:MEAN:CV[:MAX]")
-    wl.add_argument("--output", default="lognormal:128:1.0", help="output lengths, as --prompt")
+    wl.add_argument("--prompt", help="prompt lengths: N, uniform:LO:HI, "
+                    "lognormal:MEAN:CV[:MAX] (default lognormal:512:1.0)")
+    wl.add_argument("--output", help="output lengths, as --prompt (default lognormal:128:1.0)")
+    wl.add_argument("--lengths", metavar="TRACE", help="draw (prompt, output) pairs together "
+                    "from a CSV/JSONL trace, with the arrivals of --arrival")
+    wl.add_argument("--max-tokens", type=int, help="cap each --lengths pair at this many "
+                    "tokens in all, scaled down proportionally")
     wl.add_argument("--max-new-tokens", type=int, help="cap every request carries")
     dev = run.add_argument_group("devices (affine teaching model unless --model is given)")
     dev.add_argument("--devices", type=int, default=1, help="number of affine devices (1)")
@@ -282,6 +286,7 @@ def _params(args) -> dict:
         "limit": args.limit, "arrival": args.arrival, "rate": args.rate, "cv": args.cv,
         "users": args.users, "think_time": args.think_time, "requests": args.requests,
         "prompt": args.prompt, "output": args.output, "max_new_tokens": args.max_new_tokens,
+        "lengths": args.lengths, "max_tokens": args.max_tokens,
         "model": args.model, "gpu": args.gpu, "gpus": args.gpus, "tp": args.tp, "ep": args.ep,
         "pp": args.pp, "dp": args.dp, "price": args.price, "devices": args.devices,
         "efficiency": args.efficiency, "runtime": args.runtime, "overlap": args.overlap,

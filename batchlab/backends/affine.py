@@ -19,6 +19,7 @@ import attrs
 import numpy as np
 
 from ..core import Batch, StepCost, StepResult
+from ..core.step import COST_FIELDS
 from ..core.errors import ConfigError
 
 
@@ -64,6 +65,22 @@ class AffineDevice:
         # An affine model has no roofline: the fixed part is overhead, the rest compute.
         return StepResult(duration, StepCost(compute=duration - self.fixed, overhead=self.fixed,
                                              padded_tokens=batch.num_padded_tokens))
+
+
+    def run_steps(self, batch: Batch, num_steps: int):
+        """Steps 1..num_steps of a multi-step decode batch at once (see `Device`): the same
+        floating-point operations as `run` on each step, element-wise."""
+        if batch.padded_len is not None:
+            return None
+        rows = batch.num_seqs
+        # Step j attends over the batch's context plus j - 1 more tokens per row (exact ints).
+        context = batch.num_context_tokens + rows * np.arange(num_steps, dtype=np.int64)
+        durations = (self.fixed + self.per_token * batch.num_tokens) \
+            + self.per_context_token * context.astype(float)
+        costs = np.zeros((num_steps, len(COST_FIELDS)))
+        costs[:, 0] = durations - self.fixed
+        costs[:, 3] = self.fixed
+        return durations, costs
 
 
 def affine_devices(n: int = 1, **kw) -> list[AffineDevice]:

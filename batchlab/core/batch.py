@@ -33,6 +33,13 @@ class Batch:
         shape backends do with length buckets; the padding costs compute and memory.
     num_micro_batches: how many micro-batches the step is split into (pipelines,
         attention/FFN disaggregation); 1 means none.
+    num_steps: a multi-step plan (vLLM's multi-step scheduling is the precedent): the batch
+        may repeat for up to this many steps, each row feeding one more token per step on
+        top of the last. Only for pure decodes whose every row emits a token (the engine
+        checks it). The engine may stop earlier, at the first event that matters (an
+        arrival, a request finishing, a wake-up, another device's step); the StepResult's
+        `num_steps` says how many ran, and the policy hears their net effect in one
+        `update`. Engines that run one step at a time always run 1. Default 1: one step.
     """
 
     request_ids: np.ndarray = attrs.field(converter=_int_array)
@@ -40,6 +47,7 @@ class Batch:
     num_cached_tokens: np.ndarray = attrs.field(converter=_int_array)
     padded_len: int | None = None
     num_micro_batches: int = 1
+    num_steps: int = 1
     # Totals every consumer asks for, summed once (engines read them several times a step).
     num_tokens: int = attrs.field(init=False, eq=False, repr=False)
     num_context_tokens: int = attrs.field(init=False, eq=False, repr=False)
@@ -89,6 +97,7 @@ class Batch:
             and np.array_equal(self.num_cached_tokens, other.num_cached_tokens)
             and self.padded_len == other.padded_len
             and self.num_micro_batches == other.num_micro_batches
+            and self.num_steps == other.num_steps
         )
 
     __hash__ = None

@@ -57,6 +57,11 @@ class KVBlockManager:
 
     def can_grow(self, ids, num_tokens) -> bool:
         """Whether every id can hold num_tokens tokens (each) without running out of blocks."""
+        if isinstance(ids, (int, np.integer)) and isinstance(num_tokens, (int, np.integer)):
+            rid = int(ids)  # the common scalar case (an admission), without arrays
+            held = int(self._held[rid]) if 0 <= rid < len(self._held) else 0
+            need = -(-int(num_tokens) // self.block_size) - held
+            return need <= self.num_free_blocks
         return self.num_extra_blocks(ids, num_tokens) <= self.num_free_blocks
 
     def can_allocate(self, num_blocks: int) -> bool:
@@ -72,11 +77,13 @@ class KVBlockManager:
         return self.num_used_blocks / self.num_blocks if self.num_blocks else 0.0
 
     # -- changes ------------------------------------------------------------------------
-    def grow(self, ids, num_tokens) -> None:
+    def grow(self, ids, num_tokens, *, unique: bool = False) -> None:
         """Make each id hold enough blocks for num_tokens tokens; never shrinks.
 
         `ids` is one id or an array of distinct ids. Raises MemoryError (nothing changed) if
         the free blocks do not suffice: ask `can_grow` first and preempt when it says no.
+        unique: the caller guarantees distinct, non-negative ids (a policy's own running
+        set), which skips their check on a hot path.
         """
         if isinstance(ids, (int, np.integer)):  # the common scalar case, without arrays
             rid, need = int(ids), -(-int(num_tokens) // self.block_size)
@@ -88,7 +95,7 @@ class KVBlockManager:
                 self._take(extra)
                 self._held[rid] = need
             return
-        ids = self._distinct(ids)
+        ids = ids if unique else self._distinct(ids)
         if ids.size == 0:
             return
         self._ensure_size(int(ids.max()) + 1)
@@ -96,6 +103,41 @@ class KVBlockManager:
         want = np.maximum(self.blocks_for(num_tokens), held)
         self._take(int((want - held).sum()))
         self._held[ids] = want
+
+    def num_steps_fit(self, ids, num_tokens, max_steps: int) -> int:
+        """The most steps k <= max_steps (at least 0) for which every id can grow by k tokens
+        from num_tokens without running out of blocks: how far a decode batch may run ahead
+        on the memory it can reserve now (multi-step plans)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        tokens = np.asarray(num_tokens, dtype=np.int64)
+        held = self.num_held(ids)
+        free = self.num_free_blocks
+
+        def fits(k: int) -> bool:
+            need = -(-(tokens + k) // self.block_size) - held
+            return int(need[need > 0].sum()) <= free
+
+        if fits(max_steps):
+            return max_steps
+        lo, hi = 0, max_steps  # fits(lo) or lo == 0; not fits(hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if fits(mid):
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
+    def trim(self, ids, num_tokens) -> None:
+        """Give back blocks beyond what num_tokens tokens need (each id): the unused part of
+        a reservation for steps that did not run. Never grows."""
+        ids = self._distinct(ids)
+        if ids.size == 0:
+            return
+        held = self._held[ids]
+        keep = np.minimum(self.blocks_for(num_tokens), held)
+        self.num_free_blocks += int((held - keep).sum())
+        self._held[ids] = keep
 
     def free(self, ids) -> None:
         """Release every block the ids hold (unknown ids are fine)."""

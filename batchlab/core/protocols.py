@@ -30,6 +30,13 @@ class Device(Protocol):
     `peak_bandwidth` (for MFU and bandwidth utilisation), `num_experts` (MoE).
     Optional method: `kv_transfer_time(num_tokens, to_device) -> float`, the seconds it takes
     to send num_tokens tokens of KV cache to another device; needed for `Plan.migrations`.
+    Optional method: `run_steps(batch, num_steps) -> (durations, costs) | None`, the steps
+    1..num_steps of a multi-step decode batch (`Batch.num_steps`; step j feeds each row one
+    token on top of `num_cached_tokens + j - 1`) priced in one vectorised call: a float array
+    of num_steps durations and a (num_steps, 10) float array of their costs, columns in
+    `core.step.COST_FIELDS` order. It must give exactly what `run` gives on each step's
+    batch (the engine's single-step and multi-step records are compared for equality);
+    return None to let the engine call `run` once per step instead.
     """
 
     name: str

@@ -43,6 +43,19 @@ class StepCost:
     communication_hidden: float = 0.0
 
 
+COST_FIELDS = ("compute", "memory", "communication", "overhead", "flops", "bytes",
+               "experts_touched", "tokens_per_expert", "bubble_fraction", "padded_tokens")
+"""StepCost's fields in order: the columns of the per-step cost matrix of
+`Device.run_steps` (one row per step)."""
+
+
+def cost_row(cost: StepCost) -> tuple:
+    """A StepCost as one row of a per-step cost matrix (COST_FIELDS order)."""
+    return (cost.compute, cost.memory, cost.communication, cost.overhead, cost.flops,
+            cost.bytes, cost.experts_touched, cost.tokens_per_expert, cost.bubble_fraction,
+            cost.padded_tokens)
+
+
 @attrs.frozen(slots=True)
 class StepResult:
     """The outcome of one step.
@@ -54,6 +67,9 @@ class StepResult:
     num_generated: int per batch row: output tokens the request has produced so far,
         after this step (so a policy knows how long a sequence is without seeing its future).
     tokens: optional int per batch row: the token ids a real backend produced.
+    num_steps: how many steps of a multi-step batch (`Batch.num_steps`) this result covers;
+        duration and cost are their totals, emitted/finished/num_generated their net effect
+        (a row emitted if it emitted in any of them).
     """
 
     duration: float
@@ -62,6 +78,7 @@ class StepResult:
     finished: np.ndarray = _EMPTY_BOOL
     num_generated: np.ndarray = attrs.field(factory=lambda: np.zeros(0, dtype=np.int64))
     tokens: np.ndarray | None = None
+    num_steps: int = 1
 
     def finished_ids(self, batch) -> np.ndarray:
         """Request ids of the rows that finished, given the batch this result belongs to."""

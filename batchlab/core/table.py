@@ -6,7 +6,12 @@ KV cache lives, and its true output length, which only the engine sees. Keeping 
 class means the batch validator and the token bookkeeping are written once, and a step is
 booked with a few vectorised operations instead of a Python loop over sequences.
 
-Request ids are dense: workloads number requests 0..N-1 and a serving front counts up.
+Request ids are dense: workloads number requests 0..N-1 and a serving front counts up. The
+arrays are growable (their length is a capacity, doubled when full, so registering one
+request at a time costs amortised O(1)); entries past `size` are unused.
+
+Inter-token latencies are booked as steps complete into `itl`, a bounded histogram
+(`core.gaps`), since a long run has too many token gaps to keep.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import attrs
 import numpy as np
 
 from .batch import Batch
+from .gaps import GapHistogram
 
 # Request states.
 PENDING, WAITING, FINISHED, REJECTED, ABORTED = 0, 1, 2, 3, 4
@@ -60,6 +66,7 @@ class RequestTable:
     in_flight: np.ndarray = attrs.field(factory=lambda: np.zeros(0, bool))
     num_finished: int = 0
     num_closed: int = 0  # finished + rejected + aborted
+    itl: GapHistogram = attrs.field(factory=GapHistogram)  # every token gap of the run
 
     @classmethod
     def for_requests(cls, prompt_tokens, output_tokens) -> "RequestTable":
@@ -67,25 +74,31 @@ class RequestTable:
         table.register(prompt_tokens, output_tokens)
         return table
 
+    _FIELDS = (
+        ("arrival", np.nan, float), ("first_scheduled", np.nan, float),
+        ("first_token", np.nan, float), ("last_token", np.nan, float),
+        ("max_tbt", np.nan, float), ("finish", np.nan, float),
+        ("prompt", 0, np.int64), ("output", 0, np.int64), ("cached", 0, np.int64),
+        ("generated", 0, np.int64), ("preemptions", 0, np.int64), ("home", -1, np.int64),
+        ("status", PENDING, np.int8), ("in_flight", False, bool),
+    )
+
     def register(self, prompt_tokens, output_tokens) -> np.ndarray:
         """Add requests with the next ids; returns their ids."""
         prompt = np.asarray(prompt_tokens, dtype=np.int64).reshape(-1)
         output = np.asarray(output_tokens, dtype=np.int64).reshape(-1)
         n, start = len(prompt), self.size
-        for name, fill, dtype in (
-            ("arrival", np.nan, float), ("first_scheduled", np.nan, float),
-            ("first_token", np.nan, float), ("last_token", np.nan, float),
-            ("max_tbt", np.nan, float), ("finish", np.nan, float),
-            ("prompt", 0, np.int64), ("output", 0, np.int64), ("cached", 0, np.int64),
-            ("generated", 0, np.int64), ("preemptions", 0, np.int64), ("home", -1, np.int64),
-            ("status", PENDING, np.int8), ("in_flight", False, bool),
-        ):
-            old = getattr(self, name)
-            setattr(self, name, np.concatenate([old[:start], np.full(n, fill, dtype=dtype)]))
-        self.prompt[start:] = prompt
-        self.output[start:] = output
-        self.size = start + n
-        return np.arange(start, start + n)
+        end = start + n
+        if end > len(self.prompt):  # grow to twice what is needed: amortised O(1) per request
+            capacity = max(end, 2 * len(self.prompt), 16) if start else end
+            for name, fill, dtype in self._FIELDS:
+                grown = np.full(capacity, fill, dtype=dtype)
+                grown[:start] = getattr(self, name)[:start]
+                setattr(self, name, grown)
+        self.prompt[start:end] = prompt
+        self.output[start:end] = output
+        self.size = end
+        return np.arange(start, end)
 
     # -- lifecycle ------------------------------------------------------------------------
     def arrive(self, rid: int, now: float) -> None:
@@ -130,8 +143,10 @@ class RequestTable:
             self.first_token[idx[first]] = end
         later = idx[emitted & (before > 0)]
         if later.size:
+            gaps = end - self.last_token[later]
+            self.itl.add(gaps)
             # fmax: NaN (no gap yet) loses against any real gap.
-            self.max_tbt[later] = np.fmax(self.max_tbt[later], end - self.last_token[later])
+            self.max_tbt[later] = np.fmax(self.max_tbt[later], gaps)
         self.last_token[idx[emitted]] = end
         self.generated[idx] = generated
         self.cached[idx] = new_cached
@@ -146,6 +161,42 @@ class RequestTable:
             self.num_finished += done.size
             self.num_closed += done.size
         return emitted, finished, generated
+
+    def complete_steps(self, batch: Batch, ends: np.ndarray):
+        """Book `len(ends)` steps of a multi-step decode batch, ending at `ends`: the same
+        records as `complete` once per step (every row emits one token per step; the engine
+        checked that at launch and stops the stretch at the first finish)."""
+        idx = batch.request_ids
+        j = len(ends)
+        before = self.generated[idx]
+        generated = before + j
+        first = before == 0
+        if np.count_nonzero(first):
+            self.first_token[idx[first]] = ends[0]
+        gap = np.full(idx.size, np.nan)
+        later = ~first
+        if np.count_nonzero(later):
+            gap[later] = ends[0] - self.last_token[idx[later]]
+            self.itl.add(gap[later])
+        if j > 1:
+            steps = np.diff(ends)  # every row's gap at each later step: that step's duration
+            self.itl.add_repeated(steps, idx.size)
+            gap = np.fmax(gap, steps.max())
+        self.max_tbt[idx] = np.fmax(self.max_tbt[idx], gap)
+        self.last_token[idx] = ends[-1]
+        self.generated[idx] = generated
+        self.cached[idx] = batch.num_cached_tokens + j
+        self.in_flight[idx] = False
+        finished = generated >= self.output[idx]
+        if np.count_nonzero(finished):
+            done = idx[finished]
+            self.finish[done] = ends[-1]
+            self.status[done] = FINISHED
+            self.cached[done] = 0
+            self.home[done] = -1
+            self.num_finished += done.size
+            self.num_closed += done.size
+        return np.ones(idx.size, dtype=bool), finished, generated
 
     def start_migration(self, rid: int) -> None:
         self.in_flight[rid] = True

@@ -41,8 +41,22 @@ def check_batch(batch, device, device_index: int, table: RequestTable, policy: s
     else:
         ok = ok and batch.padded_len >= lengths.max()
         need = batch.padded_len * batch.num_seqs
+    if batch.num_steps != 1:
+        ok = ok and _can_repeat(batch, table)
+        need += (batch.num_steps - 1) * batch.num_seqs if ok else 0  # memory at the last step
     if not ok or need > device.kv_capacity_tokens:
         _diagnose(batch, device, device_index, table, policy)
+
+
+def _can_repeat(batch: Batch, table: RequestTable) -> bool:
+    """A multi-step batch is a pure decode whose every row emits a token each step."""
+    k = batch.num_steps
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        return False
+    ids = batch.request_ids
+    return (batch.padded_len is None and batch.num_tokens == batch.num_seqs
+            and not np.count_nonzero(batch.num_cached_tokens + 1
+                                     != table.prompt[ids] + table.generated[ids]))
 
 
 def _diagnose(batch, device, device_index: int, table: RequestTable, policy: str) -> None:
@@ -100,13 +114,18 @@ def _diagnose(batch, device, device_index: int, table: RequestTable, policy: str
                        f"but only {int(limit[bad])} exist (prompt + generated so far)")
 
     lengths = cached + new
+    if batch.num_steps != 1 and not _can_repeat(batch, table):
+        fail("multi-step", f"num_steps={batch.num_steps!r}: a batch may repeat only as pure "
+                           "decodes (one new token per row, no padding) whose every row emits "
+                           "a token (cached + 1 = prompt + generated); plan num_steps=1 "
+                           "otherwise")
     if batch.padded_len is not None:
         if batch.padded_len < int(lengths.max()):
             fail("padding", f"padded_len {batch.padded_len} is shorter than a row "
                             f"({int(lengths.max())} tokens)")
         need = batch.padded_len * batch.num_seqs
     else:
-        need = int(lengths.sum())
+        need = int(lengths.sum()) + (batch.num_steps - 1) * batch.num_seqs
     if need > device.kv_capacity_tokens:
         fail("memory", f"batch needs {need} KV tokens but the device holds "
                        f"{device.kv_capacity_tokens}")

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import attrs
 
-from batchlab.core import Batch, StepResult
+from batchlab.core import Batch, StepCost, StepResult
 
+from .decode import DecodePricer
 from .memory import MemoryPlan, kv_bytes_per_token_layer_gpu
 from .step import PartTimes, StepModel
 
@@ -31,8 +32,11 @@ class CostModelDevice:
     num_gpus: int = attrs.field(init=False)
     peak_flops: float = attrs.field(init=False)
     peak_bandwidth: float = attrs.field(init=False)
+    # The decode fast path (decode.py), or None where it does not apply.
+    _decode: DecodePricer | None = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self):
+        self._decode = DecodePricer.for_model(self.step_model)
         self.kv_capacity_tokens = self.memory.kv_capacity_tokens
         self.num_gpus = self.step_model.layout.num_gpus
         self.peak_flops = self.step_model.peak_flops
@@ -52,8 +56,20 @@ class CostModelDevice:
         return self.step_model.model.num_experts
 
     def run(self, batch: Batch) -> StepResult:
+        if (self._decode is not None and batch.num_tokens == batch.num_seqs > 0
+                and batch.padded_len is None):
+            durations, costs = self._decode.price(batch, 1)  # the same path as run_steps
+            c = costs[0].tolist()
+            return StepResult(float(durations[0]), StepCost(*c[:9], padded_tokens=0))
         duration, cost = self.step_model.cost(batch)
         return StepResult(duration, cost=cost)
+
+    def run_steps(self, batch: Batch, num_steps: int):
+        """Steps 1..num_steps of a multi-step decode batch in one call (see `Device`), or
+        None where the decode fast path does not apply (the engine then calls `run`)."""
+        if self._decode is None or batch.padded_len is not None:
+            return None
+        return self._decode.price(batch, num_steps)
 
     @property
     def kv_bytes_per_token(self) -> float:

@@ -50,6 +50,27 @@ class DeviceTotals:
         acc[13] += cost.bubble_fraction * duration
         acc[14] += cost.padded_tokens
 
+    def book_steps(self, d: int, batch, durations: np.ndarray, costs: np.ndarray) -> None:
+        """Add the steps of a multi-step decode batch (durations, and their costs in
+        `core.step.COST_FIELDS` columns), as `book` would one by one: the same values, added
+        in the same order (a cumulative sum down the steps adds sequentially)."""
+        j, rows = len(durations), batch.num_seqs
+        block = np.empty((j + 1, len(ACC_FIELDS)))
+        block[0] = self.acc[d]
+        block[1:, 0] = 1
+        block[1:, 1] = durations
+        block[1:, 2] = batch.num_tokens
+        block[1:, 3] = batch.num_context_tokens + rows * np.arange(j)
+        block[1:, 4] = rows  # every row emits a token at every step of a stretch
+        block[1:, 5] = costs[:, 4]   # flops
+        block[1:, 6] = costs[:, 5]   # bytes
+        block[1:, 7:11] = costs[:, 0:4]  # compute, memory, communication, overhead
+        block[1:, 11] = costs[:, 6]  # experts touched
+        block[1:, 12] = costs[:, 7] * costs[:, 6]
+        block[1:, 13] = costs[:, 8] * durations
+        block[1:, 14] = costs[:, 9]
+        self.acc[d] = np.cumsum(block, axis=0)[-1].tolist()
+
     def add_busy(self, d: int, seconds: float) -> None:
         """A step that did not complete (a failure) still kept the device busy."""
         self.acc[d][BUSY] += seconds

@@ -6,6 +6,11 @@ real backend. Definitions (all times in seconds):
   requests with more than one output token; end-to-end = finish - arrival; queueing delay =
   first scheduled - arrival; worst stall = a request's longest time between two consecutive
   output tokens (max TBT). Statistics are over finished requests.
+- ITL (inter-token latency) = for every output token after a request's first, the time since
+  that request's previous token (vLLM's benchmark_serving computes it over every token gap;
+  TPOT is one average per request, ITL weighs every gap). Over every gap of the run, finished
+  or not, from a log-spaced histogram: percentiles within 0.5% of the exact nearest-rank
+  value, the mean exact (see `batchlab.core.gaps`). NaN when the engine kept none.
 - makespan = last finish - first arrival; throughputs divide by it.
 - busy fraction = a device's busy time / makespan, averaged over devices.
 - goodput = finished requests meeting every given SLO, per second; SLO attainment = their
@@ -23,6 +28,7 @@ from pathlib import Path
 import attrs
 import numpy as np
 
+from ..core.gaps import GapHistogram
 from ..core.table import FINISHED, RECORD_DTYPE, REJECTED, ABORTED
 from . import export
 
@@ -97,6 +103,7 @@ class Result:
     seed: int = 0
     wall_time: float = 0.0
     num_events: int = 0
+    itl: GapHistogram | None = None  # every inter-token gap of the run (engines fill it)
 
     @property
     def finished(self) -> np.ndarray:
@@ -145,6 +152,10 @@ class Result:
         lat = self.latencies()
         for key in ("ttft", "tpot", "e2e", "queue", "stall"):
             _stats(lat[key], key, out)
+        itl = self.itl
+        out["itl_mean_s"] = itl.mean if itl is not None else math.nan
+        for q in (50, 90, 99):
+            out[f"itl_p{q}_s"] = itl.percentile(q) if itl is not None else math.nan
         out_tokens = float(fin["output_tokens"].sum())
         all_tokens = out_tokens + float(fin["prompt_tokens"].sum())
         out["throughput_rps"] = _ratio(fin.size, span)

@@ -447,4 +447,5 @@ class _Engine:
     def result(self) -> Result:
         with self.lock:
             return Result(self.table.records(), self.totals.table(), policy=self.name, workload="served",
-                          wall_time=self.clock(), num_events=self.num_events)
+                          wall_time=self.clock(), num_events=self.num_events,
+                          itl=self.table.itl.copy())

@@ -11,6 +11,15 @@ The engine keeps each request's true output length to itself (in a RequestTable)
 a request finishes, validates every batch, and stops a misbehaving policy with a PolicyError.
 Fault injection (`batchlab.engines.faults`) costs nothing when no faults are configured: the
 only check on the per-step path is one `is None` at launch.
+
+Multi-step plans (`Batch.num_steps > 1`): the engine advances such a decode batch through its
+steps in one go, up to the first event that matters: a row finishing (the engine knows the
+true lengths), or the next event of any kind on the heap (an arrival, another device's step,
+a wake-up), at which the policy would have been asked again. The device prices the steps in
+one vectorised call (`Device.run_steps`, or `run` per step if it has none), the table and the
+device totals book them step by step (same records, same sums as single steps), and the
+policy hears the net effect in one `update` whose result says how many steps ran. With
+faults configured every batch runs one step (a failure may strike any step).
 """
 
 from __future__ import annotations
@@ -22,9 +31,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..core import Request, StepResult
+from ..core import Batch, Request, StepCost, StepResult
 from ..core.errors import ConfigError, PolicyError
 from ..core.protocols import policy_name
+from ..core.step import cost_row
 from ..core.table import REJECTED, WAITING, RequestTable
 from .accounting import DeviceTotals
 from .contract import (call_policy, check_plan, check_rejectable, check_seed, follow_ups,
@@ -37,6 +47,10 @@ PROGRESS, WOKEN = 1, 2  # what handling an event amounted to (bit flags)
 
 # A policy that keeps asking to be woken without doing anything is stuck, not slow.
 MAX_IDLE_WAKES = 1_000_000
+# Steps of a multi-step batch a device's run_steps prices at first (all, if too few).
+STEPS_GUESS = 16
+# Steps that fail in a row without a token emitted anywhere: a run that cannot progress.
+MAX_FAILURES_IN_ROW = 10_000
 
 
 class Simulator:
@@ -55,7 +69,8 @@ class Simulator:
         self.now = 0.0
         self.num_events = 0
         self.idle = [True] * len(self.devices)
-        self.running: list = [None] * len(self.devices)
+        self.num_idle = len(self.devices)  # kept with `idle`: no O(devices) scan per event
+        self.running: list = [None] * len(self.devices)  # (batch, result, stretch or None)
         self.totals = DeviceTotals(self.devices)
         self.stats = self.totals.stats
         self.pending_wake: float | None = None
@@ -83,7 +98,7 @@ class Simulator:
             changed = self._handle(heapq.heappop(self.heap))
             while self.heap and self.heap[0][0] == self.now:
                 changed |= self._handle(heapq.heappop(self.heap))
-            if changed and any(self.idle):
+            if changed and self.num_idle:
                 launched = self._schedule()
                 idle_wakes = 0 if launched or changed & PROGRESS else idle_wakes + 1
                 if idle_wakes > MAX_IDLE_WAKES:
@@ -95,7 +110,8 @@ class Simulator:
             self.progress(self.table.num_closed, self.table.size)
         return Result(self.table.records(), self.totals.table(), policy=self.name,
                       workload=self.workload.name, seed=self.seed,
-                      wall_time=time.perf_counter() - start, num_events=self.num_events)
+                      wall_time=time.perf_counter() - start, num_events=self.num_events,
+                      itl=self.table.itl)
 
     def _push(self, t: float, priority: int, kind_payload) -> None:
         self.seq += 1
@@ -151,15 +167,20 @@ class Simulator:
         plan = check_plan(self._call("schedule", self.now, idle), self.name, self.now)
         for rid in plan.rejected:
             self._reject(rid)
+        stretches = []
         for d, batch in launch_batches(plan, self.devices, self.index, self.table, self.name,
                                        self.now, self.idle):
+            self.idle[d] = False
+            self.num_idle -= 1
+            if batch.num_steps > 1 and self.faults is None:
+                stretches.append((d, batch))
+                continue
             result = self.devices[d].run(batch)
             duration = result.duration
             if not (duration >= 0 and math.isfinite(duration)):
                 raise ConfigError(f"device {self.devices[d].name!r} returned step duration "
                                   f"{duration!r}")
-            self.idle[d] = False
-            self.running[d] = (batch, result)
+            self.running[d] = (batch, result, None)
             if self.faults is None:
                 self._push(self.now + duration, DONE, d)
             else:
@@ -169,7 +190,95 @@ class Simulator:
         if plan.wake_at is not None and plan.wake_at != self.pending_wake:
             self._push(plan.wake_at, WAKE, None)
         self.pending_wake = plan.wake_at
+        if stretches:  # last: how far they may run depends on everything else on the heap
+            self._launch_stretches(stretches)
         return bool(plan.batches) or bool(plan.rejected) or bool(plan.migrations)
+
+    def _launch_stretches(self, stretches) -> None:
+        """Run multi-step batches up to the first event that matters (module docstring).
+
+        A step ending at or after the next event on the heap is a stretch's last: at that
+        event the policy would have been asked again. Other stretches launched now count by
+        their first step, the earliest they could ask. A device with `run_steps` prices a
+        first guess of steps at once, and all of them if the guess falls short; one without
+        is run step by step by `run`, and only for steps that happen (its `run` may draw
+        random numbers); a stretch that ends after one step is then booked as one step.
+        """
+        top = self.heap[0][0] if self.heap else math.inf
+        firsts = [self._price_first(d, batch) for d, batch in stretches]
+        for i, (d, batch) in enumerate(stretches):
+            end, priced, k = firsts[i]
+            horizon = min([top] + [f[0] for f in firsts[:i] + firsts[i + 1:]])
+            if isinstance(priced, StepResult):  # priced by `run`: its first step only
+                if k == 1 or end >= horizon:
+                    self.running[d] = (batch, priced, None)
+                    self._push(end, DONE, d)
+                    continue
+                priced = self._run_on(d, batch, priced, k, horizon)
+            else:
+                ends = priced[0]
+                if ends[-1] < horizon and len(ends) < k:
+                    durations, costs = self.devices[d].run_steps(batch, k)
+                    priced = (self._ends(self.devices[d], durations, k), durations, costs)
+            ends, durations, costs = priced
+            j = min(int(np.searchsorted(ends, horizon)) + 1, len(ends))
+            if j == 1:  # booked as a plain step (cheaper; the same records)
+                row = costs[0].tolist()
+                row[-1] = int(row[-1])
+                result = StepResult(float(durations[0]), StepCost(*row))
+                self.running[d] = (batch, result, None)
+                self._push(float(ends[0]), DONE, d)
+                continue
+            self.running[d] = (batch, None, (ends[:j], durations[:j], costs[:j]))
+            self._push(float(ends[j - 1]), DONE, d)
+
+    def _price_first(self, d: int, batch):
+        """(end of the first step, pricing, k): a stretch's k steps (up to its first
+        finishing row: each row emits one token per step) priced by the device's `run_steps`
+        for a first guess of steps ((ends, durations, costs)), or if it has none, its first
+        step by `run` (a StepResult)."""
+        idx = batch.request_ids
+        k = min(int(batch.num_steps), int((self.table.output[idx]
+                                           - self.table.generated[idx]).min()))
+        device = self.devices[d]
+        run_steps = getattr(device, "run_steps", None)
+        if run_steps is not None:
+            guess = min(k, STEPS_GUESS)
+            priced = run_steps(batch, guess)
+            if priced is not None:
+                durations, costs = priced
+                ends = self._ends(device, durations, guess)
+                return float(ends[0]), (ends, durations, costs), k
+        result = device.run(_step_batch(batch, 0))
+        duration = result.duration
+        if not (duration >= 0 and math.isfinite(duration)):
+            raise ConfigError(f"device {device.name!r} returned step duration {duration!r}")
+        return self.now + duration, result, k
+
+    def _run_on(self, d: int, batch, first, k: int, horizon: float):
+        """Steps of a stretch on a device without `run_steps`, one `run` each, until one
+        ends at or after the horizon or k have run: (ends, durations, costs)."""
+        device = self.devices[d]
+        end, times, rows = self.now + first.duration, [first.duration], [cost_row(first.cost)]
+        stops = [end]
+        while len(stops) < k and end < horizon:
+            result = device.run(_step_batch(batch, len(stops)))
+            duration = result.duration
+            if not (duration >= 0 and math.isfinite(duration)):
+                raise ConfigError(f"device {device.name!r} returned step duration "
+                                  f"{duration!r}")
+            end += duration
+            stops.append(end)
+            times.append(duration)
+            rows.append(cost_row(result.cost))
+        return np.array(stops), np.array(times), np.array(rows, dtype=float)
+
+    def _ends(self, device, durations, k: int) -> np.ndarray:
+        if not (durations.shape == (k,) and np.isfinite(durations).all()
+                and (durations >= 0).all()):
+            raise ConfigError(f"device {device.name!r} returned step durations "
+                              f"{durations!r} for {k} steps")
+        return np.cumsum(np.concatenate(([self.now], durations)))[1:]  # sequential sums
 
     def _migrate(self, rid, target: str) -> None:
         table, rid = self.table, int(rid)
@@ -204,13 +313,25 @@ class Simulator:
         self._closed((rid,))
 
     def _complete(self, d: int) -> None:
-        batch, result = self.running[d]
+        batch, result, stretch = self.running[d]
         self.running[d] = None
         self.idle[d] = True
-        emitted, finished, generated = self.table.complete(batch, self.now)
-        self.totals.book(d, batch, result, int(emitted.sum()))
-        full = StepResult(result.duration, result.cost, emitted, finished, generated,
-                          result.tokens)
+        self.num_idle += 1
+        if stretch is None:
+            emitted, finished, generated = self.table.complete(batch, self.now)
+            self.totals.book(d, batch, result, int(emitted.sum()))
+            full = StepResult(result.duration, result.cost, emitted, finished, generated,
+                              result.tokens)
+            if self.faults is not None:
+                self._progressed(emitted)
+        else:
+            ends, durations, costs = stretch
+            emitted, finished, generated = self.table.complete_steps(batch, ends)
+            self.totals.book_steps(d, batch, durations, costs)
+            total = costs.sum(axis=0).tolist()
+            total[-1] = int(total[-1])  # padded tokens
+            full = StepResult(float(durations.sum()), StepCost(*total), emitted, finished,
+                              generated, num_steps=len(ends))
         self._call("update", batch, full, self.now)
         if finished.any():
             self._closed(batch.request_ids[finished])
@@ -233,9 +354,14 @@ class Simulator:
         # Policies learn the cluster from the first schedule call, which must offer every
         # device: a failure scheduled before the first launch strikes at the first launch.
         self.deferred: list | None = []
+        self.failures_in_row = 0  # steps lost since a token was last emitted (progress guard)
         # With faults a DONE event carries (device, serial): a step lost to a scheduled
         # failure leaves its DONE in the heap, and the serial says it is stale.
         self._complete = self._complete_if_current
+
+    def _progressed(self, emitted) -> None:
+        if self.failures_in_row and emitted.any():
+            self.failures_in_row = 0
 
     def _launch_faulty(self, d: int, duration: float) -> None:
         self.launch_serial[d] += 1
@@ -259,6 +385,7 @@ class Simulator:
         if kind == REPAIRED:
             self.down[payload] = False
             self.idle[payload] = True
+            self.num_idle += 1
             return PROGRESS
         d, serial = payload
         if self.deferred is not None:   # nothing has launched yet
@@ -274,9 +401,18 @@ class Simulator:
             self.totals.add_busy(d, elapsed)   # the device was busy until it failed
         self.launch_serial[d] += 1
         self.running[d] = None
+        if self.idle[d]:
+            self.num_idle -= 1
         self.idle[d] = False
         self.down[d] = True
         self.stats[d]["failures"] += 1
+        if running is not None:
+            self.failures_in_row += 1
+            if self.failures_in_row > MAX_FAILURES_IN_ROW:
+                raise ConfigError(
+                    f"no progress: {self.failures_in_row - 1} steps in a row failed and no "
+                    f"token was emitted anywhere (Faults.failure_rate="
+                    f"{self.faults.failure_rate}); lower the failure rate")
         self.recomputed[d] += lose_device(self._call, self.policy, self.table, d,
                                           self.devices[d].name, batch, self.now, self._request,
                                           elapsed=elapsed)
@@ -287,6 +423,12 @@ class Simulator:
     def _call(self, method: str, *args):
         """Call the policy; an exception in its code becomes a PolicyError naming it."""
         return call_policy(self.policy, self.name, method, args)
+
+
+def _step_batch(batch, j: int):
+    """Step j + 1 of a multi-step decode batch, as a single step."""
+    return Batch(batch.request_ids, batch.num_new_tokens, batch.num_cached_tokens + j,
+                 num_micro_batches=batch.num_micro_batches)
 
 
 def simulate(policy, workload, devices: Sequence, *, seed: int = 0,

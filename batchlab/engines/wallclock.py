@@ -115,7 +115,8 @@ class WallClock:
             self.wait_until(min(due))
         return Result(self.table.records(), self.totals.table(), policy=self.name,
                       workload=self.workload.name, seed=self.seed,
-                      wall_time=time.perf_counter() - self.start, num_events=self.num_events)
+                      wall_time=time.perf_counter() - self.start, num_events=self.num_events,
+                      itl=self.table.itl)
 
     def _deliver(self, now: float) -> bool:
         delivered = False

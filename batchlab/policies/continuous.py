@@ -24,7 +24,13 @@ each default is today's behaviour, so the built-in is unchanged):
 Hooks may read `num_running_on(device)` and `num_waiting()`; they must not change state.
 
 Speed: the running set of each device is kept as numpy arrays sorted by rank, so a step costs
-a handful of whole-array operations, not a Python loop over sequences.
+a handful of whole-array operations, not a Python loop over sequences. And when a step is a
+pure decode of every running row that admitted nothing, the next steps would be the same
+decisions again until something changes, so the policy plans it as a multi-step batch
+(`Batch.num_steps`, up to `max_num_steps`, as far as the KV blocks it can reserve now reach;
+on a single device, see `may_plan_ahead`);
+the engine stops it at the first event that matters, and the records are the same as when
+every step is planned on its own (`max_num_steps=1`).
 """
 
 from __future__ import annotations
@@ -84,6 +90,8 @@ class ContinuousBatching:
     # long, so they join in fewer, fuller prefill steps; decodes never wait. An idle device
     # admits at once. `window` above delays every step; this delays admissions only.
     admission_delay: float = attrs.field(default=0.0, validator=non_negative)
+    # Steps a pure decode batch may be planned ahead (multi-step plans); 1: plan every step.
+    max_num_steps: int = attrs.field(default=64, validator=positive)
     name: str = attrs.field(default="continuous", init=False)
     _waiting: list = attrs.field(factory=list, init=False)   # heap of (key, rank, id)
     _requests: dict = attrs.field(factory=dict, init=False)  # id -> Request, until it ends
@@ -147,6 +155,7 @@ class ContinuousBatching:
         if self._requests.pop(request_id, None) is None:
             return
         self._known.pop(request_id, None)
+        self._key.pop(request_id, None)
         device = self._where.pop(request_id, None)
         if device is None:
             return  # a waiting entry is skipped when it reaches the head of the heap
@@ -196,7 +205,10 @@ class ContinuousBatching:
         self._idle_since[name] = now
         run = self._running[name]
         rows, run.scheduled = run.scheduled, None
-        fed = batch.num_cached_tokens + batch.num_new_tokens
+        steps = getattr(result, "num_steps", 1)
+        fed = batch.num_cached_tokens + batch.num_new_tokens + (steps - 1)
+        if steps < batch.num_steps:  # stopped early: give back the blocks reserved ahead
+            self._kv[name].trim(batch.request_ids, fed)
         run.computed[rows] = fed
         # An emitted token is known from now on: it is fed at the next step.
         run.known[rows] = np.where(result.emitted, fed + 1, run.known[rows])
@@ -208,6 +220,7 @@ class ContinuousBatching:
             for rid in done.tolist():
                 self._requests.pop(rid, None)
                 self._where.pop(rid, None)
+                self._key.pop(rid, None)
         if self._aborted:
             gone |= np.isin(run.ids, np.fromiter(self._aborted, np.int64))
             self._aborted.difference_update(batch.request_ids.tolist())
@@ -231,8 +244,11 @@ class ContinuousBatching:
     # -- one device's step ----------------------------------------------------------------
     def _schedule_device(self, name: str) -> Batch | None:
         run, kv = self._running[name], self._kv[name]
+        if run.ids.size == 0 and not self._waiting:  # an idle device with nothing to do:
+            return None  # cheap, so a cluster of many idle devices costs little per call
         budget = self.token_budget_on(self._offered[name])
         preempted, take = self._fit_running(run, kv, budget)
+        num_running = run.ids.size
         # like vLLM: no admissions in a step that had to preempt
         if not preempted and self._admission_due(run):
             take = self._admit(name, run, kv, budget - int(take.sum()), take)
@@ -240,8 +256,38 @@ class ContinuousBatching:
         if rows.size == 0:
             return None
         run.scheduled = rows
+        steps = 1
+        # Not while admissions are held back (admission_delay): the hold ends at a time the
+        # engine does not know of, so a stretch could run past it.
+        if (self.max_num_steps > 1 and self.window == 0 and not preempted
+                and (self.admission_delay == 0 or not self._waiting)
+                and rows.size == run.ids.size == num_running and int(take.sum()) == rows.size
+                and self.may_plan_ahead()):
+            steps = self._steps_ahead(run, kv)
         return Batch(run.ids[rows], take[rows], run.computed[rows],
-                     num_micro_batches=min(self.num_micro_batches, rows.size))
+                     num_micro_batches=min(self.num_micro_batches, rows.size),
+                     num_steps=steps)
+
+    def may_plan_ahead(self) -> bool:
+        """Whether to plan multi-step batches at all: on one device. With several, every
+        step another device ends stops a stretch (the policy would be asked then), so they
+        would run a step or two and the reservation would cost more than it saves."""
+        return len(self._kv) == 1
+
+    def _steps_ahead(self, run: _Running, kv: KVBlockManager) -> int:
+        """How many steps this all-decode batch may be planned ahead, and reserve them.
+
+        Planned one at a time, the next steps would decode the same rows again: nothing was
+        admitted now (the budget and the sequence cap stay as they are, and free blocks only
+        shrink as the rows grow) and no row stops before the engine says so. They would
+        differ only where a row could not grow, so the batch runs ahead as far as the blocks
+        it can reserve now reach; unused ones are given back in `update`.
+        """
+        fed = run.computed + 1  # this step's reservation is made already
+        steps = 1 + kv.num_steps_fit(run.ids, fed, self.max_num_steps - 1)
+        if steps > 1:
+            kv.grow(run.ids, fed + (steps - 1), unique=True)
+        return steps
 
     def _admission_due(self, run: _Running) -> bool:
         if self.admission_delay <= 0 or run.ids.size == 0 or not self._waiting:
@@ -274,7 +320,7 @@ class ContinuousBatching:
         while True:
             take = self._take(run.known - run.computed, budget)
             try:
-                kv.grow(run.ids, run.computed + take)  # changes nothing if it raises
+                kv.grow(run.ids, run.computed + take, unique=True)  # no change if it raises
                 return preempted, take
             except MemoryError:
                 pass

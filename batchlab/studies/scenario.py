@@ -9,7 +9,9 @@ that a row of a results table says exactly how to reproduce it:
      "prompt": "lognormal:512:1.0", "output": "lognormal:128:1.0", "seed": 0}
 
 Keys (all optional; defaults in DEFAULTS): policy and policy.<param>; workload: arrival, rate,
-cv, users, think_time, requests, prompt, output, max_new_tokens, or trace, time_scale, limit;
+cv, users, think_time, requests, prompt, output (or lengths: a trace file whose (prompt, output)
+pairs are drawn together, and max_tokens: their cap on prompt + output), max_new_tokens, or
+trace, time_scale, limit;
 devices: model, gpu, gpus, tp, ep, pp, dp, price, routing, efficiency (cost model; efficiency
 is a calibrated profile file or a dict), or model, gpu,
 attention_gpus, ffn_gpus (attention/FFN disaggregation: one device, two GPU pools), or devices
@@ -45,6 +47,7 @@ KEYS = frozenset({
     "dp", "price", "routing", "devices", "seed", "slo_ttft", "slo_tpot", "label",
     "attention_gpus", "ffn_gpus", "efficiency", "runtime", "overlap", "redundant_experts",
     "deployment", "prefill_units", "decode_units",
+    "lengths", "max_tokens",
 })
 
 
@@ -112,20 +115,34 @@ def build_policy(params: dict):
 
 def build_workload(params: dict):
     if params.get("trace"):
+        if params.get("lengths"):
+            raise ConfigError("trace replays a trace's arrivals and lengths; lengths takes only "
+                              "its lengths, with synthetic arrivals; give one or the other")
         from ..workloads.traces import load_trace
         scale = params.get("time_scale")
         return load_trace(params["trace"], time_scale=1.0 if scale is None else scale,
                           limit=params.get("limit"), max_new_tokens=params.get("max_new_tokens"))
     if params.get("limit") is not None:
         raise ConfigError("limit applies to a trace only; use requests for sampled traffic")
+    lengths = None
+    if params.get("lengths"):
+        from ..workloads import TraceLengths
+        if params.get("prompt") is not None or params.get("output") is not None:
+            raise ConfigError("lengths (a trace's prompt, output pairs) replaces prompt and "
+                              "output; give one or the other")
+        lengths = TraceLengths.from_trace(params["lengths"], max_tokens=params.get("max_tokens"))
+    elif params.get("max_tokens") is not None:
+        raise ConfigError("max_tokens caps the pairs of lengths (a trace file); give lengths "
+                          "too, or use max_new_tokens to cap outputs")
     arrival = _get(params, "arrival")
     rate = params.get("rate")
     if rate is None and arrival in ("poisson", "gamma", "constant"):
         rate = _SAMPLED_RATE
     return make_workload(arrival, num_requests=_get(params, "requests"), rate=rate,
                          cv=params.get("cv"), users=params.get("users"),
-                         think_time=params.get("think_time"), prompt=_get(params, "prompt"),
-                         output=_get(params, "output"),
+                         think_time=params.get("think_time"),
+                         prompt=None if lengths else _get(params, "prompt"),
+                         output=None if lengths else _get(params, "output"), lengths=lengths,
                          max_new_tokens=params.get("max_new_tokens"))
 
 

@@ -20,8 +20,8 @@ _LAYOUT = (
     )),
     ("latency", tuple(
         (f"{m}_{s}_s", f"{label} {s}", 1e3, "ms")
-        for m, label in (("ttft", "TTFT"), ("tpot", "TPOT"), ("e2e", "end-to-end"),
-                         ("queue", "queueing"), ("stall", "worst stall"))
+        for m, label in (("ttft", "TTFT"), ("tpot", "TPOT"), ("itl", "ITL"),
+                         ("e2e", "end-to-end"), ("queue", "queueing"), ("stall", "worst stall"))
         for s in ("mean", "p50", "p90", "p99")
     )),
     ("throughput", (

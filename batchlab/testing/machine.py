@@ -20,8 +20,8 @@ from ..core.table import ABORTED, REJECTED, WAITING, RequestTable
 from ..core.validate import check_batch
 from ..engines.faults import lose_device
 from .rules import ContractChecks
-from .world import (_DT, _SPECS, CAPACITY_UNIT, FIT_SLACK, MAX_ABORTS, MAX_FAILURES, KitDevice,
-                    _Flight, _Ref, _Resident, _tracked)
+from .world import (_DT, _SPECS, CAPACITY_UNIT, DRAIN_STEP, FIT_SLACK, MAX_ABORTS, MAX_FAILURES,
+                    KitDevice, _Flight, _Ref, _Resident, _tracked)
 
 
 class PolicyMachine(ContractChecks, RuleBasedStateMachine):
@@ -149,7 +149,8 @@ class PolicyMachine(ContractChecks, RuleBasedStateMachine):
     def complete(self, which, dt, stop, then_schedule):
         """A running step ends (any busy device, in any order). The emitting rows whose
         position (among the emitting rows) is in `stop` emit their last token (a row also
-        stops at its cap). With
+        stops at its cap). A multi-step batch whose first step finishes nothing runs on for
+        as many steps as `stop` has entries (within its num_steps, before any row's end). With
         then_schedule, the policy is asked to plan right away, as an engine would."""
         busy = self._busy()
         self._complete(busy[which % len(busy)], dt, stop)
@@ -267,13 +268,27 @@ class PolicyMachine(ContractChecks, RuleBasedStateMachine):
         if not np.array_equal(emitted, emits):
             raise AssertionError("kit bug: emitted rows disagree with the table")
         np.add.at(self.emitted, ids[emitted], 1)
+        steps = 1
+        if batch.num_steps > 1 and emitted.all() and not finished.any():
+            # A multi-step batch runs on, as an engine may: as many more steps as `stop` has
+            # entries, while no row reaches its end (an engine stops a stretch at the first
+            # finish); the policy hears all of them in one update (result.num_steps).
+            end = np.minimum(table.output[ids], self.drain_until[ids])
+            room = int((end - table.generated[ids]).min()) - 1
+            for _ in range(max(0, min(batch.num_steps - 1, len(stop), room))):
+                self.now += DRAIN_STEP
+                step = Batch.decode(ids, batch.num_cached_tokens + steps,
+                                    num_micro_batches=batch.num_micro_batches)
+                emitted, finished, generated = table.complete(step, self.now)
+                np.add.at(self.emitted, ids[emitted], 1)
+                steps += 1
         for rid in ids[finished].tolist():
             if rid in self.finished:
                 self._fail("conservation", f"request {rid} finished twice")
             self.finished.add(rid)
         self.flight[d] = None
         result = StepResult(self.now - flight.launched_at, StepCost(), emitted, finished,
-                            generated)
+                            generated, num_steps=steps)
         self._call("update", batch, result, self.now)
         for rid in ids.tolist():
             if rid in self.aborting:

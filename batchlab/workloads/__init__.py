@@ -6,17 +6,19 @@
 - `lengths`: length distributions (`ConstantLength`, `UniformLength`, `LogNormalLength`,
   `EmpiricalLength`).
 - `traces`: `load_trace()` for CSV/JSONL request traces (Azure or plain columns).
+- `pairs`: `TraceLengths`, a trace's (prompt, output) pairs for synthetic arrivals.
 
 Everything a user needs is importable from `batchlab.workloads` directly.
 """
 
 from .arrivals import ClosedLoop, ConstantRate, Gamma, Poisson
 from .lengths import ConstantLength, EmpiricalLength, LogNormalLength, UniformLength
+from .pairs import TraceLengths
 from .spec import Workload, WorkloadSpec, make_workload, parse_length
 from .traces import load_trace
 
 __all__ = [
     "ClosedLoop", "ConstantLength", "ConstantRate", "EmpiricalLength", "Gamma",
-    "LogNormalLength", "Poisson", "UniformLength", "Workload", "WorkloadSpec", "load_trace",
-    "make_workload", "parse_length",
+    "LogNormalLength", "Poisson", "TraceLengths", "UniformLength", "Workload", "WorkloadSpec",
+    "load_trace", "make_workload", "parse_length",
 ]

@@ -141,8 +141,14 @@ class WorkloadSpec:
     max_new_tokens: int | None = attrs.field(default=None, converter=_int_if_integral,
                                              validator=_optional_positive_int)
     name: str | None = None
+    # Optional (prompt, output) pairs drawn together (a `TraceLengths`); when set, they
+    # replace the prompt and output distributions when sampling.
+    lengths: object | None = attrs.field(default=None, validator=attrs.validators.optional(
+        _has_methods("sample_pairs")))
 
     def describe(self) -> str:
+        if self.lengths is not None:
+            return f"{_describe(self.arrivals)} x{self.num_requests}, {_describe(self.lengths)}"
         return (f"{_describe(self.arrivals)} x{self.num_requests}, "
                 f"prompt {_describe(self.prompt)}, output {_describe(self.output)}")
 
@@ -162,8 +168,11 @@ class WorkloadSpec:
             arrival, user, think = layout(arrival_rng, n)
         else:
             arrival, user, think = self.arrivals.sample(arrival_rng, n), None, None
-        prompt = self.prompt.sample(prompt_rng, n)
-        output = self.output.sample(output_rng, n)
+        if self.lengths is not None:
+            prompt, output = self.lengths.sample_pairs(prompt_rng, n)
+        else:
+            prompt = self.prompt.sample(prompt_rng, n)
+            output = self.output.sample(output_rng, n)
         if self.max_new_tokens is not None:
             output = np.minimum(output, self.max_new_tokens)
         return Workload(arrival, prompt, output, max_new_tokens=self.max_new_tokens,
@@ -204,13 +213,16 @@ _ARRIVAL_NAMES = ("poisson", "gamma", "constant", "closed", "local")
 def make_workload(arrival="poisson", *, num_requests: int = 100, rate: float | None = None,
                   cv: float | None = None, users: int | None = None,
                   think_time: float | None = None, think: str = "constant",
-                  prompt="lognormal:512:1.0", output="lognormal:128:1.0",
+                  prompt=None, output=None, lengths=None,
                   max_new_tokens: int | None = None, name: str | None = None) -> WorkloadSpec:
     """A WorkloadSpec from the plain names and numbers a command line has.
 
     arrival: 'poisson' (needs rate), 'gamma' (rate and cv), 'constant' (rate), 'closed' (users,
     default 1; think_time, default 0) or 'local' (one closed-loop user), or an arrival object.
-    prompt, output: see parse_length(). The default lengths are only a plausible chat shape.
+    prompt, output: see parse_length(). The default lengths (lognormal:512:1.0 and
+    lognormal:128:1.0) are only a plausible chat shape.
+    lengths: (prompt, output) pairs drawn together instead (a `TraceLengths`, e.g.
+    `TraceLengths.from_trace(path, max_tokens=4096)`), with any arrival process.
     An option that the chosen arrival process does not use is an error, not silently ignored.
     """
     if not isinstance(arrival, str):
@@ -241,5 +253,15 @@ def make_workload(arrival="poisson", *, num_requests: int = 100, rate: float | N
                                          0.0 if think_time is None else think_time, think),
             "local": lambda: ClosedLoop(1, 0.0 if think_time is None else think_time, think),
         }[kind]()
+    if lengths is not None:
+        if prompt is not None or output is not None:
+            raise ConfigError("make_workload: lengths (prompt, output pairs) replaces prompt "
+                              "and output; give one or the other")
+        if not hasattr(lengths, "sample_pairs"):
+            raise ConfigError(f"make_workload: lengths must be a TraceLengths (pairs), got "
+                              f"{type(lengths).__name__}")
+        prompt, output = lengths.marginals()
+    prompt = "lognormal:512:1.0" if prompt is None else prompt
+    output = "lognormal:128:1.0" if output is None else output
     return WorkloadSpec(process, parse_length(prompt), parse_length(output), num_requests,
-                        max_new_tokens=max_new_tokens, name=name)
+                        max_new_tokens=max_new_tokens, name=name, lengths=lengths)

@@ -1,0 +1,107 @@
+"""`DecodePricer`: the roofline time of pure decode steps, k steps in one vectorised call.
+
+A decode step of R rows feeds R tokens and reads the rows' cached context; of the seven batch
+features (`features.py`) only the context keys change from one step of a multi-step batch to
+the next (by R per step). So the op table of `StepModel` is evaluated as a constant part plus
+the context column times each step's keys: element-wise arithmetic over a (steps x ops)
+array, one reduction per row. The simulator's records must be the same whether a stretch is
+priced at once or step by step, so `CostModelDevice.run` prices every single decode step
+through this same code with k = 1; element-wise operations and a reduction along a row give
+the same floating-point result whatever k is.
+
+It covers what the simulator runs most: dense models without pipeline stages. For anything
+else (MoE routing, pipelines, padding) `for_model` returns None and the device uses
+`StepModel.cost`. On construction it checks itself against `StepModel.cost` on a few decode
+batches and declines (returns None) if they disagree, so a change to the step model can make
+the fast path slower, never wrong.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_FEATURES_CONTEXT = 7  # column of the decode context keys in StepModel's op table
+_TOLERANCE = 1e-9
+
+
+class DecodePricer:
+    """Duration and cost rows of decode steps on one StepModel (dense, one stage)."""
+
+    def __init__(self, step_model):
+        sm, eff = step_model, step_model.efficiency
+        self._M = sm._M                       # (4 ops, 8 features)
+        self._K0 = np.ascontiguousarray(sm._K[0])
+        self._n = sm._n
+        self._scale, self._size = sm._scale, sm._size
+        self._ovh = sm._ovh[0]
+        self._h_bytes = sm._h_bytes
+        self._stage = sm._stages[0]
+        self._step_overhead = eff.step_overhead
+        self._cache: dict = {}
+
+    @classmethod
+    def for_model(cls, step_model) -> "DecodePricer | None":
+        """A pricer for this step model, or None where it does not apply or disagrees."""
+        try:
+            if (step_model.layout.pp != 1 or step_model._experts is not None
+                    or step_model.router is not None or step_model._M.shape[1] != 8):
+                return None
+            pricer = cls(step_model)
+            from batchlab.core import Batch
+            for rows, context in ((1, 1), (7, 300), (64, 2048), (256, 40_000)):
+                for m in (1, 2):
+                    batch = Batch.decode(np.arange(rows), np.full(rows, context),
+                                         num_micro_batches=min(m, rows))
+                    want, cost = step_model.cost(batch)
+                    got, costs = pricer.price(batch, 1)
+                    if not np.allclose([got[0], costs[0, 0], costs[0, 1], costs[0, 4]],
+                                       [want, cost.compute, cost.memory, cost.flops],
+                                       rtol=_TOLERANCE, atol=0.0):
+                        return None
+        except (AttributeError, IndexError, TypeError, ValueError):
+            return None  # the step model changed shape: use its own path
+        return pricer
+
+    def _constants(self, rows: int, m: int):
+        """What a step of `rows` decode rows in m micro-batches costs whatever its context:
+        the op table's constant part, and the scalars (cached: a run sees few shapes)."""
+        key = (rows, m)
+        hit = self._cache.get(key)
+        if hit is None:
+            s = self._scale / m
+            M, r = self._M, rows * s
+            # Features: 1, T, R, (three prefill features, 0 here), decode rows, decode keys.
+            base = M[:, 0] + M[:, 1] * r + M[:, 2] * r + M[:, 6] * r
+            layers, dense, _, ar_l, ar_s, _ = self._stage
+            msg = rows / m * self._scale * self._h_bytes
+            ar = ar_l + msg * ar_s if ar_s else 0.0
+            comm = (layers + dense) * ar
+            hit = (base, s, comm, self._size * m)
+            if len(self._cache) < 4096:
+                self._cache[key] = hit
+        return hit
+
+    def price(self, batch, num_steps: int):
+        """Durations (num_steps,) and cost rows (num_steps, 10; `COST_FIELDS` order) of
+        steps 1..num_steps of a decode batch (step j: context + (j - 1) tokens per row)."""
+        rows = batch.num_seqs
+        m = max(1, min(int(batch.num_micro_batches), rows))
+        base, s, comm, scale = self._constants(rows, m)
+        keys = (batch.num_context_tokens + rows * np.arange(num_steps, dtype=np.int64)) * s
+        out = base + np.multiply.outer(keys, self._M[:, _FEATURES_CONTEXT])
+        out = out.reshape(num_steps, 4, self._n)  # per step: compute, memory, FLOPs, bytes
+        comp_op, mem_op = out[:, 0], out[:, 1]
+        bound = comp_op >= mem_op
+        np.maximum(comp_op, mem_op, out=mem_op)   # row 1 becomes the op's roofline time
+        np.multiply(mem_op, bound, out=comp_op)   # row 0 its compute-bound share
+        # One reduction along each contiguous row: the same sums whatever num_steps is.
+        comp, time, flops, nbytes = (out * self._K0).sum(axis=2).T
+        ovh = self._ovh
+        costs = np.zeros((num_steps, 10))
+        costs[:, 0] = m * comp
+        costs[:, 1] = m * (time - comp)
+        costs[:, 2] = m * comm
+        costs[:, 3] = m * ovh + self._step_overhead
+        costs[:, 4] = flops * scale
+        costs[:, 5] = nbytes * scale
+        return m * (time + ovh + comm) + self._step_overhead, costs

@@ -1,0 +1,69 @@
+"""The cost model's decode fast path: k steps priced at once, exactly as k single steps."""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from batchlab import Batch
+from batchlab.core.step import cost_row
+from batchlab.costmodel import make_devices
+
+DEVICES = {
+    "llama-3-8b on 1 x H100": make_devices("llama-3-8b", "h100", 1)[0],
+    "llama-3-70b on 4 x A100 (tp4)": make_devices("llama-3-70b", "a100-80gb", 4)[0],
+}
+MOE = make_devices("mixtral-8x7b", "h100", 2)[0]
+PIPELINE = make_devices("llama-3-8b", "h100", 2, pp=2)[0]
+
+
+def test_fast_path_is_on_for_dense_one_stage_models_only():
+    assert all(d._decode is not None for d in DEVICES.values())
+    assert MOE._decode is None and PIPELINE._decode is None
+    batch = Batch.decode([0, 1], [10, 20], num_steps=3)
+    assert MOE.run_steps(batch, 3) is None and PIPELINE.run_steps(batch, 3) is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(name=st.sampled_from(sorted(DEVICES)),
+       cached=st.lists(st.integers(0, 30_000), min_size=1, max_size=300),
+       micro=st.integers(1, 4), steps=st.integers(1, 70))
+def test_k_steps_equal_k_single_steps_and_the_step_model(name, cached, micro, steps):
+    device = DEVICES[name]
+    n = len(cached)
+    batch = Batch.decode(np.arange(n), cached, num_micro_batches=min(micro, n))
+    durations, costs = device.run_steps(batch, steps)
+    for j in (0, steps // 2, steps - 1):
+        step = Batch.decode(np.arange(n), np.array(cached) + j,
+                            num_micro_batches=min(micro, n))
+        single = device.run(step)
+        assert durations[j] == single.duration  # exactly: the records depend on it
+        assert tuple(costs[j]) == cost_row(single.cost)
+        want, cost = device.step_model.cost(step)  # the general path, to rounding
+        assert single.duration == pytest.approx(want, rel=1e-9)
+        for field in ("compute", "memory", "communication", "overhead", "flops", "bytes"):
+            assert getattr(single.cost, field) == pytest.approx(getattr(cost, field),
+                                                                rel=1e-9, abs=1e-15)
+
+
+def test_a_changed_step_model_turns_the_fast_path_off():
+    """If the step model stops agreeing with the pricer, the device declines the fast path
+    rather than price decodes differently from the step model."""
+    device = DEVICES["llama-3-8b on 1 x H100"]
+    sm = device.step_model
+    changed = attrs.evolve(sm, efficiency=attrs.evolve(sm.efficiency,
+                                                       step_overhead=sm.efficiency.step_overhead))
+    from batchlab.costmodel.decode import DecodePricer
+    assert DecodePricer.for_model(changed) is not None
+
+    class Skewed:  # a step model whose decode costs are not what the op table says
+        def __getattr__(self, name):
+            return getattr(sm, name)
+
+        def cost(self, batch):
+            duration, cost = sm.cost(batch)
+            return duration * 1.01, cost
+    assert DecodePricer.for_model(Skewed()) is None

@@ -1,0 +1,85 @@
+"""Inter-token latency: every token gap of a run, booked into a bounded histogram."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from batchlab import AffineDevice, affine_devices, load_policy, simulate
+from batchlab.core.gaps import MIN_GAP, NUM_BINS, GROWTH, GapHistogram
+from batchlab.studies.summary import format_summary
+from batchlab.workloads import Workload, make_workload
+
+_IN_RANGE = st.floats(MIN_GAP, MIN_GAP * GROWTH ** (NUM_BINS - 1))
+
+
+@given(gaps=st.lists(_IN_RANGE, min_size=1, max_size=300), q=st.sampled_from([50, 90, 99]),
+       split=st.integers(0, 300))
+def test_percentiles_within_half_a_percent_of_the_exact_nearest_rank(gaps, q, split):
+    gaps = np.array(gaps)
+    hist = GapHistogram()
+    hist.add(gaps[:split])  # booked in two parts, as steps come
+    hist.add(gaps[split:])
+    exact = np.sort(gaps)[max(1, math.ceil(q / 100 * gaps.size)) - 1]
+    assert hist.percentile(q) == pytest.approx(exact, rel=0.005)
+    assert hist.mean == pytest.approx(gaps.mean(), rel=1e-9)
+    hist.check_valid()
+
+
+def test_repeated_gaps_count_as_many():
+    hist = GapHistogram()
+    hist.add_repeated(np.array([0.01, 0.02]), 3)
+    assert hist.num_gaps == 6 and hist.mean == pytest.approx(0.015)
+    assert hist.percentile(50) == pytest.approx(0.01, rel=0.005)
+    assert hist.percentile(51) == pytest.approx(0.02, rel=0.005)
+
+
+@pytest.mark.parametrize("max_num_steps", [1, 64])
+def test_every_token_after_the_first_is_one_gap_and_the_gaps_add_up(max_num_steps):
+    """A request's gaps telescope to finish - first token, whatever preemptions did."""
+    spec = make_workload("poisson", rate=30.0, num_requests=200, prompt="uniform:50:400",
+                         output="uniform:1:200")
+    result = simulate(load_policy("continuous", max_num_steps=max_num_steps), spec,
+                      affine_devices(2, kv_capacity_tokens=4000), seed=4)
+    fin = result.finished
+    assert result.summary()["preemptions"] > 0
+    assert result.itl.num_gaps == int((fin["output_tokens"] - 1).sum())
+    span = float((fin["finish"] - fin["first_token"]).sum())
+    assert result.itl.total == pytest.approx(span, rel=1e-9)
+    s = result.summary()
+    assert s["itl_mean_s"] == pytest.approx(span / result.itl.num_gaps, rel=1e-9)
+    assert s["itl_p50_s"] <= s["itl_p90_s"] <= s["itl_p99_s"]
+    # The mean ITL weighs every gap; TPOT averages requests: close, not equal.
+    assert s["itl_mean_s"] == pytest.approx(s["tpot_mean_s"], rel=0.5)
+
+
+def test_gaps_of_a_small_run_by_hand():
+    """Step times 10 ms + 1 ms per token fed. r0 (10-token prompt) prefills alone [0, 20 ms];
+    r1 arrives meanwhile and prefills beside r0's decode [20, 41 ms]; both decode
+    [41, 53 ms]; r1 decodes alone [53, 64 ms]. Gaps: r0 21 and 12 ms, r1 12 and 11 ms."""
+    dev = AffineDevice(fixed=0.01, per_token=0.001, per_context_token=0.0)
+    wl = Workload([0.0, 0.005], [10, 10], [3, 3])
+    for steps in (1, 64):
+        r = simulate(load_policy("continuous", max_num_steps=steps), wl, [dev])
+        assert r.itl.num_gaps == 4
+        assert r.itl.mean == pytest.approx((0.021 + 0.012 + 0.012 + 0.011) / 4)
+        assert r.itl.percentile(25) == pytest.approx(0.011, rel=0.005)
+        assert r.itl.percentile(75) == pytest.approx(0.012, rel=0.005)
+        assert r.itl.percentile(100) == pytest.approx(0.021, rel=0.005)
+
+
+def test_cli_summary_shows_itl():
+    spec = make_workload("poisson", rate=2.0, num_requests=20)
+    text = format_summary(simulate("continuous", spec, affine_devices(1)).summary())
+    assert "ITL p99" in text and "ITL mean" in text
+
+
+def test_a_run_without_token_gaps_reports_nan():
+    r = simulate("continuous", Workload([0.0], [10], [1]), affine_devices(1))
+    s = r.summary()
+    assert r.itl.num_gaps == 0
+    assert all(math.isnan(s[k]) for k in ("itl_mean_s", "itl_p50_s", "itl_p90_s", "itl_p99_s"))

@@ -1,0 +1,208 @@
+"""Multi-step plans: a stretch of decode steps advanced in one go gives the same records as
+the same steps planned one at a time, for every built-in policy that opts in."""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import batchlab
+from batchlab import AffineDevice, Batch, simulate
+from batchlab.core import KVBlockManager, PolicyError, RequestTable
+from batchlab.core.validate import check_batch
+from batchlab.costmodel import make_devices
+from batchlab.engines.faults import Faults
+from batchlab.policies.continuous import ContinuousBatching
+from batchlab.policies.discovery import available_policies, load_policy
+from batchlab.workloads import Workload
+
+# Built-in policies that plan multi-step batches: those with a max_num_steps parameter.
+OPTED_IN = sorted(info.name for info in available_policies(include_broken=False)
+                  if any(f.name == "max_num_steps" for f in attrs.fields(type(load_policy(
+                      info.name)))) if attrs.has(type(load_policy(info.name))))
+_COST_MODEL = make_devices("llama-3-8b", "h100", 2, dp=2)
+
+
+class RunOnly:
+    """A device with `run` only: the engine must price a stretch step by step."""
+
+    def __init__(self, inner):
+        self.inner, self.name = inner, inner.name
+        self.kv_capacity_tokens = inner.kv_capacity_tokens
+
+    def run(self, batch):
+        return self.inner.run(batch)
+
+
+def test_continuous_opts_in():
+    assert "continuous" in OPTED_IN
+
+
+@st.composite
+def scenarios(draw):
+    n = draw(st.integers(1, 40))
+    closed = draw(st.booleans()) and n > 1
+    prompt = draw(st.lists(st.integers(1, 300), min_size=n, max_size=n))
+    output = draw(st.lists(st.integers(1, 120), min_size=n, max_size=n))
+    if closed:
+        users = draw(st.integers(1, 4))
+        arrival = np.full(n, np.nan)
+        user = np.arange(n) % users
+        arrival[:users] = 0.0
+        think = np.array(draw(st.lists(st.floats(0, 0.5), min_size=n, max_size=n)))
+        wl = Workload(arrival, prompt, output, user=user, think=think)
+    else:
+        gaps = draw(st.lists(st.floats(0, 0.4), min_size=n, max_size=n))
+        prio = np.array(draw(st.lists(st.integers(0, 2), min_size=n, max_size=n)))
+        wl = Workload(np.cumsum(gaps), prompt, output, priority=prio)
+    kind = draw(st.sampled_from(["affine", "affine", "cost-model", "run-only"]))
+    num = draw(st.integers(1, 3))
+    if kind == "cost-model":
+        devices = _COST_MODEL[:min(num, 2)]
+    else:
+        # Small memories force preemptions; a zero fixed cost makes ties in time likely.
+        cap = draw(st.sampled_from([600, 1500, 5000, 100_000]))
+        devices = [AffineDevice(name=f"dev{i}", fixed=draw(st.sampled_from([0.0, 0.01, 0.003])),
+                                per_token=draw(st.sampled_from([0.0, 1e-4])),
+                                per_context_token=draw(st.sampled_from([0.0, 3e-7, 1e-5])),
+                                kv_capacity_tokens=cap) for i in range(num)]
+        if kind == "run-only":
+            devices = [RunOnly(d) for d in devices]
+    params = dict(max_num_seqs=draw(st.integers(1, 24)),
+                  max_num_batched_tokens=draw(st.sampled_from([16, 64, 512, 4096])),
+                  chunked_prefill=draw(st.booleans()),
+                  order=draw(st.sampled_from(["fcfs", "priority"])),
+                  block_size=draw(st.sampled_from([1, 4, 16])))
+    return wl, devices, params
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.dtype.names is None:
+        return np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+    return all(_same(a[f], b[f]) for f in a.dtype.names)
+
+
+@attrs.define
+class AheadEverywhere(ContinuousBatching):
+    """Continuous batching planning ahead on several devices too (it does on one only, for
+    speed), so that concurrent stretches, cut by each other's steps, are checked as well."""
+
+    def may_plan_ahead(self) -> bool:
+        return True
+
+
+def _policy(name, **params):
+    if name == "continuous-everywhere":
+        return AheadEverywhere(**params)
+    return load_policy(name, **params)
+
+
+@pytest.mark.parametrize("name", OPTED_IN + ["continuous-everywhere"])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=scenarios(), max_steps=st.sampled_from([2, 5, 64]))
+def test_multi_step_records_equal_single_step(name, case, max_steps):
+    wl, devices, params = case
+    if not name.startswith("continuous"):
+        params = {}
+    one = simulate(_policy(name, max_num_steps=1, **params), wl, devices, seed=1)
+    policy = _policy(name, max_num_steps=max_steps, **params)
+    many = simulate(policy, wl, devices, seed=1)
+    policy.check_valid()
+    assert _same(one.records, many.records)
+    assert _same(one.devices, many.devices)  # the same sums, added in the same order
+    for key in ("itl_p50_s", "itl_p90_s", "itl_p99_s"):
+        assert _same(np.array(one.summary()[key]), np.array(many.summary()[key]))
+    assert one.itl.num_gaps == many.itl.num_gaps
+    assert many.num_events <= one.num_events
+
+
+def test_stretches_cut_events_on_a_decode_heavy_run():
+    wl = Workload(np.arange(20) * 2.0, np.full(20, 100), np.full(20, 400))
+    one = simulate(load_policy("continuous", max_num_steps=1), wl, [AffineDevice()])
+    many = simulate(load_policy("continuous"), wl, [AffineDevice()])
+    assert _same(one.records, many.records)
+    steps = int(one.devices["steps"][0])
+    assert steps == int(many.devices["steps"][0]) >= 400
+    assert many.num_events < steps / 10 < one.num_events
+
+
+def test_faults_run_every_batch_one_step():
+    wl = Workload(np.arange(10) * 0.1, np.full(10, 50), np.full(10, 60))
+    faults = Faults(failure_rate=0.01, repair_time=0.1)
+    r = simulate(load_policy("continuous"), wl, [AffineDevice()], faults=faults, seed=2)
+    assert r.summary()["num_finished"] == 10
+
+
+def test_failing_run_stops_with_a_clear_message():
+    wl = Workload([0.0], [10], [5])
+    with pytest.raises(batchlab.ConfigError, match="no progress.*failure_rate"):
+        simulate(load_policy("continuous"), wl, [AffineDevice()], seed=0,
+                 faults=Faults(failure_rate=0.999999, repair_time=1e-3))
+
+
+def _table(prompt, generated):
+    t = RequestTable.for_requests(prompt, np.full(len(prompt), 1000))
+    t.status[:] = 1
+    t.generated[:] = generated
+    t.cached[:] = np.asarray(prompt) + np.asarray(generated) - 1
+    t.home[:] = 0
+    return t
+
+
+def test_validator_names_a_bad_multi_step_batch():
+    table, dev = _table([10, 20], [3, 1]), AffineDevice()
+    good = Batch.decode([0, 1], [12, 20], num_steps=8)
+    check_batch(good, dev, 0, table, "p")
+    behind = Batch.decode([0, 1], [11, 20], num_steps=8)  # row 0 would not emit
+    table.cached[0] = 11
+    with pytest.raises(PolicyError, match="multi-step"):
+        check_batch(behind, dev, 0, table, "p")
+    table.cached[0] = 12
+    prefill = Batch([0, 1], [1, 2], [12, 0], num_steps=2)  # row 1 recomputes
+    with pytest.raises(PolicyError, match="multi-step"):
+        check_batch(prefill, dev, 0, table, "p")
+    small = AffineDevice(kv_capacity_tokens=40)
+    with pytest.raises(PolicyError, match="memory"):  # 34 tokens now, 42 at step 5
+        check_batch(Batch.decode([0, 1], [12, 20], num_steps=5), small, 0, table, "p")
+    check_batch(Batch.decode([0, 1], [12, 20], num_steps=4), small, 0, table, "p")
+
+
+@given(tokens=st.lists(st.integers(0, 100), min_size=1, max_size=8),
+       blocks=st.integers(0, 80), block_size=st.integers(1, 16), steps=st.integers(1, 40))
+def test_kv_steps_fit_is_the_most_that_can_grow(tokens, blocks, block_size, steps):
+    kv = KVBlockManager(blocks, block_size)
+    ids = np.arange(len(tokens))
+    tokens = np.array(tokens)
+    if not kv.can_grow(ids, tokens):
+        return
+    kv.grow(ids, tokens)
+    k = kv.num_steps_fit(ids, tokens, steps)
+    assert 0 <= k <= steps
+    assert kv.can_grow(ids, tokens + k)
+    assert k == steps or not kv.can_grow(ids, tokens + k + 1)
+    free = kv.num_free_blocks
+    kv.grow(ids, tokens + k)
+    kv.trim(ids, tokens)
+    assert kv.num_free_blocks == free
+    kv.check_valid()
+
+
+def test_continuous_forgets_what_it_no_longer_needs():
+    """Finished and aborted requests leave no sort key behind (memory would grow forever)."""
+    wl = Workload(np.arange(50) * 0.01, np.full(50, 30), np.full(50, 5))
+    policy = load_policy("continuous")
+    simulate(policy, wl, [AffineDevice()])
+    assert not policy._key and not policy._requests and not policy._where
+
+
+def test_table_registers_one_at_a_time_in_amortised_constant_time():
+    table = RequestTable()
+    for i in range(1000):
+        assert table.register([i + 1], [2]).tolist() == [i]
+    assert table.size == 1000 and len(table.prompt) < 2100
+    assert table.prompt[:1000].tolist() == list(range(1, 1001))
+    assert np.isnan(table.arrival[:1000]).all() and (table.home[:1000] == -1).all()
+    assert table.records().size == 1000
