@@ -123,9 +123,11 @@ class TimelineRecorder:
         if opened is None:
             return
         device, start, _ = opened
+        # A multi-step batch (Batch.num_steps) is one span for the steps that ran of it.
+        steps = int(getattr(result, "num_steps", 1) or 1) if result is not None else 1
         step = {"device": str(device), "start": float(start), "end": float(now),
-                "kind": "lost" if lost else _step_kind(batch),
-                "rows": int(batch.num_seqs), "tokens": int(batch.num_tokens),
+                "kind": "lost" if lost else _step_kind(batch), "steps": steps,
+                "rows": int(batch.num_seqs), "tokens": int(batch.num_tokens) * steps,
                 "prefill_rows": int(batch.num_prefill_seqs),
                 "decode_rows": int(batch.num_seqs - batch.num_prefill_seqs),
                 "micro_batches": int(batch.num_micro_batches),
@@ -153,7 +155,8 @@ class TimelineRecorder:
                 events.append(_meta("thread_name", DEVICES_PID, tid, step["device"]))
             args = {k: v for k, v in step.items() if k not in ("device", "start", "end")
                     and not (isinstance(v, float) and not math.isfinite(v))}
-            events.append({"name": step["kind"], "cat": "step", "ph": "X", "pid": DEVICES_PID,
+            name = step["kind"] + (f" x{step['steps']}" if step["steps"] > 1 else "")
+            events.append({"name": name, "cat": "step", "ph": "X", "pid": DEVICES_PID,
                            "tid": tid, "ts": step["start"] * _US,
                            "dur": max(step["end"] - step["start"], 0.0) * _US, "args": args})
             events.append({"name": f"{step['device']} batch", "ph": "C", "pid": DEVICES_PID,
