@@ -9,8 +9,9 @@ to schedule if a device is idle — the loop reads as: schedule, run, update.
 
 The engine keeps each request's true output length to itself (in a RequestTable), decides when
 a request finishes, validates every batch, and stops a misbehaving policy with a PolicyError.
-Fault injection (`batchlab.engines.faults`) costs nothing when no faults are configured: the
-only check on the per-step path is one `is None` at launch.
+Fault injection (`batchlab.engines.faults`; its events are handled by the `FaultEvents`
+mixin in `sim_faults.py`) costs nothing when no faults are configured: the only check on the
+per-step path is one `is None` at launch.
 
 Multi-step plans (`Batch.num_steps > 1`): the engine advances such a decode batch through its
 steps in one go, up to the first event that matters: a row finishing (the engine knows the
@@ -39,21 +40,18 @@ from ..core.table import REJECTED, WAITING, RequestTable
 from .accounting import DeviceTotals
 from .contract import (call_policy, check_plan, check_rejectable, check_seed, follow_ups,
                        check_workload, index_devices, launch_batches, request_of, stalled)
-from .faults import Faults, lose_device
+from .events import ARRIVAL, DONE, MOVED, PROGRESS, WAKE, WOKEN
+from .faults import Faults
 from .result import Result
-
-DONE, MOVED, ARRIVAL, WAKE, FAIL, REPAIRED = 0, 1, 2, 3, 4, 5  # priorities at equal times
-PROGRESS, WOKEN = 1, 2  # what handling an event amounted to (bit flags)
+from .sim_faults import FaultEvents
 
 # A policy that keeps asking to be woken without doing anything is stuck, not slow.
 MAX_IDLE_WAKES = 1_000_000
 # Steps of a multi-step batch a device's run_steps prices at first (all, if too few).
 STEPS_GUESS = 16
-# Steps that fail in a row without a token emitted anywhere: a run that cannot progress.
-MAX_FAILURES_IN_ROW = 10_000
 
 
-class Simulator:
+class Simulator(FaultEvents):
     """One run of one policy on one workload; use `simulate()` unless you need the parts."""
 
     def __init__(self, policy, workload, devices: Sequence, *, seed: int = 0,
@@ -338,87 +336,6 @@ class Simulator:
             if self.progress is not None and self.table.num_closed >= self.progress_next:
                 self.progress_next = self.table.num_closed + self.progress_step
                 self.progress(self.table.num_closed, self.table.size)
-
-    # -- faults (batchlab.engines.faults) ---------------------------------------------------
-    def _init_faults(self, faults: Faults) -> None:
-        for t, name in faults.schedule:
-            if name not in self.index:
-                raise ConfigError(f"Faults.schedule names device {name!r}, which is not one of "
-                                  f"{sorted(self.index)}")
-            self._push(t, FAIL, (self.index[name], None))
-        self.fault_rng = faults.rng(self.seed)
-        self.launch_serial = [0] * len(self.devices)   # tells a stale DONE from a live one
-        self.started = [0.0] * len(self.devices)
-        self.down = [False] * len(self.devices)
-        self.recomputed = [0] * len(self.devices)
-        # Policies learn the cluster from the first schedule call, which must offer every
-        # device: a failure scheduled before the first launch strikes at the first launch.
-        self.deferred: list | None = []
-        self.failures_in_row = 0  # steps lost since a token was last emitted (progress guard)
-        # With faults a DONE event carries (device, serial): a step lost to a scheduled
-        # failure leaves its DONE in the heap, and the serial says it is stale.
-        self._complete = self._complete_if_current
-
-    def _progressed(self, emitted) -> None:
-        if self.failures_in_row and emitted.any():
-            self.failures_in_row = 0
-
-    def _launch_faulty(self, d: int, duration: float) -> None:
-        self.launch_serial[d] += 1
-        self.started[d] = self.now
-        serial = self.launch_serial[d]
-        if self.deferred:
-            for event in self.deferred:
-                self._push(self.now, FAIL, event)
-        self.deferred = None
-        if self.faults.failure_rate and self.fault_rng.random() < self.faults.failure_rate:
-            self._push(self.now + self.fault_rng.random() * duration, FAIL, (d, serial))
-        else:
-            self._push(self.now + duration, DONE, (d, serial))
-
-    def _complete_if_current(self, payload) -> None:
-        d, serial = payload
-        if serial == self.launch_serial[d] and self.running[d] is not None:
-            Simulator._complete(self, d)
-
-    def _fault_event(self, kind: int, payload) -> int:
-        if kind == REPAIRED:
-            self.down[payload] = False
-            self.idle[payload] = True
-            self.num_idle += 1
-            return PROGRESS
-        d, serial = payload
-        if self.deferred is not None:   # nothing has launched yet
-            self.deferred.append(payload)
-            return 0
-        if self.down[d] or (serial is not None and serial != self.launch_serial[d]):
-            return 0
-        running, batch = self.running[d], None
-        elapsed = 0.0
-        if running is not None:
-            batch = running[0]
-            elapsed = self.now - self.started[d]
-            self.totals.add_busy(d, elapsed)   # the device was busy until it failed
-        self.launch_serial[d] += 1
-        self.running[d] = None
-        if self.idle[d]:
-            self.num_idle -= 1
-        self.idle[d] = False
-        self.down[d] = True
-        self.stats[d]["failures"] += 1
-        if running is not None:
-            self.failures_in_row += 1
-            if self.failures_in_row > MAX_FAILURES_IN_ROW:
-                raise ConfigError(
-                    f"no progress: {self.failures_in_row - 1} steps in a row failed and no "
-                    f"token was emitted anywhere (Faults.failure_rate="
-                    f"{self.faults.failure_rate}); lower the failure rate")
-        self.recomputed[d] += lose_device(self._call, self.policy, self.table, d,
-                                          self.devices[d].name, batch, self.now, self._request,
-                                          elapsed=elapsed)
-        self.stats[d]["recomputed_tokens"] = self.recomputed[d]
-        self._push(self.now + self.faults.repair_time, REPAIRED, d)
-        return PROGRESS
 
     def _call(self, method: str, *args):
         """Call the policy; an exception in its code becomes a PolicyError naming it."""

@@ -29,7 +29,8 @@ import torch
 
 from ...core import Batch, StepCost, StepResult
 from ...core.errors import ConfigError
-from .model import TinyConfig, TinyTransformer, TransformerConfig, get_config, pack
+from .config import TransformerConfig, get_config
+from .model import TinyConfig, TinyTransformer, pack
 
 __all__ = ["TinyConfig", "TransformerConfig", "TokenHistory", "TorchDevice", "prompt_ids",
            "torch_devices"]
@@ -66,7 +67,7 @@ class TorchDevice:
     """A Device that executes batches on a TinyTransformer (CUDA when present, else CPU).
 
     config: a TransformerConfig, a preset name ("tiny-dense", "tiny-moe", "small-dense",
-        "small-moe"), a dict of fields or a .toml/.json file (see `torch_model.get_config`).
+        "small-moe"), a dict of fields or a .toml/.json file (see `batchlab.backends.torch.config.get_config`).
     seed: the weights' seed; None keeps the config's own.
     history: a TokenHistory shared with the run's other devices (`torch_devices` does that).
     record_logits: keep the logits of every emitted token in `self.logits[request_id]`
