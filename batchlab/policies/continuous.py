@@ -208,7 +208,7 @@ class ContinuousBatching:
         steps = getattr(result, "num_steps", 1)
         fed = batch.num_cached_tokens + batch.num_new_tokens + (steps - 1)
         if steps < batch.num_steps:  # stopped early: give back the blocks reserved ahead
-            self._kv[name].trim(batch.request_ids, fed)
+            self._kv[name].trim(batch.request_ids, fed, unique=True)  # rows: distinct ids
         run.computed[rows] = fed
         # An emitted token is known from now on: it is fed at the next step.
         run.known[rows] = np.where(result.emitted, fed + 1, run.known[rows])
@@ -216,7 +216,7 @@ class ContinuousBatching:
         if result.finished.any():
             gone[rows[result.finished]] = True
             done = batch.request_ids[result.finished]
-            self._kv[name].free(done)
+            self._kv[name].free(done, unique=True)
             for rid in done.tolist():
                 self._requests.pop(rid, None)
                 self._where.pop(rid, None)
@@ -301,6 +301,8 @@ class ContinuousBatching:
         and recomputes in rank order. Unchunked, a prefill runs whole or waits; the first one
         runs even if it alone exceeds the budget, or it could never run."""
         decode = need == 1
+        if need.size <= budget and np.count_nonzero(decode) == need.size:
+            return decode.astype(np.int64)  # every row a decode within budget: one token each
         take = (decode & (np.cumsum(decode) <= budget)).astype(np.int64)
         left = budget - int(np.count_nonzero(take))
         prefill = np.where(decode, 0, need)
