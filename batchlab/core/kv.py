@@ -45,6 +45,8 @@ class KVBlockManager:
     def num_held(self, ids):
         """Blocks held by a request id (or array of ids); 0 for unknown ids."""
         ids = np.asarray(ids, dtype=np.int64)
+        if ids.ndim == 1 and ids.size and ids.max() < len(self._held):
+            return self._held[ids]  # every id known (the usual case): a copy, no masks
         out = np.zeros(ids.shape, dtype=np.int64)
         known = ids < len(self._held)
         out[known] = self._held[ids[known]]

@@ -320,7 +320,7 @@ class Simulator(FaultEvents):
         self.num_idle += 1
         if stretch is None:
             emitted, finished, generated = self.table.complete(batch, self.now)
-            self.totals.book(d, batch, result, int(emitted.sum()))
+            self.totals.book(d, batch, result, np.count_nonzero(emitted))
             full = StepResult(result.duration, result.cost, emitted, finished, generated,
                               result.tokens)
             if self.faults is not None:
