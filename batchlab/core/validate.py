@@ -38,7 +38,7 @@ def check_batch(batch, device, device_index: int, table: RequestTable, policy: s
           and not np.count_nonzero(ordered[1:] == ordered[:-1])
           and 1 <= batch.num_micro_batches <= batch.num_seqs)
     if batch.padded_len is None:
-        need = int(lengths.sum())
+        need = batch.num_context_tokens  # the rows' cached + new, summed by the Batch once
     else:
         ok = ok and batch.padded_len >= lengths.max()
         need = batch.padded_len * batch.num_seqs
