@@ -45,6 +45,8 @@ class KVBlockManager:
     def num_held(self, ids):
         """Blocks held by a request id (or array of ids); 0 for unknown ids."""
         ids = np.asarray(ids, dtype=np.int64)
+        if ids.ndim == 1 and ids.size and ids.max() < len(self._held):
+            return self._held[ids]  # every id known (the usual case): a copy, no masks
         out = np.zeros(ids.shape, dtype=np.int64)
         known = ids < len(self._held)
         out[known] = self._held[ids[known]]
@@ -128,10 +130,10 @@ class KVBlockManager:
                 hi = mid
         return lo
 
-    def trim(self, ids, num_tokens) -> None:
+    def trim(self, ids, num_tokens, *, unique: bool = False) -> None:
         """Give back blocks beyond what num_tokens tokens need (each id): the unused part of
-        a reservation for steps that did not run. Never grows."""
-        ids = self._distinct(ids)
+        a reservation for steps that did not run. Never grows. unique: as in `grow`."""
+        ids = ids if unique else self._distinct(ids)
         if ids.size == 0:
             return
         held = self._held[ids]
@@ -139,9 +141,9 @@ class KVBlockManager:
         self.num_free_blocks += int((held - keep).sum())
         self._held[ids] = keep
 
-    def free(self, ids) -> None:
-        """Release every block the ids hold (unknown ids are fine)."""
-        ids = self._distinct(ids)
+    def free(self, ids, *, unique: bool = False) -> None:
+        """Release every block the ids hold (unknown ids are fine). unique: as in `grow`."""
+        ids = ids if unique else self._distinct(ids)
         ids = ids[ids < len(self._held)]
         self.num_free_blocks += int(self._held[ids].sum())
         self._held[ids] = 0

@@ -171,15 +171,19 @@ class RequestTable:
         before = self.generated[idx]
         generated = before + j
         first = before == 0
-        if np.count_nonzero(first):
+        num_first = np.count_nonzero(first)
+        if num_first == 0:  # the common case: every row had a token before (no masks)
+            gap = ends[0] - self.last_token[idx]
+            self.itl.add(gap)
+        else:
             self.first_token[idx[first]] = ends[0]
-        gap = np.full(idx.size, np.nan)
-        later = ~first
-        if np.count_nonzero(later):
-            gap[later] = ends[0] - self.last_token[idx[later]]
-            self.itl.add(gap[later])
+            gap = np.full(idx.size, np.nan)
+            later = ~first
+            if num_first < idx.size:
+                gap[later] = ends[0] - self.last_token[idx[later]]
+                self.itl.add(gap[later])
         if j > 1:
-            steps = np.diff(ends)  # every row's gap at each later step: that step's duration
+            steps = ends[1:] - ends[:-1]  # every row's gap at each later step: its duration
             self.itl.add_repeated(steps, idx.size)
             gap = np.fmax(gap, steps.max())
         self.max_tbt[idx] = np.fmax(self.max_tbt[idx], gap)

@@ -28,35 +28,38 @@ def check_batch(batch, device, device_index: int, table: RequestTable, policy: s
         _diagnose(batch, device, device_index, table, policy)
     lengths = cached + new
     fresh = cached == 0
+    known = table.prompt[ids] + table.generated[ids]  # tokens that exist: prompt + output
     # One element-wise conjunction and one reduction: this runs on every simulated step.
     good = ((table.status[ids] == WAITING) & ~table.in_flight[ids] & (new >= 1)
             & (fresh | ((cached == table.cached[ids]) & (table.home[ids] == device_index)))
-            & (lengths <= table.prompt[ids] + table.generated[ids]))
+            & (lengths <= known))
     # count_nonzero is several times faster than .all()/.any() on small arrays.
     ok = (np.count_nonzero(good) == len(good)
           and not np.count_nonzero(ordered[1:] == ordered[:-1])
           and 1 <= batch.num_micro_batches <= batch.num_seqs)
     if batch.padded_len is None:
-        need = int(lengths.sum())
+        need = batch.num_context_tokens  # the rows' cached + new, summed by the Batch once
     else:
         ok = ok and batch.padded_len >= lengths.max()
         need = batch.padded_len * batch.num_seqs
     if batch.num_steps != 1:
-        ok = ok and _can_repeat(batch, table)
+        ok = ok and _can_repeat(batch, table, known)
         need += (batch.num_steps - 1) * batch.num_seqs if ok else 0  # memory at the last step
     if not ok or need > device.kv_capacity_tokens:
         _diagnose(batch, device, device_index, table, policy)
 
 
-def _can_repeat(batch: Batch, table: RequestTable) -> bool:
-    """A multi-step batch is a pure decode whose every row emits a token each step."""
+def _can_repeat(batch: Batch, table: RequestTable, known=None) -> bool:
+    """A multi-step batch is a pure decode whose every row emits a token each step.
+    known: the rows' prompt + generated tokens, if the caller has them already."""
     k = batch.num_steps
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         return False
-    ids = batch.request_ids
+    if known is None:
+        ids = batch.request_ids
+        known = table.prompt[ids] + table.generated[ids]
     return (batch.padded_len is None and batch.num_tokens == batch.num_seqs
-            and not np.count_nonzero(batch.num_cached_tokens + 1
-                                     != table.prompt[ids] + table.generated[ids]))
+            and not np.count_nonzero(batch.num_cached_tokens + 1 != known))
 
 
 def _diagnose(batch, device, device_index: int, table: RequestTable, policy: str) -> None:

@@ -98,10 +98,16 @@ class DecodePricer:
         comp, time, flops, nbytes = (out * self._K0).sum(axis=2).T
         ovh = self._ovh
         costs = np.zeros((num_steps, 10))
+        costs[:, 4] = flops * scale
+        costs[:, 5] = nbytes * scale
+        if m == 1:  # one micro-batch (the usual case): x1 changes no bit, so skip it
+            costs[:, 0] = comp
+            costs[:, 1] = time - comp
+            costs[:, 2] = comm
+            costs[:, 3] = ovh + self._step_overhead
+            return (time + ovh + comm) + self._step_overhead, costs
         costs[:, 0] = m * comp
         costs[:, 1] = m * (time - comp)
         costs[:, 2] = m * comm
         costs[:, 3] = m * ovh + self._step_overhead
-        costs[:, 4] = flops * scale
-        costs[:, 5] = nbytes * scale
         return m * (time + ovh + comm) + self._step_overhead, costs

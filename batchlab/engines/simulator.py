@@ -272,11 +272,14 @@ class Simulator(FaultEvents):
         return np.array(stops), np.array(times), np.array(rows, dtype=float)
 
     def _ends(self, device, durations, k: int) -> np.ndarray:
-        if not (durations.shape == (k,) and np.isfinite(durations).all()
-                and (durations >= 0).all()):
+        ends = None
+        if durations.shape == (k,):
+            ends = np.cumsum(np.concatenate(([self.now], durations)))[1:]  # sequential sums
+        # Every duration >= 0 (NaN fails it) and a finite last end: all finite, in two checks.
+        if ends is None or not (durations.min() >= 0 and math.isfinite(ends[-1])):
             raise ConfigError(f"device {device.name!r} returned step durations "
                               f"{durations!r} for {k} steps")
-        return np.cumsum(np.concatenate(([self.now], durations)))[1:]  # sequential sums
+        return ends
 
     def _migrate(self, rid, target: str) -> None:
         table, rid = self.table, int(rid)
@@ -317,7 +320,7 @@ class Simulator(FaultEvents):
         self.num_idle += 1
         if stretch is None:
             emitted, finished, generated = self.table.complete(batch, self.now)
-            self.totals.book(d, batch, result, int(emitted.sum()))
+            self.totals.book(d, batch, result, np.count_nonzero(emitted))
             full = StepResult(result.duration, result.cost, emitted, finished, generated,
                               result.tokens)
             if self.faults is not None:

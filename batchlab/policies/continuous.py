@@ -208,15 +208,22 @@ class ContinuousBatching:
         steps = getattr(result, "num_steps", 1)
         fed = batch.num_cached_tokens + batch.num_new_tokens + (steps - 1)
         if steps < batch.num_steps:  # stopped early: give back the blocks reserved ahead
-            self._kv[name].trim(batch.request_ids, fed)
+            self._kv[name].trim(batch.request_ids, fed, unique=True)  # rows: distinct ids
         run.computed[rows] = fed
         # An emitted token is known from now on: it is fed at the next step.
-        run.known[rows] = np.where(result.emitted, fed + 1, run.known[rows])
+        emitted = result.emitted
+        if np.count_nonzero(emitted) == emitted.size:  # every row (always, in a stretch)
+            run.known[rows] = fed + 1
+        else:
+            run.known[rows] = np.where(emitted, fed + 1, run.known[rows])
+        finished = result.finished
+        if not (np.count_nonzero(finished) or self._aborted):
+            return  # nobody leaves the running set
         gone = np.zeros(run.ids.size, dtype=bool)
-        if result.finished.any():
-            gone[rows[result.finished]] = True
-            done = batch.request_ids[result.finished]
-            self._kv[name].free(done)
+        if finished.any():
+            gone[rows[finished]] = True
+            done = batch.request_ids[finished]
+            self._kv[name].free(done, unique=True)
             for rid in done.tolist():
                 self._requests.pop(rid, None)
                 self._where.pop(rid, None)
@@ -301,6 +308,8 @@ class ContinuousBatching:
         and recomputes in rank order. Unchunked, a prefill runs whole or waits; the first one
         runs even if it alone exceeds the budget, or it could never run."""
         decode = need == 1
+        if need.size <= budget and np.count_nonzero(decode) == need.size:
+            return decode.astype(np.int64)  # every row a decode within budget: one token each
         take = (decode & (np.cumsum(decode) <= budget)).astype(np.int64)
         left = budget - int(np.count_nonzero(take))
         prefill = np.where(decode, 0, need)
@@ -374,14 +383,17 @@ class ContinuousBatching:
             heapq.heappush(self._waiting, entry)
         if not ids:
             return take
+        num_before = run.ids.size
         run.ids = np.concatenate([run.ids, np.array(ids, np.int64)])
         run.computed = np.concatenate([run.computed, np.zeros(len(ids), np.int64)])
         run.known = np.concatenate([run.known, np.array(knowns, np.int64)])
         run.key = np.concatenate([run.key, np.array([k for k, _ in keys])])
         run.rank = np.concatenate([run.rank, np.array([r for _, r in keys], np.int64)])
         take = np.concatenate([take, np.array(takes, np.int64)])
-        order = np.lexsort((run.rank, run.key))
-        if (order[1:] < order[:-1]).any():  # a recomputed or high-priority request jumped in
+        if num_before and (run.key[num_before - 1], run.rank[num_before - 1]) > keys[0]:
+            # A recomputed or high-priority request jumped in (both parts are sorted: the
+            # running rows already, the admitted ones as they left the heap).
+            order = np.lexsort((run.rank, run.key))
             run.take(order)
             take = take[order]
         return take
