@@ -32,6 +32,7 @@ import attrs
 import numpy as np
 
 from ..core import Batch, KVBlockManager, Plan, Request
+from ..core.reoffer import plan_devices
 from ..core.validators import non_negative, positive
 
 
@@ -163,20 +164,10 @@ class Bucketing:
         if not self._fitted:
             self._fit_edges()
         rejected = self._enqueue_new()
-        batches, todo = {}, list(devices)
-        while todo:
-            preempted = self._num_preempted
-            for device in todo:
-                batch = self._schedule_device(device.name, now)
-                if batch is not None:
-                    batches[device.name] = batch
-                    self._launched[id(batch)] = device.name
-            if self._num_preempted == preempted:
-                break
-            # A row preempted on a small device may fit on a device that got nothing earlier
-            # in this call: offer those again, largest first (else: no plan, no wake-up).
-            todo = sorted((d for d in todo if d.name not in batches),
-                          key=lambda d: -d.kv_capacity_tokens)
+        batches = plan_devices(devices, lambda d: self._schedule_device(d.name, now),
+                               lambda: self._num_preempted)
+        for name, batch in batches.items():
+            self._launched[id(batch)] = name
         return Plan(batches, rejected=rejected)
 
     def update(self, batch: Batch, result, now: float) -> None:

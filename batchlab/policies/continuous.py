@@ -41,6 +41,7 @@ import attrs
 import numpy as np
 
 from ..core import Batch, KVBlockManager, Plan, PolicyError, Request
+from ..core.reoffer import plan_devices
 from ..core.validators import non_negative, positive
 
 
@@ -175,7 +176,7 @@ class ContinuousBatching:
             self._offered[device.name] = device
         rejected = self._reject_impossible()
         self._now = now
-        batches, wake, todo = {}, None, []
+        wake, todo = None, []
         for device in devices:
             if self.window > 0:
                 due = self._idle_since.setdefault(device.name, now) + self.window
@@ -184,20 +185,10 @@ class ContinuousBatching:
                         wake = due if wake is None else min(wake, due)
                     continue
             todo.append(device)
-        while todo:
-            preempted = self._num_preempted
-            for device in todo:
-                batch = self._schedule_device(device.name)
-                if batch is not None:
-                    batches[device.name] = batch
-                    self._launched[id(batch)] = device.name
-            if self._num_preempted == preempted:
-                break
-            # A sequence preempted on a small device may fit on a device that got nothing
-            # earlier in this call: offer those again, largest first, or it would wait with
-            # nothing planned and no wake-up (the liveness rule).
-            todo = sorted((d for d in todo if d.name not in batches),
-                          key=lambda d: -d.kv_capacity_tokens)
+        batches = plan_devices(todo, lambda d: self._schedule_device(d.name),
+                               lambda: self._num_preempted)
+        for name, batch in batches.items():
+            self._launched[id(batch)] = name
         return Plan(batches, wake_at=wake, rejected=rejected)
 
     def update(self, batch: Batch, result, now: float) -> None:
