@@ -67,6 +67,10 @@ def _key_value(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
+PROGRESS_HELP = ("draw the progress bar on stderr even when it is not a terminal (default: "
+                 "a bar with an ETA on a terminal, one line at the end otherwise)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="batchlab", description="Batching and scheduling "
                  "policies for LLM inference serving, simulated.")
@@ -95,8 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--no-plots", action="store_true", help="tables and report only")
     cmp_.add_argument("--quiet", action="store_true", help="no progress at all (default: a "
                       "bar with an ETA on a terminal, one line at the end otherwise)")
-    cmp_.add_argument("--progress", action="store_true", help="draw the progress bar even "
-                      "when stderr is not a terminal")
+    cmp_.add_argument("--progress", action="store_true", help=PROGRESS_HELP)
 
     run = sub.add_parser("run", help="simulate one policy on one workload and print a summary")
     run.add_argument("--policy", default=DEFAULT_POLICY, help="policy name (see `batchlab "
@@ -155,9 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "Parquet (needs pandas and pyarrow)")
     out.add_argument("--timeline", metavar="FILE.json", help="write a step timeline (trace "
                      "events: open it in https://ui.perfetto.dev or chrome://tracing)")
-    out.add_argument("--progress", action="store_true", help="draw the progress bar on stderr "
-                     "even when it is not a terminal (default: a bar on a terminal, one line "
-                     "at the end otherwise)")
+    out.add_argument("--progress", action="store_true", help=PROGRESS_HELP)
 
     sw = sub.add_parser("sweep", help="run a grid of runs from a TOML file into one CSV table "
                         "(see docs/sweeps.md); finished points are kept and not rerun")
@@ -169,9 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "instance (default: one per CPU; 1 runs in this process)")
     sw.add_argument("--out", metavar="DIR", help="results.csv and points/ go here (default: "
                     "<config name>-results in the current directory)")
-    sw.add_argument("--progress", action="store_true", help="draw the progress bar on stderr "
-                    "even when it is not a terminal (default: a bar on a terminal, one line "
-                    "at the end otherwise)")
+    sw.add_argument("--progress", action="store_true", help=PROGRESS_HELP)
     cap = sub.add_parser("capacity", help="the highest request rate a deployment serves within "
                          "an SLO (TTFT p99 and ITL p99 by default), and its $ per million "
                          "output tokens there")
@@ -196,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_capacity(args) -> int:
-    from .studies.capacity import find_capacity
+    from .studies.capacity import find_capacity, format_capacity
     from .studies.slo import SLO
     keys = ("model", "gpu", "prompt", "output", "gpus", "tp", "ep", "pp", "dp", "devices",
             "seed", "price")
@@ -207,27 +206,7 @@ def cmd_capacity(args) -> int:
     slo = SLO.parse(args.slo) if args.slo else SLO.from_config(None)
     cap = find_capacity(params, slo, rel_tol=args.tol, duration=args.duration,
                         start=args.start)
-    row = cap.as_row()
-    if args.json:
-        probes = [{k: p.get(k) for k in ("rate", "slo_met", "slo_violations", "ttft_p99_s",
-                                         "tpot_p99_s", "itl_p99_s") if k in p}
-                  for p in cap.probes]
-        print(json.dumps(_jsonable({**{k: row.get(k) for k in (
-            "capacity_rps", "goodput_rps_per_gpu", "usd_per_million_output_tokens_at_capacity",
-            "num_gpus", "capacity_capped", "slo", "slo_notes")}, "probes": probes}), indent=1))
-        return 0
-    for p in cap.probes:
-        verdict = "meets the SLO" if p["slo_met"] else "misses: " + p["slo_violations"]
-        print(f"  {p['rate']:>8.4g} req/s  {verdict}")
-    if cap.capacity_rps == 0:
-        print(f"capacity: none; even {cap.probes[-1]['rate']:g} req/s misses {row['slo']}")
-        return 0
-    capped = " (the search's max_rate: the real capacity is higher)" if cap.is_capped else ""
-    print(f"capacity: {cap.capacity_rps:g} req/s{capped} within {row['slo']} on "
-          f"{cap.num_gpus} GPU(s): goodput {cap.goodput_rps_per_gpu:.3g} req/s per GPU, "
-          f"${cap.usd_per_million_output_tokens:.3g} per million output tokens")
-    if row["slo_notes"]:
-        print("note: " + row["slo_notes"])
+    print(format_capacity(cap, as_json=args.json))
     return 0
 
 

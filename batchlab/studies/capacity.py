@@ -196,3 +196,30 @@ def find_capacity(params: dict, slo: SLO | None = None, *, cache_dir=None,
         else:
             hi = mid
     return Capacity(params, slo, lo, seen[lo], tuple(probes))
+
+
+def format_capacity(cap: Capacity, *, as_json: bool = False) -> str:
+    """What `batchlab capacity` prints: every probe and its verdict, then the capacity, its
+    goodput and its cost (or, as_json, the same as one JSON object)."""
+    row = cap.as_row()
+    if as_json:
+        from ..engines.result import _jsonable
+        probes = [{k: p.get(k) for k in ("rate", "slo_met", "slo_violations", "ttft_p99_s",
+                                         "tpot_p99_s", "itl_p99_s") if k in p}
+                  for p in cap.probes]
+        return json.dumps(_jsonable({**{k: row.get(k) for k in (
+            "capacity_rps", "goodput_rps_per_gpu", "usd_per_million_output_tokens_at_capacity",
+            "num_gpus", "capacity_capped", "slo", "slo_notes")}, "probes": probes}), indent=1)
+    lines = [f"  {p['rate']:>8.4g} req/s  "
+             + ("meets the SLO" if p["slo_met"] else "misses: " + p["slo_violations"])
+             for p in cap.probes]
+    if cap.capacity_rps == 0:
+        lines.append(f"capacity: none; even {cap.probes[-1]['rate']:g} req/s misses {row['slo']}")
+        return "\n".join(lines)
+    capped = " (the search's max_rate: the real capacity is higher)" if cap.is_capped else ""
+    lines.append(f"capacity: {cap.capacity_rps:g} req/s{capped} within {row['slo']} on "
+                 f"{cap.num_gpus} GPU(s): goodput {cap.goodput_rps_per_gpu:.3g} req/s per GPU, "
+                 f"${cap.usd_per_million_output_tokens:.3g} per million output tokens")
+    if row["slo_notes"]:
+        lines.append("note: " + row["slo_notes"])
+    return "\n".join(lines)
