@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from batchlab.backends.vllm import SCHEDULER_CLS  # noqa: E402
 from batchlab.backends.vllm.stats import read_log, summarize  # noqa: E402
 from batchlab.studies.bench import bench, compare_table  # noqa: E402
-from batchlab.discovery import available_policies, load_policy  # noqa: E402
+from batchlab.policies.discovery import available_policies, load_policy  # noqa: E402
 from batchlab.workloads import make_workload  # noqa: E402
 
 PORT, FRONT_PORT = 18731, 18732

@@ -1,4 +1,4 @@
-"""`batchlab bench` (batchlab.bench) against servers on loopback.
+"""`batchlab bench` (batchlab.studies.bench) against servers on loopback.
 
 Against batchlab's own OpenAI front serving a real policy on an AffineDevice (waited out in
 real time), the measured run must account for every request and token, and land close to
