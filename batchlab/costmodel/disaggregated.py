@@ -42,8 +42,6 @@ computing while the next arrives), and no KV cache: what they have left over is 
 
 from __future__ import annotations
 
-import math
-
 import attrs
 
 from batchlab.core import Batch, ConfigError, StepCost, StepResult
