@@ -116,7 +116,9 @@ class ContinuousBatching:
         return -float(request.priority) if self.order == "priority" else 0.0
 
     def may_admit(self, request: Request, device) -> bool:
-        """Whether the waiting `request` may start now on `device` (an idle Device)."""
+        """Whether the waiting `request` may start now on `device` (an idle Device). A
+        refusal that could turn into a yes without an arrival, a finish or a wake-up (one that
+        reads the clock) needs `max_num_steps=1`, or a multi-step batch runs past it."""
         return True
 
     def max_num_seqs_on(self, device) -> int:
