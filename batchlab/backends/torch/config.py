@@ -5,14 +5,11 @@ one from a name, dict or file (`get_config`), and picking the torch device (`pic
 
 from __future__ import annotations
 
-import json
-import tomllib
-from pathlib import Path
-
 import attrs
 import torch
 
 from ...core.errors import ConfigError
+from ...costmodel.loading import read_table
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
            "float64": torch.float64}
@@ -137,16 +134,8 @@ def get_config(spec) -> TransformerConfig:
         return TransformerConfig(**table)
     text = str(spec)
     if text.endswith((".toml", ".json")):
-        path = Path(text)
-        try:
-            raw = path.read_text()
-        except OSError as exc:
-            raise ConfigError(f"cannot read torch model config {path}: {exc.strerror}") from None
-        try:
-            doc = json.loads(raw) if path.suffix == ".json" else tomllib.loads(raw)
-        except (ValueError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{path}: not valid {path.suffix[1:].upper()}: {exc}") from None
-        return get_config(doc.get("torch_model", doc))
+        # the cost model's reader: a [torch_model] table, or fields at top level
+        return get_config(read_table(text, "torch_model"))
     if text not in PRESETS:
         raise ConfigError(f"unknown torch model {text!r}; presets: {', '.join(PRESETS)} "
                           "(or a .toml/.json file of TransformerConfig fields)")
