@@ -11,12 +11,27 @@ The prefill rows are built from the same day's figures: a prompt P and an output
 P/O = 608/168 and an average decode context P + O/2 = 4,989 give P = 4,383 tokens, 56.3% of
 it (2,468) already cached. For each layout, the step is broken down (compute, memory,
 communication exposed and hidden, overhead).
+
+Those two figures are day averages over every deployed node, not throughput at full batch:
+the day's tokens over the per-node rates give 608e9/86400/73.7k = 95.5 prefill and
+168e9/86400/14.8k = 131.4 decode nodes, 226.9 in all, which is the published average of
+226.75 nodes in service (peak 278). So the script also checks two points measured at full
+batch (`at capacity` below):
+- prefill as in DeepSeek's profile (github.com/deepseek-ai/profile-data: EP32, TP1, 4K
+  prompts, 16K tokens per GPU, perfectly balanced routing): SGLang on 4 nodes of 8 H100
+  reached 50,302 input tokens/s per node for 4K prompts, "within 5.6% of DeepSeek's official
+  profile (assuming perfect balance)" (LMSYS blog, "Deploying DeepSeek with PD
+  Disaggregation and Large-scale Expert Parallelism on 96 H100 GPUs", 2025-05-05);
+- decode on 9 nodes of 8 H100 (EP72, 32 redundant experts) saturated through SGLang's
+  slow-down switch: 22.3k output tokens/s per node for 2,000-token inputs (same blog). The
+  blog gives no batch per GPU; the model is read at 256 rows/GPU, where its throughput is on
+  a plateau (within 2% from 192 to 320).
 """
 
 from __future__ import annotations
 
 from batchlab.core import Batch
-from batchlab.costmodel import make_deployment
+from batchlab.costmodel import make_deployment, make_devices
 
 PUBLISHED_DECODE = 14_800    # output tokens/s per node
 PUBLISHED_PREFILL = 73_700   # input tokens/s per node
@@ -25,6 +40,11 @@ USER_RATE = (20.0, 22.0)     # tokens/s per user
 PROMPT = round(KV_LEN / (1 + 168 / (2 * 608)))   # 4,383
 CACHED = round(PROMPT * 0.563)
 GPUS_PER_NODE = 8
+DAY_SECONDS = 86_400
+INPUT_TOKENS_DAY, OUTPUT_TOKENS_DAY = 608e9, 168e9
+AVERAGE_NODES = 226.75          # nodes in service, averaged over the day (peak 278)
+SGLANG_PREFILL_4K = 50_302      # input tokens/s per H100 node, EP32, 4K prompts
+SGLANG_DECODE_2K = 22_300       # output tokens/s per H100 node, EP72, 2K inputs, saturated
 
 
 def decode_point(dev):
@@ -70,5 +90,31 @@ def main() -> None:
         _row("prefill", r, GPUS_PER_NODE * rows * PROMPT / r.duration, PUBLISHED_PREFILL)
 
 
+def day_average_nodes() -> None:
+    prefill = INPUT_TOKENS_DAY / DAY_SECONDS / PUBLISHED_PREFILL
+    decode = OUTPUT_TOKENS_DAY / DAY_SECONDS / PUBLISHED_DECODE
+    print(f"published per-node figures are day averages: {prefill:.1f} prefill + {decode:.1f} "
+          f"decode nodes = {prefill + decode:.1f}, published average in service "
+          f"{AVERAGE_NODES}")
+
+
+def at_capacity() -> None:
+    print("at capacity (SGLang, H100, full batches; see the docstring)")
+    for overlap in (True, False):
+        label = "on " if overlap else "off"
+        pre = make_devices("deepseek-v3", "h100", 32, tp=1, ep=32, overlap=overlap,
+                           max_batch_tokens=16384)[0]
+        n = 4 * pre.num_gpus
+        r = pre.run(Batch(range(n), [4096] * n, [0] * n))
+        _row(f"prefill {label}", r, GPUS_PER_NODE * 4 * 4096 / r.duration, SGLANG_PREFILL_4K)
+        dec = make_devices("deepseek-v3", "h100", 72, tp=1, ep=72, redundant_experts=32,
+                           overlap=overlap, max_batch_rows=256)[0]
+        n = 256 * dec.num_gpus
+        r = dec.run(Batch.decode(range(n), [2000] * n))
+        _row(f"decode {label}", r, GPUS_PER_NODE * 256 / r.duration, SGLANG_DECODE_2K)
+
+
 if __name__ == "__main__":
     main()
+    day_average_nodes()
+    at_capacity()

@@ -7,7 +7,9 @@ per layer, or an all-reduce and the expert-parallel dispatch and combine all-to-
 layer). Routed experts wait for the busiest expert-parallel rank (see `moe.py`). The stages
 and the links between them form a pipeline that the batch's micro-batches flow through
 (see `pipeline.py`); the step ends when the last micro-batch leaves the last stage, plus the
-fixed per-step overhead. Collectives are not overlapped with compute, unless the layout
+fixed per-step overhead. With data-parallel attention (tp < GPUs of a stage) the stage
+waits at every MoE layer for its busiest attention group: whole rows, the longest one
+included (see `_busiest_group`). Collectives are not overlapped with compute, unless the layout
 asks for two-batch overlap (`overlap=True`, one pipeline stage): then the batch runs as two
 micro-batches whose computation hides each other's communication (see `overlap.py`), and the
 breakdown reports the communication left exposed and the communication hidden.
@@ -28,6 +30,7 @@ from . import ops as O
 from .efficiency import Efficiency
 from .expert_comm import ExpertComm
 from .features import batch_features
+from .groups import busiest_group
 from .gpus import GPUSpec
 from .models import ModelConfig
 from .moe import Router
@@ -88,7 +91,9 @@ class StepModel:
         self._ovh = [float(x) + (e * kov if m.is_moe else 0.0)
                      for x, e in zip(self._K @ np.full(n, kov), moe)]
         self._size = lay.stage_size
-        self._scale = 1.0 / lay.attention_dp
+        self._scale = 1.0 / lay.attention_dp  # kept for DecodePricer (dense: always 1)
+        self._groups = lay.attention_dp
+        self._group_gpus = lay.tp  # a group's GPUs split its tokens for the dispatch
         self._h_bytes = m.hidden_size * m.act_bytes
         c, ce = self.cluster, eff.communication
         self._stages = []
@@ -115,12 +120,24 @@ class StepModel:
         self.peak_bandwidth = gpu.memory_bandwidth * lay.num_gpus
 
     # ---- pieces --------------------------------------------------------------------------
-    def _op_out(self, feats, m):
-        """Per op, one GPU, one micro-batch: rows of compute time, memory time, FLOPs, bytes."""
-        T, R, Tp, Cp, Ap, Rd, Cd = feats
-        s = self._scale / m
+    def _busiest_group(self, batch, feats):
+        """The busiest data-parallel attention group's features (see `groups.py`)."""
+        return feats if self._groups == 1 else busiest_group(batch, feats, self._groups)
+
+    def _op_out(self, group, m):
+        """Per op, one GPU, one micro-batch of the busiest attention group's features: rows of
+        compute time, memory time, FLOPs, bytes."""
+        T, R, Tp, Cp, Ap, Rd, Cd = group
+        s = 1.0 / m  # ops are per GPU of a group already (build_ops splits them over tp)
         f = np.array([1.0, T * s, R * s, Tp * s, Cp * s, Ap * s, Rd * s, Cd * s])
         return (self._M @ f).reshape(4, self._n)
+
+    def _work(self, feats, group, m, out):
+        """Per op, one GPU, one micro-batch: FLOPs and bytes of an even share of the batch
+        (the totals count work done, not waiting), from `out` when no group waits."""
+        if group is feats:
+            return out[2:]
+        return self._op_out(tuple(x / self._groups for x in feats), m)[2:]
 
     def _experts_time(self, tokens):
         """Routed experts of each stage for one micro-batch (busiest rank): time, compute
@@ -147,10 +164,18 @@ class StepModel:
         return ((cum[k[1:]] - cum[k[:-1]]).tolist(), (ccum[k[1:]] - ccum[k[:-1]]).tolist(),
                 float(st.touched.mean()))
 
-    def _comm(self, tokens_stage, is_decode=False):
-        """Collective seconds of one micro-batch per stage: (attention side, FFN side) lists."""
-        msg = tokens_stage * self._scale * self._h_bytes  # all-reduce: one attention group
-        per_gpu = tokens_stage / self.layout.ep  # tokens each GPU dispatches
+    def _per_gpu_tokens(self, tokens, group_tokens):
+        """Tokens each GPU dispatches to the experts: the busiest group's, split over its
+        GPUs (an even share of all of them without data-parallel attention)."""
+        if self._groups > 1:
+            return group_tokens / self._group_gpus
+        return tokens / self._ep
+
+    def _comm(self, tokens_stage, group_tokens, is_decode=False):
+        """Collective seconds of one micro-batch per stage: (attention side, FFN side) lists;
+        `group_tokens` is the busiest attention group's share of `tokens_stage`."""
+        msg = group_tokens * self._h_bytes  # all-reduce: one attention group
+        per_gpu = self._per_gpu_tokens(tokens_stage, group_tokens)  # tokens each GPU dispatches
         attn, ffn = [], []
         for layers, dense, moe, ar_l, ar_s, xc in self._stages:
             ar = ar_l + msg * ar_s if ar_s and msg > 0 else 0.0
@@ -171,7 +196,9 @@ class StepModel:
         feats = batch_features(batch)
         T, R = feats[0], feats[1]
         m = max(1, min(int(batch.num_micro_batches), int(R)))
-        out = self._op_out(feats, m)  # rows: compute time, memory time, FLOPs, bytes
+        group = self._busiest_group(batch, feats)
+        out = self._op_out(group, m)  # rows: compute time, memory time, FLOPs, bytes
+        out[2:] = self._work(feats, group, m, out)
         bound = out[0] >= out[1]
         np.maximum(out[0], out[1], out=out[1])  # row 1 becomes the op's roofline time
         np.multiply(out[1], bound, out=out[0])  # row 0 its compute-bound share
@@ -190,7 +217,7 @@ class StepModel:
             n_moe = self.model.num_moe_layers * m * etp
             flops += n_moe * t_mb * k * ex.flops_per_assignment
             nbytes += n_moe * (touched * ex.bytes_per_expert + t_mb * k * ex.bytes_per_assignment)
-        attn_c, ffn_c = self._comm(t_mb, feats[2] == 0)
+        attn_c, ffn_c = self._comm(t_mb, group[0] / m, feats[2] == 0)
         s_comm = [a + b for a, b in zip(attn_c, ffn_c)]
         act = t_mb * self._h_bytes / self._size
         links = [lat + act * spb for lat, spb in self._links]
@@ -228,7 +255,10 @@ class StepModel:
             m = 2  # two micro-batches, each hiding the other's communication
         else:
             m = max(1, min(int(batch.num_micro_batches), int(feats[1])))
-        out = self._op_out(feats, m)
+        group = self._busiest_group(batch, feats)
+        out = self._op_out(group, m)
+        if group is not feats:
+            out[2:] = self._work(feats, group, m, out)
         bound = out[0] >= out[1]
         np.maximum(out[0], out[1], out=out[1])
         np.multiply(out[1], bound, out=out[0])
@@ -239,7 +269,8 @@ class StepModel:
         ovh = self._ovh[0]
         t_mb = T / m
         layers, dense, moe, ar_l, ar_s, xc = self._stages[0]
-        msg = t_mb * self._scale * self._h_bytes
+        g_mb = group[0] / m
+        msg = g_mb * self._h_bytes
         ar = ar_l + msg * ar_s if ar_s else 0.0
         comm = (layers + dense) * ar
         touched = tpe = 0.0
@@ -264,7 +295,7 @@ class StepModel:
             if self._moe_ar:
                 comm += moe * ar
             elif xc is not None:
-                comm += moe * xc.time(t_mb / self._ep, is_decode)
+                comm += moe * xc.time(self._per_gpu_tokens(t_mb, g_mb), is_decode)
         if self.overlap and m == 2:
             share = xc.sm_share(is_decode) if xc is not None else 0.0
             o = two_batch_overlap(comp, time - comp, ovh, comm, layers, share)
@@ -309,9 +340,10 @@ class StepModel:
             flops=flops, bytes=nbytes, experts_touched=touched, tokens_per_expert=tpe,
             bubble_fraction=bubble, padded_tokens=batch.num_padded_tokens)
 
-    def _per_op(self, feats) -> np.ndarray:
-        """Seconds per op for one pass (no micro-batches), summed over layers and stages."""
-        out = self._op_out(feats, 1)
+    def _per_op(self, group) -> np.ndarray:
+        """Seconds per op for one pass (no micro-batches) of the busiest attention group's
+        features, summed over layers and stages."""
+        out = self._op_out(group, 1)
         return self._Ktot * (np.maximum(out[0], out[1]) + self.efficiency.kernel_overhead)
 
     def part_times(self, batch) -> PartTimes:
@@ -319,12 +351,13 @@ class StepModel:
         feats = batch_features(batch)
         if feats[1] == 0:
             return PartTimes(0.0, 0.0, 0.0, 0.0, 0.0)
-        per_op = self._per_op(feats)
+        group = self._busiest_group(batch, feats)
+        per_op = self._per_op(group)
         ffn = float(per_op @ self._part[O.FFN])
         if self._experts is not None:
             e_time = self._experts_time(feats[0])[0]
             ffn += sum(e_time) + self.model.num_moe_layers * self.efficiency.kernel_overhead
-        attn_c, ffn_c = self._comm(feats[0])
+        attn_c, ffn_c = self._comm(feats[0], group[0])
         return PartTimes(attention=float(per_op @ self._part[O.ATTENTION]), ffn=ffn,
                          head=float(per_op @ self._part[O.HEAD]),
                          attention_comm=sum(attn_c), ffn_comm=sum(ffn_c))
@@ -336,11 +369,12 @@ class StepModel:
         if feats[1] == 0:
             return {}
         out: dict[str, float] = {}
-        for name, t in zip(self.op_names, self._per_op(feats)):
+        group = self._busiest_group(batch, feats)
+        for name, t in zip(self.op_names, self._per_op(group)):
             out[name] = out.get(name, 0.0) + float(t)
         if self._experts is not None:
             out["routed_experts"] = (sum(self._experts_time(feats[0])[0])
                                      + self.model.num_moe_layers * self.efficiency.kernel_overhead)
-        attn_c, ffn_c = self._comm(feats[0])
+        attn_c, ffn_c = self._comm(feats[0], group[0])
         out["attention_comm"], out["ffn_comm"] = sum(attn_c), sum(ffn_c)
         return out

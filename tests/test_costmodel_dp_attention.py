@@ -1,0 +1,66 @@
+"""Data-parallel attention: a step waits for the busiest attention group, which holds whole rows.
+
+DeepSeek's production layout runs attention data-parallel (one group per GPU, tp=1) and the
+groups meet at every MoE layer, so one row cannot be spread over 144 groups, and a long prompt
+lands on one group whole.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from batchlab.core import Batch
+from batchlab.costmodel import make_devices
+
+CTX = 4989
+
+
+@pytest.fixture(scope="module")
+def dp16():
+    # 16 GPUs, attention data-parallel over 16 groups of one GPU, experts EP16
+    return make_devices("deepseek-v3", "h800", 16, tp=1, ep=16)[0]
+
+
+def _attention(dev, batch):
+    return dev.explain(batch)["attention"]
+
+
+def test_one_row_is_not_spread_over_the_groups(dp16):
+    one = _attention(dp16, Batch.decode([0], [CTX]))
+    per_group = _attention(dp16, Batch.decode(range(16), [CTX] * 16))
+    assert one == pytest.approx(per_group, rel=1e-12)
+
+
+def test_a_row_past_a_multiple_of_the_groups_costs_a_whole_row_more(dp16):
+    long = 100_000  # so that the cache, not the absorbed weights, sets the time
+    full = _attention(dp16, Batch.decode(range(32), [long] * 32))   # 2 rows a group
+    spill = _attention(dp16, Batch.decode(range(17), [long] * 17))  # one group holds 2
+    one_each = _attention(dp16, Batch.decode(range(16), [long] * 16))
+    assert spill == pytest.approx(full, rel=1e-12)
+    assert spill > one_each * 1.5  # the spilled group reads two rows' latent cache
+
+
+def test_a_long_prompt_lands_on_one_group_whole(dp16):
+    alone = dp16.explain(Batch([0], [16384], [0]))
+    mixed = dp16.explain(Batch(range(16), [16384] + [256] * 15, [0] * 16))
+    assert mixed["attention"] >= alone["attention"]
+    # without whole rows, the long prompt's attention would be split 16 ways
+    assert alone["attention"] > 8 * dp16.explain(
+        Batch(range(16), [1024] * 16, [0] * 16))["attention"]
+
+
+def test_flops_count_the_work_done_not_the_waiting(dp16):
+    one = dp16.run(Batch.decode([0], [CTX])).cost.flops
+    sixteen = dp16.run(Batch.decode(range(16), [CTX] * 16)).cost.flops
+    dense_part = one * 16
+    # the routed experts' work does not grow 16x (their weights are shared), the rest does:
+    # 16 rows do at most 16x the FLOPs of one, and more than 8x
+    assert 8 * one < sixteen <= dense_part * (1 + 1e-9)
+
+
+def test_without_data_parallel_attention_nothing_changes():
+    dev = make_devices("deepseek-v3", "h800", 16, tp=16, ep=16)[0]
+    long = 100_000  # so that the cache, not the absorbed weights, sets the time
+    a = _attention(dev, Batch.decode([0], [long]))
+    b = _attention(dev, Batch.decode(range(16), [long] * 16))
+    assert b > 10 * a  # one group: every row adds its own attention
