@@ -89,7 +89,11 @@ def test_point_key_is_stable_and_covers_settings_and_schema(monkeypatch):
     assert a == sweep.point_key({"policy": "continuous", "rate": 1.0}) and len(a) == 24
     assert a != sweep.point_key({"policy": "continuous", "rate": 2.0})
     monkeypatch.setattr(sweep, "SCHEMA", sweep.SCHEMA + 1)
-    assert a != sweep.point_key({"rate": 1.0, "policy": "continuous"})
+    b = sweep.point_key({"rate": 1.0, "policy": "continuous"})
+    assert a != b
+    # an edit to batchlab's code (same version) must not reuse rows the old code made
+    monkeypatch.setattr(sweep, "code_fingerprint", lambda: "edited")
+    assert b != sweep.point_key({"rate": 1.0, "policy": "continuous"})
     with pytest.raises(ConfigError, match="plain values"):
         sweep.point_key({"rate": object()})
 

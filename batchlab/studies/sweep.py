@@ -16,9 +16,10 @@ other exception is a bug and stops the sweep, with a note naming the point.
 
 Resuming: with a cache directory each finished row is written at once, atomically, as
 `<point_key>.json`, and a later run loads it instead of running the point again. The key hashes
-the point's settings together with SCHEMA, the batchlab version and scenario.DEFAULTS, so that
-changing a setting, upgrading batchlab or changing a default recomputes. Code changed within
-one version is not seen: bump SCHEMA when a change alters results (or delete the cache).
+the point's settings together with SCHEMA, the batchlab version, scenario.DEFAULTS and a
+fingerprint of batchlab's own files (its .py sources and data files), so that changing a
+setting, upgrading batchlab, changing a default or editing the code recomputes: a cached row
+is only reused by the code that made it.
 Failed points are not cached, so a rerun retries them.
 """
 
@@ -30,6 +31,7 @@ import io
 import itertools
 import json
 import math
+import functools
 import os
 import tempfile
 import tomllib
@@ -139,10 +141,23 @@ def _canonical(value) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """A hash of every source and data file of the installed batchlab package (read once per
+    process, about a megabyte), so that cached rows never outlive the code that made them."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.suffix in (".py", ".toml", ".json", ".csv") and "__pycache__" not in path.parts:
+            digest.update(path.relative_to(root).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def point_key(params: dict) -> str:
     """A stable name for a point's result: see the module docstring for what it covers."""
     try:
-        text = _canonical({"schema": SCHEMA, "batchlab": __version__,
+        text = _canonical({"schema": SCHEMA, "batchlab": __version__, "code": code_fingerprint(),
                            "defaults": scenario.DEFAULTS, "params": params})
     except TypeError as exc:
         raise ConfigError(f"a sweep point must hold plain values (str, number, bool): "
