@@ -208,7 +208,10 @@ def write_report(view, out: Path, plots: dict[str, Path]) -> Path:
     lines += ["## What these numbers leave out", "",
               "Step times come from a roofline cost model with default efficiencies (see "
               "docs/costmodel.md for its formulas, sources and omissions): no real kernel was "
-              "run. Capacity comes from finite runs of Poisson traffic (see [capacity] in the "
+              "run. Where a deployment overlaps expert-parallel communication with "
+              "computation (DeepSeek's production layout), the model is faster than published "
+              "full-batch measurements of such layouts (by 46-74% in docs/costmodel.md), so "
+              "its capacity and price there are optimistic. Capacity comes from finite runs of Poisson traffic (see [capacity] in the "
               "config for their length) searched to the bracket width given there, with one "
               "seed: where a policy's tail latency is set by a few long requests (request-"
               "level batching runs a cohort to its longest member), its capacity moves with "
