@@ -3,6 +3,8 @@ run (vLLM's scheduler delay) and never holds decodes; `window` delays every step
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -45,5 +47,5 @@ def test_admission_delay_leaves_decodes_alone_and_window_does_not():
 
 
 def test_admission_delay_passes_the_conformance_kit():
-    check_policy(lambda: batchlab.load_policy("continuous", admission_delay=0.05),
+    check_policy(functools.partial(batchlab.load_policy, "continuous", admission_delay=0.05),
                  max_examples=15)

@@ -8,6 +8,7 @@ covered without new test code.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import sys
 from collections import deque
@@ -255,7 +256,7 @@ def test_the_example_plugin_conforms(monkeypatch):
     monkeypatch.syspath_prepend(str(EXAMPLE_SRC))
     spf = pytest.importorskip("batchlab_spf")
     try:
-        check_policy(lambda: spf.ShortestPromptFirst(max_num_seqs=4))
+        check_policy(functools.partial(spf.ShortestPromptFirst, max_num_seqs=4))
     finally:
         for module in [m for m in sys.modules if m.split(".")[0] == "batchlab_spf"]:
             del sys.modules[module]

@@ -3,6 +3,8 @@
 Each runs the conformance kit, then checks the effect the policy exists for, in numbers.
 """
 
+import functools
+
 import numpy as np
 from batchlab import affine_devices, load_policy, simulate
 from batchlab.testing import check_policy
@@ -16,7 +18,7 @@ def test_shortest_job_first_conforms():
 
 
 def test_priority_classes_conforms():
-    check_policy(lambda: PriorityClasses(background_share=0.5, tokens_per_seq=64))
+    check_policy(functools.partial(PriorityClasses, background_share=0.5, tokens_per_seq=64))
 
 
 def burst(n=40):
