@@ -20,7 +20,7 @@ from .model_presets import MODELS, get_model, list_models
 from .models import ModelConfig
 from .moe import Router, expected_experts_touched
 from .parallel import Layout, resolve_layout
-from .overlap import two_batch_overlap
+from .overlap import Phases, two_batch_overlap
 from .pipeline import bubble_fraction, critical_path, pipeline_makespan, task_graph
 from .runtime import RUNTIMES, RuntimeProfile, get_runtime, list_runtimes
 from .step import PartTimes, StepModel
@@ -28,7 +28,7 @@ from .topology import Cluster, CollectiveCost
 
 __all__ = [
     "DEPLOYMENTS", "Deployment", "RUNTIMES", "RuntimeProfile", "Unit", "get_deployment",
-    "get_runtime", "list_deployments", "list_runtimes", "make_deployment", "two_batch_overlap",
+    "get_runtime", "list_deployments", "list_runtimes", "make_deployment", "two_batch_overlap", "Phases",
     "Cluster", "CollectiveCost", "CostModelDevice", "DEFAULT_EFFICIENCY", "DisaggregatedDevice", "Efficiency", "GPUS",
     "GPUSpec", "Layout", "MODELS", "MemoryPlan", "ModelConfig", "PartTimes", "Router",
     "StepModel", "batch_features", "bubble_fraction", "critical_path",

@@ -50,6 +50,7 @@ class ExpertComm:
     ht_latency: float
     ht_per_token: float
     ht_sm_share: float     # share of a GPU's SMs the high-throughput kernels occupy
+    dispatch_share: float = 0.5  # dispatch's share of the bytes (FP8 out, BF16 back: ~1/3)
 
     @classmethod
     def build(cls, cluster: Cluster, group, model: ModelConfig,
@@ -90,7 +91,8 @@ class ExpertComm:
         ht_latency = 2.0 * ((nic.latency if nic else 0.0) + (nvl.latency if nvl else 0.0))
         sms = cluster.gpu.num_sms
         share = min(HT_SMS / sms, 0.5) if sms else 0.0
-        return cls(ll_latency, ll_per_token, ht_latency, ht_per_token, share)
+        return cls(ll_latency, ll_per_token, ht_latency, ht_per_token, share,
+                   dispatch / both)
 
     def time(self, tokens_per_gpu: float, is_decode: bool) -> float:
         """Dispatch + combine seconds of one MoE layer for `tokens_per_gpu` tokens each GPU
@@ -100,6 +102,17 @@ class ExpertComm:
         if is_decode:
             return self.ll_latency + tokens_per_gpu * self.ll_per_token
         return self.ht_latency + tokens_per_gpu * self.ht_per_token
+
+    def phases(self, tokens_per_gpu: float, is_decode: bool) -> tuple[float, float]:
+        """`time` split into (dispatch, combine): each pays one path latency, and the bytes
+        in proportion (dispatch in FP8 where the weights are, combine in BF16)."""
+        if tokens_per_gpu <= 0:
+            return 0.0, 0.0
+        latency, per_token = ((self.ll_latency, self.ll_per_token) if is_decode
+                              else (self.ht_latency, self.ht_per_token))
+        sent = tokens_per_gpu * per_token
+        return (0.5 * latency + self.dispatch_share * sent,
+                0.5 * latency + (1.0 - self.dispatch_share) * sent)
 
     def sm_share(self, is_decode: bool) -> float:
         """Share of SMs the communication kernels take while they run."""

@@ -34,7 +34,7 @@ from .groups import busiest_group
 from .gpus import GPUSpec
 from .models import ModelConfig
 from .moe import Router
-from .overlap import two_batch_overlap
+from .overlap import Phases, two_batch_overlap
 from .parallel import Layout
 from .pipeline import bubble_fraction
 from .topology import Cluster
@@ -86,6 +86,9 @@ class StepModel:
         self._Ktot = self._K.sum(axis=0)
         self._part = {part: np.array([o.part == part for o in op_list], float)
                       for part in (O.ATTENTION, O.FFN, O.HEAD)}
+        # one MoE layer's ops on each side of the dispatch (two-batch overlap's phases)
+        self._attn_ops = np.array([o.where == O.EVERY for o in op_list], float)
+        self._moe_ops = np.array([o.where == O.MOE for o in op_list], float)
         # launch overheads per stage: every op of every layer, and the routed experts
         kov = eff.kernel_overhead
         self._ovh = [float(x) + (e * kov if m.is_moe else 0.0)
@@ -287,6 +290,7 @@ class StepModel:
                 e_time, e_comp, touched = self._experts_time(t_mb)
                 time += e_time[0]
                 comp += e_comp[0]
+                t = e_time[0] / moe if moe else 0.0
             k, ex = self._top_k, self._experts
             tpe = t_mb * k / touched if touched else 0.0
             n_moe = moe * m * self._etp
@@ -298,7 +302,9 @@ class StepModel:
                 comm += moe * xc.time(self._per_gpu_tokens(t_mb, g_mb), is_decode)
         if self.overlap and m == 2:
             share = xc.sm_share(is_decode) if xc is not None else 0.0
-            o = two_batch_overlap(comp, time - comp, ovh, comm, layers, share)
+            ph = self._phases(out[1], t if self._experts is not None else 0.0, ar, xc,
+                              self._per_gpu_tokens(t_mb, g_mb), is_decode)
+            o = two_batch_overlap(comp, time - comp, ovh, comm, ph, share)
             duration = o.duration + eff.step_overhead
             return duration, StepCost(
                 compute=o.compute, memory=o.memory, communication=o.exposed,
@@ -311,6 +317,24 @@ class StepModel:
             overhead=m * ovh + eff.step_overhead, flops=flops, bytes=nbytes,
             experts_touched=touched, tokens_per_expert=tpe, bubble_fraction=0.0,
             padded_tokens=batch.num_padded_tokens)
+
+    def _phases(self, op_time, experts, ar, xc, per_gpu, is_decode) -> Phases:
+        """One micro-batch's MoE layer in overlap phases, from the ops' roofline seconds for
+        one layer (`op_time`), the routed experts' seconds per layer and the collectives."""
+        kov = self.efficiency.kernel_overhead
+        _, _, moe, _, _, _ = self._stages[0]
+        if self._moe_ar:
+            dispatch, combine = ar, ar
+        elif xc is not None:
+            dispatch, combine = xc.phases(per_gpu, is_decode)
+            dispatch += ar
+        else:
+            dispatch, combine = ar, 0.0
+        return Phases(num_layers=moe, attention=float(op_time @ self._attn_ops),
+                      experts=float(op_time @ self._moe_ops) + experts,
+                      attention_launches=kov * float(self._attn_ops.sum()),
+                      experts_launches=kov * (float(self._moe_ops.sum()) + 1.0),
+                      dispatch=dispatch, combine=combine)
 
     def _cost_pipeline(self, batch) -> tuple[float, StepCost]:
         """`cost` through pipeline stages and the links between them, as a flow shop."""
