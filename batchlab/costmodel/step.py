@@ -319,22 +319,17 @@ class StepModel:
             padded_tokens=batch.num_padded_tokens)
 
     def _phases(self, op_time, experts, ar, xc, per_gpu, is_decode) -> Phases:
-        """One micro-batch's MoE layer in overlap phases, from the ops' roofline seconds for
-        one layer (`op_time`), the routed experts' seconds per layer and the collectives."""
-        kov = self.efficiency.kernel_overhead
-        _, _, moe, _, _, _ = self._stages[0]
-        if self._moe_ar:
-            dispatch, combine = ar, ar
-        elif xc is not None:
+        """One micro-batch's MoE layer in overlap phases, from the ops' seconds for one layer
+        (`op_time`), the routed experts' seconds per layer and the collectives."""
+        if self._moe_ar or xc is None:
+            dispatch, combine = ar, (ar if self._moe_ar else 0.0)
+        else:
             dispatch, combine = xc.phases(per_gpu, is_decode)
             dispatch += ar
-        else:
-            dispatch, combine = ar, 0.0
-        return Phases(num_layers=moe, attention=float(op_time @ self._attn_ops),
-                      experts=float(op_time @ self._moe_ops) + experts,
-                      attention_launches=kov * float(self._attn_ops.sum()),
-                      experts_launches=kov * (float(self._moe_ops.sum()) + 1.0),
-                      dispatch=dispatch, combine=combine)
+        kov = self.efficiency.kernel_overhead
+        return Phases(self._stages[0][2], float(op_time @ self._attn_ops),
+                      float(op_time @ self._moe_ops) + experts, kov * self._attn_ops.sum(),
+                      kov * (self._moe_ops.sum() + 1.0), dispatch, combine)
 
     def _cost_pipeline(self, batch) -> tuple[float, StepCost]:
         """`cost` through pipeline stages and the links between them, as a flow shop."""
