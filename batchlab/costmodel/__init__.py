@@ -28,7 +28,8 @@ from .topology import Cluster, CollectiveCost
 
 __all__ = [
     "DEPLOYMENTS", "Deployment", "RUNTIMES", "RuntimeProfile", "Unit", "get_deployment",
-    "get_runtime", "list_deployments", "list_runtimes", "make_deployment", "two_batch_overlap", "Phases",
+    "get_runtime", "list_deployments", "list_runtimes", "make_deployment", "two_batch_overlap",
+    "Phases",
     "Cluster", "CollectiveCost", "CostModelDevice", "DEFAULT_EFFICIENCY", "DisaggregatedDevice", "Efficiency", "GPUS",
     "GPUSpec", "Layout", "MODELS", "MemoryPlan", "ModelConfig", "PartTimes", "Router",
     "StepModel", "batch_features", "bubble_fraction", "critical_path",

@@ -8,9 +8,9 @@ layer). Routed experts wait for the busiest expert-parallel rank (see `moe.py`).
 and the links between them form a pipeline that the batch's micro-batches flow through
 (see `pipeline.py`); the step ends when the last micro-batch leaves the last stage, plus the
 fixed per-step overhead. With data-parallel attention (tp < GPUs of a stage) the stage
-waits at every MoE layer for its busiest attention group: whole rows, the longest one
-included (see `_busiest_group`). Collectives are not overlapped with compute, unless the layout
-asks for two-batch overlap (`overlap=True`, one pipeline stage): then the batch runs as two
+waits at every MoE layer for its busiest attention group, which holds whole rows (see
+`groups.py`). Collectives are not overlapped with compute, unless the layout asks for
+two-batch overlap (`overlap=True`, one pipeline stage): then the batch runs as two
 micro-batches whose computation hides each other's communication (see `overlap.py`), and the
 breakdown reports the communication left exposed and the communication hidden.
 
