@@ -36,8 +36,9 @@ def write_readme(out: Path, paths: dict[str, Path]) -> Path:
     lines += [
         f"points/          A cache of the {num_points} runs (capacity/ holds the rate probes of the",
         "                 capacity searches), one JSON file each, named by a",
-        "                 hash of the run's settings, the batchlab version and the defaults.",
-        "                 Running the same command again reuses them instead of recomputing;",
+        "                 hash of the run's settings, the batchlab version, the defaults and",
+        "                 batchlab's own files. The same command with the same batchlab",
+        "                 reuses them instead of recomputing (edited code recomputes);",
         "                 delete the folder to recompute everything. Not meant to be read.",
         "README.txt       This file.",
         "",
