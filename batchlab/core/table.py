@@ -162,14 +162,16 @@ class RequestTable:
             self.num_closed += done.size
         return emitted, finished, generated
 
-    def complete_steps(self, batch: Batch, ends: np.ndarray):
-        """Book `len(ends)` steps of a multi-step decode batch, ending at `ends`: the same
-        records as `complete` once per step (every row emits one token per step; the engine
-        checked that at launch and stops the stretch at the first finish)."""
+    def complete_steps(self, batch: Batch, ends: np.ndarray, row_steps=None):
+        """Book `len(ends)` steps of a multi-step batch, ending at `ends`: the same records as
+        `complete` once per step. Every row emits one token per step (the engine checked that
+        at launch): step 1 is the batch as planned, the later ones decode.
+        row_steps: per row, how many of the steps it ran (a row of a `drop_finished` batch
+        leaves at its last token); None: every row ran them all."""
         idx = batch.request_ids
         j = len(ends)
         before = self.generated[idx]
-        generated = before + j
+        generated = before + (j if row_steps is None else row_steps)
         first = before == 0
         num_first = np.count_nonzero(first)
         if num_first == 0:  # the common case: every row had a token before (no masks)
@@ -184,17 +186,27 @@ class RequestTable:
                 self.itl.add(gap[later])
         if j > 1:
             steps = ends[1:] - ends[:-1]  # every row's gap at each later step: its duration
-            self.itl.add_repeated(steps, idx.size)
-            gap = np.fmax(gap, steps.max())
+            if row_steps is None:
+                self.itl.add_repeated(steps, idx.size)
+                gap = np.fmax(gap, steps.max())
+            else:  # step s + 2 is a gap of the rows that ran more than s + 1 steps
+                ran = np.bincount(row_steps, minlength=j + 1)
+                self.itl.add_weighted(steps, idx.size - np.cumsum(ran)[1:j])
+                longest = np.maximum.accumulate(steps)  # a row's longest later gap
+                gap = np.where(row_steps > 1, np.fmax(gap, longest[row_steps - 2]), gap)
         self.max_tbt[idx] = np.fmax(self.max_tbt[idx], gap)
-        self.last_token[idx] = ends[-1]
+        if row_steps is None:
+            self.last_token[idx] = ends[-1]
+            self.cached[idx] = batch.num_cached_tokens + batch.num_new_tokens + (j - 1)
+        else:
+            self.last_token[idx] = ends[row_steps - 1]
+            self.cached[idx] = batch.num_cached_tokens + batch.num_new_tokens + (row_steps - 1)
         self.generated[idx] = generated
-        self.cached[idx] = batch.num_cached_tokens + j
         self.in_flight[idx] = False
         finished = generated >= self.output[idx]
         if np.count_nonzero(finished):
             done = idx[finished]
-            self.finish[done] = ends[-1]
+            self.finish[done] = ends[-1] if row_steps is None else ends[row_steps[finished] - 1]
             self.status[done] = FINISHED
             self.cached[done] = 0
             self.home[done] = -1

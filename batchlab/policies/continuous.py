@@ -256,17 +256,25 @@ class ContinuousBatching:
         if rows.size == 0:
             return None
         run.scheduled = rows
-        steps = 1
+        steps, drop = 1, False
         # Not while admissions are held back (admission_delay): the hold ends at a time the
         # engine does not know of, so a stretch could run past it.
         if (self.max_num_steps > 1 and self.window == 0 and not preempted
-                and (self.admission_delay == 0 or not self._waiting)
-                and rows.size == run.ids.size == num_running and int(take.sum()) == rows.size
-                and self.may_plan_ahead()):
-            steps = self._steps_ahead(run, kv)
+                and rows.size == run.ids.size and self.may_plan_ahead()):
+            fed = run.computed + take
+            if num_running == rows.size and int(take.sum()) == rows.size:
+                if self.admission_delay == 0 or not self._waiting:  # all decode, none admitted
+                    steps = self._steps_ahead(run, kv, fed)
+            elif (not self._waiting and rows.size <= budget
+                  and not np.count_nonzero(fed != run.known)):
+                # Every row completes what it knows, so emits, and nobody is left waiting:
+                # the next steps decode every row, as a pure decode batch would.
+                steps = self._steps_ahead(run, kv, fed)
+            # Nobody waits for the room a finish frees: the other rows just run on.
+            drop = steps > 1 and not self._waiting
         return Batch(run.ids[rows], take[rows], run.computed[rows],
                      num_micro_batches=min(self.num_micro_batches, rows.size),
-                     num_steps=steps)
+                     num_steps=steps, drop_finished=drop)
 
     def may_plan_ahead(self) -> bool:
         """Whether to plan multi-step batches at all: on one device. With several, every
@@ -274,16 +282,17 @@ class ContinuousBatching:
         would run a step or two and the reservation would cost more than it saves."""
         return len(self._kv) == 1
 
-    def _steps_ahead(self, run: _Running, kv: KVBlockManager) -> int:
-        """How many steps this all-decode batch may be planned ahead, and reserve them.
+    def _steps_ahead(self, run: _Running, kv: KVBlockManager, fed: np.ndarray) -> int:
+        """How many steps this batch of every running row may be planned ahead, and reserve
+        them. fed: each row's tokens after this step (reserved already); every row emits.
 
-        Planned one at a time, the next steps would decode the same rows again: nothing was
-        admitted now (the budget and the sequence cap stay as they are, and free blocks only
-        shrink as the rows grow) and no row stops before the engine says so. They would
-        differ only where a row could not grow, so the batch runs ahead as far as the blocks
-        it can reserve now reach; unused ones are given back in `update`.
+        Planned one at a time, the next steps would decode the same rows: nothing is left
+        to admit, or nothing was admitted now and the budget and the sequence cap stay as
+        they are, while free blocks only shrink as the rows grow; and no row stops before
+        the engine says so. They would differ only where a row could not grow, so the batch
+        runs ahead as far as the blocks it can reserve now reach; unused ones are given back
+        in `update`.
         """
-        fed = run.computed + 1  # this step's reservation is made already
         steps = 1 + kv.num_steps_fit(run.ids, fed, self.max_num_steps - 1)
         if steps > 1:
             kv.grow(run.ids, fed + (steps - 1), unique=True)

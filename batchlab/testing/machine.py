@@ -277,8 +277,9 @@ class PolicyMachine(ContractChecks, RuleBasedStateMachine):
             room = int((end - table.generated[ids]).min()) - 1
             for _ in range(max(0, min(batch.num_steps - 1, len(stop), room))):
                 self.now += DRAIN_STEP
-                step = Batch.decode(ids, batch.num_cached_tokens + steps,
-                                    num_micro_batches=batch.num_micro_batches)
+                # Step 1 was the batch as planned; each later one decodes every row.
+                step = Batch.decode(ids, batch.num_cached_tokens + batch.num_new_tokens
+                                    + (steps - 1), num_micro_batches=batch.num_micro_batches)
                 emitted, finished, generated = table.complete(step, self.now)
                 np.add.at(self.emitted, ids[emitted], 1)
                 steps += 1

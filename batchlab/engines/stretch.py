@@ -1,0 +1,155 @@
+"""`Stretch`: the steps of one multi-step batch (`Batch.num_steps > 1`) in the simulator.
+
+A stretch is priced lazily, a chunk of steps at a time, until a step ends at or after the
+horizon the engine gives it (the next event on its heap, another stretch's first step), or it
+has run all the steps it may. Which steps it may run:
+
+- step 1 is the batch as planned: decodes, or prefill chunks that complete their prompts
+  (every row emits a token at every step of a stretch; `core.validate` checks it);
+- each later step decodes every row still in the stretch, one token on top of the last;
+- a row reaching its true length (which the engine alone knows) ends the stretch, unless the
+  batch says `drop_finished`: then the row leaves and the others run on, the steps after it
+  priced as a batch of the rows left (a segment). A finish that makes a closed-loop user
+  send its next request still ends the stretch, since that request arrives from then on.
+
+Each segment of decode steps is priced in one vectorised call where the device has
+`run_steps` (`Device`), else by `run` one step at a time, and only for steps that happen
+(a device's `run` may draw random numbers). The values are the ones single steps would give:
+every step's batch has the same rows, tokens and context as the batch planned alone.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..core import Batch
+from ..core.errors import ConfigError
+from ..core.step import cost_row
+
+# Steps a device's run_steps prices at first (the rest when the horizon is further away).
+STEPS_GUESS = 16
+
+
+class Stretch:
+    """The priced steps of one multi-step batch on one device, from `start`."""
+
+    def __init__(self, batch: Batch, device, start: float, left: np.ndarray, chained=None):
+        """left: per row, the tokens it has yet to emit (>= 1: it emits at step 1).
+        chained: per row, whether its finish sends a closed-loop follow-up (None: none)."""
+        self.batch, self.device, self.start = batch, device, start
+        self.left = left
+        k = int(batch.num_steps)
+        if not batch.drop_finished:
+            k = min(k, int(left.min()))
+        else:
+            k = min(k, int(left.max()))
+            if chained is not None and chained.any():
+                k = min(k, int(left[chained].min()))
+        self.num_steps = k  # the most steps it may run
+        # Where rows leave: steps after which the batch loses rows (a segment ends).
+        self.cuts = np.unique(left[left < k]) if batch.drop_finished else None
+        self.is_decode = batch.num_tokens == batch.num_seqs
+        self.run_steps = getattr(device, "run_steps", None)
+        self.durations: list = []  # priced chunks: durations, costs, ends
+        self.costs: list = []
+        self.ends: list = []
+        self.num_priced = 0
+        self.end = start  # end of the last step priced
+        self.num_run = 0  # steps it runs: set by `settle`
+        self.first_result = None  # step 1's StepResult, where `run` priced it
+        self._price(guess=True)
+
+    @property
+    def first_end(self) -> float:
+        return float(self.ends[0][0])
+
+    def extend(self, horizon: float) -> None:
+        """Price steps until one ends at or after `horizon`, or every step it may run."""
+        while self.num_priced < self.num_steps and self.end < horizon:
+            self._price()
+
+    def settle(self, horizon: float) -> int:
+        """Fix the steps it runs: up to the first ending at or after `horizon`."""
+        self.extend(horizon)
+        ends = self.ends[0] if len(self.ends) == 1 else np.concatenate(self.ends)
+        j = min(int(np.searchsorted(ends, horizon)) + 1, len(ends))
+        durations = self.durations[0] if len(self.durations) == 1 else \
+            np.concatenate(self.durations)
+        costs = self.costs[0] if len(self.costs) == 1 else np.concatenate(self.costs)
+        self.ends, self.durations, self.costs = ends[:j], durations[:j], costs[:j]
+        self.num_run = j
+        return j
+
+    def row_steps(self) -> np.ndarray | None:
+        """Steps each row ran (None: all of them, every row)."""
+        if self.cuts is None or not self.cuts.size or self.cuts[0] >= self.num_run:
+            return None
+        return np.minimum(self.left, self.num_run)
+
+    # -- pricing ------------------------------------------------------------------------
+    def _segment(self, s: int) -> tuple[int, np.ndarray | None]:
+        """(last step of the segment holding step s, which rows it runs (None: all))."""
+        k = self.num_steps
+        if self.cuts is None or not self.cuts.size:
+            return k, None
+        i = int(np.searchsorted(self.cuts, s))  # first cut at or after step s
+        last = int(self.cuts[i]) if i < self.cuts.size else k
+        return last, (None if i == 0 else self.left >= s)
+
+    def _price(self, guess: bool = False) -> None:
+        """Price the next chunk of steps: step 1 alone if it is a prefill step; else the
+        rest of the segment (at first only STEPS_GUESS of it), or one step by `run`."""
+        s = self.num_priced + 1  # the first step not priced yet (1-based)
+        batch = self.batch
+        if s == 1 and not self.is_decode:  # a prefill step leads: priced as planned
+            self._run(_single(batch))
+            return
+        last, rows = self._segment(s)
+        ids, new, cached = batch.request_ids, batch.num_new_tokens, batch.num_cached_tokens
+        if rows is not None:
+            ids, new, cached = ids[rows], new[rows], cached[rows]
+        if s == 1 and rows is None:
+            step = batch  # run_steps reads the rows, not num_steps; `run` gets a copy
+        else:  # the rows decode on: step s attends over cached + new + (s - 2) per row
+            step = Batch(ids, np.ones(ids.size, np.int64), cached + new + (s - 2),
+                         num_micro_batches=min(batch.num_micro_batches, ids.size))
+        count = last - s + 1
+        if self.run_steps is not None:
+            priced = self.run_steps(step, min(count, STEPS_GUESS) if guess else count)
+            if priced is not None:
+                self._append(*priced)
+                return
+        self._run(_single(step) if step is batch else step)  # only steps that happen
+
+    def _run(self, step: Batch) -> None:
+        result = self.device.run(step)
+        if self.num_priced == 0:
+            self.first_result = result
+        duration = result.duration
+        if not (duration >= 0 and math.isfinite(duration)):
+            raise ConfigError(f"device {self.device.name!r} returned step duration "
+                              f"{duration!r}")
+        self._append(np.array([duration]), np.array([cost_row(result.cost)], dtype=float))
+
+    def _append(self, durations, costs) -> None:
+        k = len(durations)
+        ends = None
+        if getattr(durations, "shape", None) == (k,) and k:
+            ends = np.cumsum(np.concatenate(([self.end], durations)))[1:]  # sequential sums
+        # Every duration >= 0 (NaN fails it) and a finite last end: all finite, in two checks.
+        if ends is None or not (durations.min() >= 0 and math.isfinite(ends[-1])):
+            raise ConfigError(f"device {self.device.name!r} returned step durations "
+                              f"{durations!r}")
+        self.durations.append(durations)
+        self.costs.append(costs)
+        self.ends.append(ends)
+        self.num_priced += k
+        self.end = float(ends[-1])
+
+
+def _single(batch: Batch) -> Batch:
+    """The first step of a multi-step batch, as a one-step batch."""
+    return Batch(batch.request_ids, batch.num_new_tokens, batch.num_cached_tokens,
+                 num_micro_batches=batch.num_micro_batches)
