@@ -37,7 +37,6 @@ class DecodePricer:
         self._h_bytes = sm._h_bytes
         self._stage = sm._stages[0]
         self._step_overhead = eff.step_overhead
-        self._cache: dict = {}
 
     @classmethod
     def for_model(cls, step_model) -> "DecodePricer | None":
@@ -62,33 +61,28 @@ class DecodePricer:
             return None  # the step model changed shape: use its own path
         return pricer
 
-    def _constants(self, rows: int, m: int):
-        """What a step of `rows` decode rows in m micro-batches costs whatever its context:
-        the op table's constant part, and the scalars (cached: a run sees few shapes)."""
-        key = (rows, m)
-        hit = self._cache.get(key)
-        if hit is None:
-            s = self._scale / m
-            M, r = self._M, rows * s
-            # Features: 1, T, R, (three prefill features, 0 here), decode rows, decode keys.
-            base = M[:, 0] + M[:, 1] * r + M[:, 2] * r + M[:, 6] * r
-            layers, dense, _, ar_l, ar_s, _ = self._stage
-            msg = rows / m * self._scale * self._h_bytes
-            ar = ar_l + msg * ar_s if ar_s else 0.0
-            comm = (layers + dense) * ar
-            hit = (base, s, comm, self._size * m)
-            if len(self._cache) < 4096:
-                self._cache[key] = hit
-        return hit
-
     def price(self, batch, num_steps: int):
         """Durations (num_steps,) and cost rows (num_steps, 10; `COST_FIELDS` order) of
         steps 1..num_steps of a decode batch (step j: context + (j - 1) tokens per row)."""
         rows = batch.num_seqs
-        m = max(1, min(int(batch.num_micro_batches), rows))
-        base, s, comm, scale = self._constants(rows, m)
-        keys = (batch.num_context_tokens + rows * np.arange(num_steps, dtype=np.int64)) * s
-        out = base + np.multiply.outer(keys, self._M[:, _FEATURES_CONTEXT])
+        context = batch.num_context_tokens + rows * np.arange(num_steps, dtype=np.int64)
+        return self.price_totals(np.full(num_steps, rows), context,
+                                 np.full(num_steps, max(1, min(int(batch.num_micro_batches),
+                                                               rows))))
+
+    def price_totals(self, rows: np.ndarray, context: np.ndarray, micro: np.ndarray):
+        """Durations and cost rows of decode steps given by their totals, one entry per
+        step: rows (>= 1), context tokens attended after the step (cached + 1 per row) and
+        micro-batches (1..rows). Element-wise over steps, so a step is priced the same
+        whether alone or among others (the simulator's records rely on it)."""
+        num_steps = len(rows)
+        s = self._scale / micro
+        r = (rows * s)[:, None]
+        M = self._M
+        # Features: 1, T, R, (three prefill features, 0 here), decode rows, decode keys.
+        base = M[:, 0] + M[:, 1] * r + M[:, 2] * r + M[:, 6] * r
+        keys = context * s
+        out = base + np.multiply.outer(keys, M[:, _FEATURES_CONTEXT])
         out = out.reshape(num_steps, 4, self._n)  # per step: compute, memory, FLOPs, bytes
         comp_op, mem_op = out[:, 0], out[:, 1]
         bound = comp_op >= mem_op
@@ -96,18 +90,20 @@ class DecodePricer:
         np.multiply(mem_op, bound, out=comp_op)   # row 0 its compute-bound share
         # One reduction along each contiguous row: the same sums whatever num_steps is.
         comp, time, flops, nbytes = (out * self._K0).sum(axis=2).T
+        layers, dense, _, ar_l, ar_s, _ = self._stage
+        if ar_s:
+            comm = (layers + dense) * (ar_l + rows / micro * self._scale * self._h_bytes
+                                       * ar_s)
+        else:
+            comm = np.zeros(num_steps)
+        scale = self._size * micro
         ovh = self._ovh
         costs = np.zeros((num_steps, 10))
         costs[:, 4] = flops * scale
         costs[:, 5] = nbytes * scale
-        if m == 1:  # one micro-batch (the usual case): x1 changes no bit, so skip it
-            costs[:, 0] = comp
-            costs[:, 1] = time - comp
-            costs[:, 2] = comm
-            costs[:, 3] = ovh + self._step_overhead
-            return (time + ovh + comm) + self._step_overhead, costs
-        costs[:, 0] = m * comp
-        costs[:, 1] = m * (time - comp)
-        costs[:, 2] = m * comm
-        costs[:, 3] = m * ovh + self._step_overhead
-        return m * (time + ovh + comm) + self._step_overhead, costs
+        # x 1 (one micro-batch, the usual case) changes no bit: one formula serves all.
+        costs[:, 0] = micro * comp
+        costs[:, 1] = micro * (time - comp)
+        costs[:, 2] = micro * comm
+        costs[:, 3] = micro * ovh + self._step_overhead
+        return micro * (time + ovh + comm) + self._step_overhead, costs

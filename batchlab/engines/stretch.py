@@ -49,7 +49,18 @@ class Stretch:
                 k = min(k, int(left[chained].min()))
         self.num_steps = k  # the most steps it may run
         # Where rows leave: steps after which the batch loses rows (a segment ends).
-        self.cuts = np.unique(left[left < k]) if batch.drop_finished else None
+        self.cuts = None
+        # Per step: rows in it and the context tokens they attend over (None: every row,
+        # with context growing by one per row and step).
+        self.rows = self.context = None
+        self.price_decodes = getattr(device, "price_decodes", None)
+        if batch.drop_finished and int(left.min()) < k:
+            self.cuts = np.unique(left[left < k])
+            self._count_rows(k)
+        elif self.price_decodes is not None:
+            n = batch.num_seqs
+            self.rows = np.full(k, n)
+            self.context = batch.num_context_tokens + n * np.arange(k)
         self.is_decode = batch.num_tokens == batch.num_seqs
         self.run_steps = getattr(device, "run_steps", None)
         self.durations: list = []  # priced chunks: durations, costs, ends
@@ -59,7 +70,16 @@ class Stretch:
         self.end = start  # end of the last step priced
         self.num_run = 0  # steps it runs: set by `settle`
         self.first_result = None  # step 1's StepResult, where `run` priced it
-        self._price(guess=True)
+        self._price()
+
+    def _count_rows(self, k: int) -> None:
+        """Rows in each step and their context (exact ints), for rows that leave."""
+        order = np.argsort(self.left, kind="stable")
+        base = (self.batch.num_cached_tokens + self.batch.num_new_tokens)[order]
+        tail = np.concatenate((np.cumsum(base[::-1])[::-1], [0]))  # sums from row i on
+        first = np.searchsorted(self.left[order], np.arange(1, k + 1))  # first row in step s
+        self.rows = self.batch.num_seqs - first
+        self.context = tail[first] + self.rows * np.arange(k)
 
     @property
     def first_end(self) -> float:
@@ -84,44 +104,59 @@ class Stretch:
 
     def row_steps(self) -> np.ndarray | None:
         """Steps each row ran (None: all of them, every row)."""
-        if self.cuts is None or not self.cuts.size or self.cuts[0] >= self.num_run:
+        if self.cuts is None or self.cuts[0] >= self.num_run:
             return None
         return np.minimum(self.left, self.num_run)
 
-    # -- pricing ------------------------------------------------------------------------
-    def _segment(self, s: int) -> tuple[int, np.ndarray | None]:
-        """(last step of the segment holding step s, which rows it runs (None: all))."""
-        k = self.num_steps
-        if self.cuts is None or not self.cuts.size:
-            return k, None
-        i = int(np.searchsorted(self.cuts, s))  # first cut at or after step s
-        last = int(self.cuts[i]) if i < self.cuts.size else k
-        return last, (None if i == 0 else self.left >= s)
+    def step_totals(self):
+        """(rows, context tokens) per step run, or None if every row ran every step."""
+        if self.cuts is None or self.cuts[0] >= self.num_run:
+            return None
+        return self.rows[:self.num_run], self.context[:self.num_run]
 
-    def _price(self, guess: bool = False) -> None:
-        """Price the next chunk of steps: step 1 alone if it is a prefill step; else the
-        rest of the segment (at first only STEPS_GUESS of it), or one step by `run`."""
+    # -- pricing ------------------------------------------------------------------------
+    def _price(self) -> None:
+        """Price the next chunk of steps: step 1 alone if it is a prefill step; else up to
+        STEPS_GUESS decode steps at first, then the rest (within a segment, where rows
+        leave and the device cannot price by totals), or one step by `run`."""
         s = self.num_priced + 1  # the first step not priced yet (1-based)
         batch = self.batch
         if s == 1 and not self.is_decode:  # a prefill step leads: priced as planned
-            self._run(_single(batch))
+            self._run(batch)
             return
-        last, rows = self._segment(s)
+        first = s == 1 or (s == 2 and not self.is_decode)  # the first decode steps
+        last = min(self.num_steps, s + STEPS_GUESS - 1) if first else self.num_steps
+        if self.price_decodes is not None and self.rows is not None:
+            rows, context = self.rows[s - 1:last], self.context[s - 1:last]
+            priced = self.price_decodes(rows, context,
+                                        np.minimum(rows, batch.num_micro_batches))
+            if priced is not None:
+                self._append(*priced)
+                return
+        last, rows = self._segment(s, last)
         ids, new, cached = batch.request_ids, batch.num_new_tokens, batch.num_cached_tokens
         if rows is not None:
             ids, new, cached = ids[rows], new[rows], cached[rows]
         if s == 1 and rows is None:
-            step = batch  # run_steps reads the rows, not num_steps; `run` gets a copy
+            step = batch  # run_steps and run read the rows, not num_steps
         else:  # the rows decode on: step s attends over cached + new + (s - 2) per row
             step = Batch(ids, np.ones(ids.size, np.int64), cached + new + (s - 2),
                          num_micro_batches=min(batch.num_micro_batches, ids.size))
-        count = last - s + 1
         if self.run_steps is not None:
-            priced = self.run_steps(step, min(count, STEPS_GUESS) if guess else count)
+            priced = self.run_steps(step, last - s + 1)
             if priced is not None:
                 self._append(*priced)
                 return
-        self._run(_single(step) if step is batch else step)  # only steps that happen
+        self._run(step)  # one step at a time: only steps that happen
+
+    def _segment(self, s: int, last: int) -> tuple[int, np.ndarray | None]:
+        """(last step from s on with the same rows, up to `last`; which rows (None: all))."""
+        if self.cuts is None:
+            return last, None
+        i = int(np.searchsorted(self.cuts, s))  # first cut at or after step s
+        if i < self.cuts.size:
+            last = min(last, int(self.cuts[i]))
+        return last, (None if i == 0 else self.left >= s)
 
     def _run(self, step: Batch) -> None:
         result = self.device.run(step)
@@ -147,9 +182,3 @@ class Stretch:
         self.ends.append(ends)
         self.num_priced += k
         self.end = float(ends[-1])
-
-
-def _single(batch: Batch) -> Batch:
-    """The first step of a multi-step batch, as a one-step batch."""
-    return Batch(batch.request_ids, batch.num_new_tokens, batch.num_cached_tokens,
-                 num_micro_batches=batch.num_micro_batches)
