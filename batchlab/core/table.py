@@ -190,9 +190,10 @@ class RequestTable:
                 self.itl.add_repeated(steps, idx.size)
                 gap = np.fmax(gap, steps.max())
             else:  # step s + 2 is a gap of the rows that ran more than s + 1 steps
-                ran = np.bincount(row_steps, minlength=j + 1)
-                self.itl.add_weighted(steps, idx.size - np.cumsum(ran)[1:j])
+                ran = np.searchsorted(np.sort(row_steps), np.arange(2, j + 1))
+                self.itl.add_weighted(steps, idx.size - ran)
                 longest = np.maximum.accumulate(steps)  # a row's longest later gap
+                # A row that ran one step has no later gap: index -1 is then replaced.
                 gap = np.where(row_steps > 1, np.fmax(gap, longest[row_steps - 2]), gap)
         self.max_tbt[idx] = np.fmax(self.max_tbt[idx], gap)
         if row_steps is None:

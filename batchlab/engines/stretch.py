@@ -128,8 +128,8 @@ class Stretch:
         last = min(self.num_steps, s + STEPS_GUESS - 1) if first else self.num_steps
         if self.price_decodes is not None and self.rows is not None:
             rows, context = self.rows[s - 1:last], self.context[s - 1:last]
-            priced = self.price_decodes(rows, context,
-                                        np.minimum(rows, batch.num_micro_batches))
+            m = batch.num_micro_batches
+            priced = self.price_decodes(rows, context, 1 if m == 1 else np.minimum(rows, m))
             if priced is not None:
                 self._append(*priced)
                 return
