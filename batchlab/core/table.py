@@ -172,23 +172,19 @@ class RequestTable:
         j = len(ends)
         before = self.generated[idx]
         generated = before + (j if row_steps is None else row_steps)
+        # A row's first gap; NaN for a row without a token before (its last_token is NaN).
+        gap = ends[0] - self.last_token[idx]
         first = before == 0
-        num_first = np.count_nonzero(first)
-        if num_first == 0:  # the common case: every row had a token before (no masks)
-            gap = ends[0] - self.last_token[idx]
-            self.itl.add(gap)
-        else:
+        if np.count_nonzero(first):
             self.first_token[idx[first]] = ends[0]
-            gap = np.full(idx.size, np.nan)
-            later = ~first
-            if num_first < idx.size:
-                gap[later] = ends[0] - self.last_token[idx[later]]
-                self.itl.add(gap[later])
+            self.itl.add(gap[~first])
+        else:
+            self.itl.add(gap)
         if j > 1:
             steps = ends[1:] - ends[:-1]  # every row's gap at each later step: its duration
             if row_steps is None:
                 self.itl.add_repeated(steps, idx.size)
-                gap = np.fmax(gap, steps.max())
+                gap = np.fmax(gap, steps.max())  # fmax: NaN (no gap yet) loses
             else:  # step s + 2 is a gap of the rows that ran more than s + 1 steps
                 ran = np.searchsorted(np.sort(row_steps), np.arange(2, j + 1))
                 self.itl.add_weighted(steps, idx.size - ran)
@@ -196,12 +192,13 @@ class RequestTable:
                 # A row that ran one step has no later gap: index -1 is then replaced.
                 gap = np.where(row_steps > 1, np.fmax(gap, longest[row_steps - 2]), gap)
         self.max_tbt[idx] = np.fmax(self.max_tbt[idx], gap)
+        fed = batch.num_cached_tokens + batch.num_new_tokens
         if row_steps is None:
             self.last_token[idx] = ends[-1]
-            self.cached[idx] = batch.num_cached_tokens + batch.num_new_tokens + (j - 1)
+            self.cached[idx] = fed + (j - 1)
         else:
             self.last_token[idx] = ends[row_steps - 1]
-            self.cached[idx] = batch.num_cached_tokens + batch.num_new_tokens + (row_steps - 1)
+            self.cached[idx] = fed + (row_steps - 1)
         self.generated[idx] = generated
         self.in_flight[idx] = False
         finished = generated >= self.output[idx]

@@ -51,33 +51,26 @@ class DeviceTotals:
         acc[14] += cost.padded_tokens
 
     def book_steps(self, d: int, batch, durations: np.ndarray, costs: np.ndarray,
-                   row_steps: np.ndarray | None = None) -> None:
+                   totals=None) -> None:
         """Add the steps of a multi-step batch (durations, and their costs in
         `core.step.COST_FIELDS` columns), as `book` would one by one: the same values, added
         in the same order (a cumulative sum down the steps adds sequentially). Step 1 is the
-        batch as planned, the later ones decode every row still in it; row_steps: per row,
-        the steps it ran (None: all of them)."""
+        batch as planned, the later ones decode every row still in it.
+        totals: (rows, context tokens) per step where rows left on the way; None: every
+        row ran every step."""
         j, rows = len(durations), batch.num_seqs
         block = np.empty((j + 1, len(ACC_FIELDS)))
         block[0] = self.acc[d]
         block[1:, 0] = 1
         block[1:, 1] = durations
-        if row_steps is None:
-            block[1:, 4] = rows  # every row emits a token at every step of a stretch
-            block[1:, 2] = rows
+        if totals is None:
+            block[1:, 2] = rows  # every row emits a token at every step of a stretch
             block[1:, 3] = batch.num_context_tokens + rows * np.arange(j)
+            block[1:, 4] = rows
         else:
-            # Rows in step s: those that ran s steps or more; each attends over its
-            # cached + new tokens plus s - 1 (exact ints, summed per step).
-            order = np.argsort(row_steps, kind="stable")
-            ran = row_steps[order]
-            base = (batch.num_cached_tokens + batch.num_new_tokens)[order]
-            tail = np.concatenate((np.cumsum(base[::-1])[::-1], [0]))  # sums from row i on
-            start = np.searchsorted(ran, np.arange(1, j + 1))  # first row in step s
-            alive = rows - start
-            block[1:, 4] = alive
-            block[1:, 2] = alive
-            block[1:, 3] = tail[start] + alive * np.arange(j)
+            block[1:, 2] = totals[0]
+            block[1:, 3] = totals[1]
+            block[1:, 4] = totals[0]
         block[1, 2] = batch.num_tokens  # step 1 feeds what was planned (prefill chunks too)
         block[1:, 5] = costs[:, 4]   # flops
         block[1:, 6] = costs[:, 5]   # bytes

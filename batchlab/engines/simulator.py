@@ -271,7 +271,7 @@ class Simulator(FaultEvents):
             ends, durations, costs = stretch.ends, stretch.durations, stretch.costs
             row_steps = stretch.row_steps()
             emitted, finished, generated = self.table.complete_steps(batch, ends, row_steps)
-            self.totals.book_steps(d, batch, durations, costs, row_steps)
+            self.totals.book_steps(d, batch, durations, costs, stretch.step_totals())
             total = costs.sum(axis=0).tolist()
             total[-1] = int(total[-1])  # padded tokens
             full = StepResult(float(durations.sum()), StepCost(*total), emitted, finished,

@@ -41,28 +41,24 @@ class Stretch:
         self.batch, self.device, self.start = batch, device, start
         self.left = left
         k = int(batch.num_steps)
+        first_out = int(left.min())  # the step after which the first row is done
         if not batch.drop_finished:
-            k = min(k, int(left.min()))
+            k = min(k, first_out)
         else:
             k = min(k, int(left.max()))
             if chained is not None and chained.any():
                 k = min(k, int(left[chained].min()))
         self.num_steps = k  # the most steps it may run
-        # Where rows leave: steps after which the batch loses rows (a segment ends).
-        self.cuts = None
-        # Per step: rows in it and the context tokens they attend over (None: every row,
-        # with context growing by one per row and step).
+        # Rows leave before the last step: the steps after the first leaves have fewer.
+        self.shrinks = first_out < k
+        self.first_out = first_out
+        self._cuts = None  # the steps after which rows leave, where needed (_segment)
+        # Per step: rows in it and the context tokens they attend over, once rows leave
+        # within the steps priced (`_count_rows`).
         self.rows = self.context = None
         self.price_decodes = getattr(device, "price_decodes", None)
-        if batch.drop_finished and int(left.min()) < k:
-            self.cuts = np.unique(left[left < k])
-            self._count_rows(k)
-        elif self.price_decodes is not None:
-            n = batch.num_seqs
-            self.rows = np.full(k, n)
-            self.context = batch.num_context_tokens + n * np.arange(k)
-        self.is_decode = batch.num_tokens == batch.num_seqs
         self.run_steps = getattr(device, "run_steps", None)
+        self.is_decode = batch.num_tokens == batch.num_seqs
         self.durations: list = []  # priced chunks: durations, costs, ends
         self.costs: list = []
         self.ends: list = []
@@ -72,8 +68,9 @@ class Stretch:
         self.first_result = None  # step 1's StepResult, where `run` priced it
         self._price()
 
-    def _count_rows(self, k: int) -> None:
+    def _count_rows(self) -> None:
         """Rows in each step and their context (exact ints), for rows that leave."""
+        k = self.num_steps
         order = np.argsort(self.left, kind="stable")
         base = (self.batch.num_cached_tokens + self.batch.num_new_tokens)[order]
         tail = np.concatenate((np.cumsum(base[::-1])[::-1], [0]))  # sums from row i on
@@ -93,25 +90,30 @@ class Stretch:
     def settle(self, horizon: float) -> int:
         """Fix the steps it runs: up to the first ending at or after `horizon`."""
         self.extend(horizon)
-        ends = self.ends[0] if len(self.ends) == 1 else np.concatenate(self.ends)
-        j = min(int(np.searchsorted(ends, horizon)) + 1, len(ends))
-        durations = self.durations[0] if len(self.durations) == 1 else \
-            np.concatenate(self.durations)
-        costs = self.costs[0] if len(self.costs) == 1 else np.concatenate(self.costs)
-        self.ends, self.durations, self.costs = ends[:j], durations[:j], costs[:j]
+        if len(self.ends) == 1:
+            ends, durations, costs = self.ends[0], self.durations[0], self.costs[0]
+        else:
+            ends, durations = np.concatenate(self.ends), np.concatenate(self.durations)
+            costs = np.concatenate(self.costs)
+        j = len(ends) if ends[-1] < horizon else int(np.searchsorted(ends, horizon)) + 1
+        if j < len(ends):
+            ends, durations, costs = ends[:j], durations[:j], costs[:j]
+        self.ends, self.durations, self.costs = ends, durations, costs
         self.num_run = j
         return j
 
     def row_steps(self) -> np.ndarray | None:
         """Steps each row ran (None: all of them, every row)."""
-        if self.cuts is None or self.cuts[0] >= self.num_run:
+        if not self.shrinks or self.first_out >= self.num_run:
             return None
         return np.minimum(self.left, self.num_run)
 
     def step_totals(self):
         """(rows, context tokens) per step run, or None if every row ran every step."""
-        if self.cuts is None or self.cuts[0] >= self.num_run:
+        if not self.shrinks or self.first_out >= self.num_run:
             return None
+        if self.rows is None:
+            self._count_rows()
         return self.rows[:self.num_run], self.context[:self.num_run]
 
     # -- pricing ------------------------------------------------------------------------
@@ -126,8 +128,15 @@ class Stretch:
             return
         first = s == 1 or (s == 2 and not self.is_decode)  # the first decode steps
         last = min(self.num_steps, s + STEPS_GUESS - 1) if first else self.num_steps
-        if self.price_decodes is not None and self.rows is not None:
-            rows, context = self.rows[s - 1:last], self.context[s - 1:last]
+        if self.price_decodes is not None:
+            if self.shrinks and self.first_out < last:  # rows leave within these steps
+                if self.rows is None:
+                    self._count_rows()
+                rows, context = self.rows[s - 1:last], self.context[s - 1:last]
+            else:
+                n = batch.num_seqs
+                rows = np.full(last - s + 1, n)
+                context = batch.num_context_tokens + n * np.arange(s - 1, last)
             m = batch.num_micro_batches
             priced = self.price_decodes(rows, context, 1 if m == 1 else np.minimum(rows, m))
             if priced is not None:
@@ -151,11 +160,13 @@ class Stretch:
 
     def _segment(self, s: int, last: int) -> tuple[int, np.ndarray | None]:
         """(last step from s on with the same rows, up to `last`; which rows (None: all))."""
-        if self.cuts is None:
+        if not self.shrinks:
             return last, None
-        i = int(np.searchsorted(self.cuts, s))  # first cut at or after step s
-        if i < self.cuts.size:
-            last = min(last, int(self.cuts[i]))
+        if self._cuts is None:
+            self._cuts = np.unique(self.left[self.left < self.num_steps])
+        i = int(np.searchsorted(self._cuts, s))  # first cut at or after step s
+        if i < self._cuts.size:
+            last = min(last, int(self._cuts[i]))
         return last, (None if i == 0 else self.left >= s)
 
     def _run(self, step: Batch) -> None:
@@ -166,13 +177,18 @@ class Stretch:
         if not (duration >= 0 and math.isfinite(duration)):
             raise ConfigError(f"device {self.device.name!r} returned step duration "
                               f"{duration!r}")
-        self._append(np.array([duration]), np.array([cost_row(result.cost)], dtype=float))
+        end = self.end + duration
+        self.durations.append(np.array([duration]))
+        self.costs.append(np.array([cost_row(result.cost)], dtype=float))
+        self.ends.append(np.array([end]))
+        self.num_priced += 1
+        self.end = end
 
     def _append(self, durations, costs) -> None:
         k = len(durations)
         ends = None
         if getattr(durations, "shape", None) == (k,) and k:
-            ends = np.cumsum(np.concatenate(([self.end], durations)))[1:]  # sequential sums
+            ends = np.cumsum(np.concatenate(((self.end,), durations)))[1:]  # sequential sums
         # Every duration >= 0 (NaN fails it) and a finite last end: all finite, in two checks.
         if ends is None or not (durations.min() >= 0 and math.isfinite(ends[-1])):
             raise ConfigError(f"device {self.device.name!r} returned step durations "
