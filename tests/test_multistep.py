@@ -262,3 +262,20 @@ def test_cost_model_prices_a_step_alike_alone_or_among_others():
         batch = Batch.decode(np.arange(rows[i]), np.r_[np.zeros(rows[i] - 1, int),
                                                         context[i] - rows[i]])
         assert device.run(batch).duration == together[0][i]
+
+
+@given(tokens=st.lists(st.integers(0, 100), min_size=1, max_size=8),
+       blocks=st.integers(0, 80), block_size=st.integers(1, 16), steps=st.integers(0, 40))
+def test_kv_reserve_steps_is_steps_fit_then_grow(tokens, blocks, block_size, steps):
+    ids, tokens = np.arange(len(tokens)), np.array(tokens)
+    one, other = KVBlockManager(blocks, block_size), KVBlockManager(blocks, block_size)
+    if not one.can_grow(ids, tokens):
+        return
+    for kv in (one, other):
+        kv.grow(ids, tokens)
+    k = one.num_steps_fit(ids, tokens, steps)
+    one.grow(ids, tokens + k)
+    assert other.reserve_steps(ids, tokens, steps) == k
+    assert other.num_free_blocks == one.num_free_blocks
+    assert np.array_equal(other.num_held(ids), one.num_held(ids))
+    other.check_valid()

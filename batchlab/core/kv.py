@@ -130,6 +130,29 @@ class KVBlockManager:
                 hi = mid
         return lo
 
+    def reserve_steps(self, ids: np.ndarray, num_tokens: np.ndarray, max_steps: int) -> int:
+        """Grow distinct ids (a policy's own running set) by as many steps k <= max_steps as
+        fit, from num_tokens tokens each (`num_steps_fit`), and return k: the reservation of
+        a decode batch planned k steps ahead, in one pass over the blocks held."""
+        held = self._held[ids] if ids.size and ids.max() < len(self._held) \
+            else self.num_held(ids)
+        want = -(-(num_tokens + max_steps) // self.block_size)
+        extra = want - held
+        need = int(extra[extra > 0].sum())
+        k = max_steps
+        if need > self.num_free_blocks:
+            k = self.num_steps_fit(ids, num_tokens, max_steps)
+            if k == 0:
+                return 0
+            want = -(-(num_tokens + k) // self.block_size)
+            extra = want - held
+            need = int(extra[extra > 0].sum())
+        if need:
+            self._ensure_size(int(ids.max()) + 1)
+            self._held[ids] = np.maximum(want, held)
+            self.num_free_blocks -= need
+        return k
+
     def trim(self, ids, num_tokens, *, unique: bool = False) -> None:
         """Give back blocks beyond what num_tokens tokens need (each id): the unused part of
         a reservation for steps that did not run. Never grows. unique: as in `grow`."""

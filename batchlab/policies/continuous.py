@@ -107,7 +107,8 @@ class ContinuousBatching:
     _rank: int = attrs.field(default=0, init=False)
     _idle_since: dict = attrs.field(factory=dict, init=False)  # device name -> time
     _offered: dict = attrs.field(factory=dict, init=False)   # device name -> device, for hooks
-    _admitting: tuple = attrs.field(default=(None, 0), init=False)  # (device, admitted so far)
+    # [device, admitted so far] while admitting (a list: set in place, no attrs setattr hook)
+    _admitting: list = attrs.field(factory=lambda: [None, 0], init=False)
     _now: float = attrs.field(default=0.0, init=False)
 
     # -- hooks: override in a subclass (see the module docstring) -----------------------------
@@ -293,10 +294,7 @@ class ContinuousBatching:
         runs ahead as far as the blocks it can reserve now reach; unused ones are given back
         in `update`.
         """
-        steps = 1 + kv.num_steps_fit(run.ids, fed, self.max_num_steps - 1)
-        if steps > 1:
-            kv.grow(run.ids, fed + (steps - 1), unique=True)
-        return steps
+        return 1 + kv.reserve_steps(run.ids, fed, self.max_num_steps - 1)
 
     def _admission_due(self, run: _Running) -> bool:
         if self.admission_delay <= 0 or run.ids.size == 0 or not self._waiting:
@@ -350,7 +348,7 @@ class ContinuousBatching:
         """Admit waiting requests while budget, sequence cap and memory allow; returns the
         take of every row, the admitted ones included, in the running set's new order."""
         ids, takes, knowns, keys = [], [], [], []
-        device = self._offered[name]
+        device, admitting = self._offered[name], self._admitting
         cap, refused = self.max_num_seqs_on(device), []
         alone = not (take > 1).any()  # no prefill in the batch yet
         while self._waiting and run.ids.size + len(ids) < cap and left > 0:
@@ -358,7 +356,7 @@ class ContinuousBatching:
             if rid not in self._requests or rid in self._where or self._key[rid] != (key, rank):
                 heapq.heappop(self._waiting)  # aborted, finished or already running
                 continue
-            self._admitting = (name, len(ids))  # so num_running_on counts this step's too
+            admitting[0], admitting[1] = name, len(ids)  # so num_running_on counts them
             if not self.may_admit(self._requests[rid], device):
                 refused.append(heapq.heappop(self._waiting))  # keeps its place: pushed back
                 continue
@@ -380,18 +378,19 @@ class ContinuousBatching:
             knowns.append(known)
             keys.append(self._key[rid])
             left -= chunk
-        self._admitting = (None, 0)
+        admitting[0], admitting[1] = None, 0
         for entry in refused:
             heapq.heappush(self._waiting, entry)
         if not ids:
             return take
         num_before = run.ids.size
-        run.ids = np.concatenate([run.ids, np.array(ids, np.int64)])
-        run.computed = np.concatenate([run.computed, np.zeros(len(ids), np.int64)])
-        run.known = np.concatenate([run.known, np.array(knowns, np.int64)])
-        run.key = np.concatenate([run.key, np.array([k for k, _ in keys])])
-        run.rank = np.concatenate([run.rank, np.array([r for _, r in keys], np.int64)])
-        take = np.concatenate([take, np.array(takes, np.int64)])
+        # Lists go into concatenate as they are: one conversion inside, not a call each.
+        run.ids = np.concatenate((run.ids, ids))
+        run.computed = np.concatenate((run.computed, [0] * len(ids)))
+        run.known = np.concatenate((run.known, knowns))
+        run.key = np.concatenate((run.key, [k for k, _ in keys]))
+        run.rank = np.concatenate((run.rank, [r for _, r in keys]))
+        take = np.concatenate((take, takes))
         if num_before and (run.key[num_before - 1], run.rank[num_before - 1]) > keys[0]:
             # A recomputed or high-priority request jumped in (both parts are sorted: the
             # running rows already, the admitted ones as they left the heap).
