@@ -13,14 +13,15 @@ Fault injection (`batchlab.engines.faults`; its events are handled by the `Fault
 mixin in `sim_faults.py`) costs nothing when no faults are configured: the only check on the
 per-step path is one `is None` at launch.
 
-Multi-step plans (`Batch.num_steps > 1`): the engine advances such a decode batch through its
-steps in one go, up to the first event that matters: a row finishing (the engine knows the
-true lengths), or the next event of any kind on the heap (an arrival, another device's step,
-a wake-up), at which the policy would have been asked again. The device prices the steps in
-one vectorised call (`Device.run_steps`, or `run` per step if it has none), the table and the
-device totals book them step by step (same records, same sums as single steps), and the
-policy hears the net effect in one `update` whose result says how many steps ran. With
-faults configured every batch runs one step (a failure may strike any step).
+Multi-step plans (`Batch.num_steps > 1`): the engine advances such a batch through its
+steps in one go (`stretch.py`), up to the first event that matters: the next event of any
+kind on the heap (an arrival, another device's step, a wake-up), at which the policy would
+have been asked again, or a row finishing (the engine knows the true lengths), unless the
+batch lets finished rows drop out (`Batch.drop_finished`) and the finish sends no
+closed-loop follow-up. The device prices the steps in vectorised calls where it can, the
+table and the device totals book them step by step (same records, same sums as single
+steps), and the policy hears the net effect in one `update` whose result says how many
+steps ran. With faults configured every batch runs one step (a failure may strike any step).
 """
 
 from __future__ import annotations

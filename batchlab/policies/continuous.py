@@ -24,13 +24,16 @@ each default is today's behaviour, so the built-in is unchanged):
 Hooks may read `num_running_on(device)` and `num_waiting()`; they must not change state.
 
 Speed: the running set of each device is kept as numpy arrays sorted by rank, so a step costs
-a handful of whole-array operations, not a Python loop over sequences. And when a step is a
-pure decode of every running row that admitted nothing, the next steps would be the same
-decisions again until something changes, so the policy plans it as a multi-step batch
-(`Batch.num_steps`, up to `max_num_steps`, as far as the KV blocks it can reserve now reach;
-on a single device, see `may_plan_ahead`);
-the engine stops it at the first event that matters, and the records are the same as when
-every step is planned on its own (`max_num_steps=1`).
+a handful of whole-array operations, not a Python loop over sequences. And when a step feeds
+every running row and leaves the next steps the same decisions again until something
+changes (a pure decode that admitted nobody; or a step that admitted the last waiting
+prompts whole, so every row emits and the next steps decode them all), the policy plans it
+as a multi-step batch (`Batch.num_steps`, up to `max_num_steps`, as far as the KV blocks it
+can reserve now reach; on a single device, see `may_plan_ahead`). While nobody waits, a
+finish changes nothing but the batch's rows, so the batch lets finished rows drop out
+(`Batch.drop_finished`) rather than end there. The engine stops it at the first event that
+matters, and the records are the same as when every step is planned on its own
+(`max_num_steps=1`).
 """
 
 from __future__ import annotations
