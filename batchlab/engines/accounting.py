@@ -18,6 +18,8 @@ ACC_FIELDS = ("steps", "busy_time", "new_tokens", "context_tokens", "output_toke
               "bytes", "compute_time", "memory_time", "communication_time", "overhead_time",
               "experts_touched", "routed_tokens", "bubble_time", "padded_tokens")
 BUSY = ACC_FIELDS.index("busy_time")
+# Cost columns (core.step.COST_FIELDS) feeding ACC_FIELDS[5:] in order.
+_COST_TO_ACC = np.array([4, 5, 0, 1, 2, 3, 6, 7, 8, 9])
 
 
 class DeviceTotals:
@@ -72,13 +74,12 @@ class DeviceTotals:
             block[1:, 3] = totals[1]
             block[1:, 4] = totals[0]
         block[1, 2] = batch.num_tokens  # step 1 feeds what was planned (prefill chunks too)
-        block[1:, 5] = costs[:, 4]   # flops
-        block[1:, 6] = costs[:, 5]   # bytes
-        block[1:, 7:11] = costs[:, 0:4]  # compute, memory, communication, overhead
-        block[1:, 11] = costs[:, 6]  # experts touched
-        block[1:, 12] = costs[:, 7] * costs[:, 6]
-        block[1:, 13] = costs[:, 8] * durations
-        block[1:, 14] = costs[:, 9]
+        # flops, bytes, compute, memory, communication, overhead, experts touched, then
+        # tokens per expert and bubble fraction (made routed tokens and bubble time below),
+        # padded tokens: the cost columns in ACC_FIELDS order, in one copy.
+        block[1:, 5:] = costs[:, _COST_TO_ACC]
+        block[1:, 12] *= costs[:, 6]
+        block[1:, 13] *= durations
         self.acc[d] = np.cumsum(block, axis=0)[-1].tolist()
 
     def add_busy(self, d: int, seconds: float) -> None:

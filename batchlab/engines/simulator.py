@@ -222,7 +222,7 @@ class Simulator(FaultEvents):
                 self.running[d] = (st.batch, result, None)
             else:
                 self.running[d] = (st.batch, None, st)
-            self._push(float(st.ends[-1]), DONE, d)
+            self._push(st.last_end, DONE, d)
 
     def _migrate(self, rid, target: str) -> None:
         table, rid = self.table, int(rid)

@@ -82,6 +82,11 @@ class Stretch:
     def first_end(self) -> float:
         return float(self.ends[0][0])
 
+    @property
+    def last_end(self) -> float:
+        """When the steps it runs end (after `settle`)."""
+        return float(self.ends[-1])
+
     def extend(self, horizon: float) -> None:
         """Price steps until one ends at or after `horizon`, or every step it may run."""
         while self.num_priced < self.num_steps and self.end < horizon:
@@ -90,11 +95,14 @@ class Stretch:
     def settle(self, horizon: float) -> int:
         """Fix the steps it runs: up to the first ending at or after `horizon`."""
         self.extend(horizon)
-        if len(self.ends) == 1:
+        if self.first_result is not None and self.ends[0][0] >= horizon:
+            self.ends, self.num_run = self.ends[0], 1  # one step, priced by `run`: no arrays
+            return 1
+        if len(self.ends) == 1 and self.first_result is None:
             ends, durations, costs = self.ends[0], self.durations[0], self.costs[0]
         else:
             ends, durations = np.concatenate(self.ends), np.concatenate(self.durations)
-            costs = np.concatenate(self.costs)
+            costs = np.concatenate(self.costs).astype(float, copy=False)
         j = len(ends) if ends[-1] < horizon else int(np.searchsorted(ends, horizon)) + 1
         if j < len(ends):
             ends, durations, costs = ends[:j], durations[:j], costs[:j]
@@ -178,9 +186,10 @@ class Stretch:
             raise ConfigError(f"device {self.device.name!r} returned step duration "
                               f"{duration!r}")
         end = self.end + duration
-        self.durations.append(np.array([duration]))
-        self.costs.append(np.array([cost_row(result.cost)], dtype=float))
-        self.ends.append(np.array([end]))
+        # Sequences, not arrays: `settle` makes arrays only if more steps follow.
+        self.durations.append((duration,))
+        self.costs.append((cost_row(result.cost),))
+        self.ends.append((end,))
         self.num_priced += 1
         self.end = end
 
