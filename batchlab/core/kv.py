@@ -130,21 +130,27 @@ class KVBlockManager:
         """Grow distinct ids (a policy's own running set) by as many steps k <= max_steps as
         fit, from num_tokens tokens each (`num_steps_fit`), and return k: the reservation of
         a decode batch planned k steps ahead, in one pass over the blocks held."""
-        held = self._held[ids] if ids.size and ids.max() < len(self._held) \
-            else self.num_held(ids)
-        want = -(-(num_tokens + max_steps) // self.block_size)
+        if ids.size == 0:
+            return max_steps
+        self._ensure_size(int(ids.max()) + 1)
+        held = self._held[ids]
+        b = self.block_size
+        want = -(-(num_tokens + max_steps) // b)
         extra = want - held
         need = int(extra[extra > 0].sum())
         k = max_steps
-        if need > self.num_free_blocks:
-            k = self.num_steps_fit(ids, num_tokens, max_steps)
+        if need > self.num_free_blocks:  # the (free + 1)-th block threshold: num_steps_fit
+            most = int(extra.max())
+            first = held * b - num_tokens + 1
+            thresholds = (first[:, None] + b * np.arange(most)).ravel()
+            free = self.num_free_blocks
+            k = max(0, min(max_steps, int(np.partition(thresholds, free)[free]) - 1))
             if k == 0:
                 return 0
-            want = -(-(num_tokens + k) // self.block_size)
+            want = -(-(num_tokens + k) // b)
             extra = want - held
             need = int(extra[extra > 0].sum())
         if need:
-            self._ensure_size(int(ids.max()) + 1)
             self._held[ids] = np.maximum(want, held)
             self.num_free_blocks -= need
         return k

@@ -54,6 +54,8 @@ def _order(instance, attribute, value):
 
 
 _EMPTY = np.zeros(0, dtype=np.int64)
+# Multi-step batches in a row that ran one step before planning ahead only now and then.
+CUT_SHORT, PROBE_EVERY = 4, 8
 
 
 @attrs.define
@@ -113,6 +115,8 @@ class ContinuousBatching:
     # [device, admitted so far] while admitting (a list: set in place, no attrs setattr hook)
     _admitting: list = attrs.field(factory=lambda: [None, 0], init=False)
     _now: float = attrs.field(default=0.0, init=False)
+    # [multi-step batches in a row that ran one step, eligible plans skipped since]
+    _cut_short: list = attrs.field(factory=lambda: [0, 0], init=False)
 
     # -- hooks: override in a subclass (see the module docstring) -----------------------------
     def rank_key(self, request: Request) -> float:
@@ -203,6 +207,8 @@ class ContinuousBatching:
         run = self._running[name]
         rows, run.scheduled = run.scheduled, None
         steps = getattr(result, "num_steps", 1)
+        if batch.num_steps > 1:
+            self._cut_short[0] = self._cut_short[0] + 1 if steps == 1 else 0
         fed = batch.num_cached_tokens + batch.num_new_tokens + (steps - 1)
         if steps < batch.num_steps:  # stopped early: give back the blocks reserved ahead
             self._kv[name].trim(batch.request_ids, fed, unique=True)  # rows: distinct ids
@@ -264,7 +270,8 @@ class ContinuousBatching:
         # Not while admissions are held back (admission_delay): the hold ends at a time the
         # engine does not know of, so a stretch could run past it.
         if (self.max_num_steps > 1 and self.window == 0 and not preempted
-                and rows.size == run.ids.size and self.may_plan_ahead()):
+                and rows.size == run.ids.size and self.may_plan_ahead()
+                and self._worth_planning_ahead()):
             fed = run.computed + take
             if num_running == rows.size and int(take.sum()) == rows.size:
                 if self.admission_delay == 0 or not self._waiting:  # all decode, none admitted
@@ -285,6 +292,17 @@ class ContinuousBatching:
         step another device ends stops a stretch (the policy would be asked then), so they
         would run a step or two and the reservation would cost more than it saves."""
         return len(self._kv) == 1
+
+    def _worth_planning_ahead(self) -> bool:
+        """Speed only (records are the same either way): when stretches keep ending after
+        their first step (an arrival every step, say), the reservation costs more than it
+        saves; after CUT_SHORT of them in a row, plan ahead one time in PROBE_EVERY, to see
+        when stretches run on again."""
+        cut = self._cut_short
+        if cut[0] < CUT_SHORT:
+            return True
+        cut[1] += 1
+        return cut[1] % PROBE_EVERY == 0
 
     def _steps_ahead(self, run: _Running, kv: KVBlockManager, fed: np.ndarray) -> int:
         """How many steps this batch of every running row may be planned ahead, and reserve
