@@ -55,7 +55,7 @@ def _order(instance, attribute, value):
 
 _EMPTY = np.zeros(0, dtype=np.int64)
 # Multi-step batches in a row that ran one step before planning ahead only now and then.
-CUT_SHORT, PROBE_EVERY = 4, 8
+CUT_SHORT, PROBE_EVERY = 16, 4
 
 
 @attrs.define
