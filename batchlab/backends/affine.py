@@ -87,7 +87,7 @@ class AffineDevice:
         per step; the same floating-point operations as `run`, element-wise."""
         durations = (self.fixed + self.per_token * rows) \
             + self.per_context_token * context.astype(float)
-        costs = np.zeros((len(rows), len(COST_FIELDS)))
+        costs = np.zeros((len(context), len(COST_FIELDS)))
         costs[:, 0] = durations - self.fixed
         costs[:, 3] = self.fixed
         return durations, costs

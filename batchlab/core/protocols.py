@@ -40,10 +40,11 @@ class Device(Protocol):
     Optional method: `price_decodes(rows, context, micro_batches) -> (durations, costs) |
     None`, for a device whose decode step depends only on its totals: int arrays with one
     entry per step of the rows decoding, the context tokens they attend over (cached + 1
-    each) and the micro-batches (an int if the same for every step); it must give the same
-    (durations, costs) as `run` on each step's batch. The simulator prices the decode steps
-    of a stretch, rows leaving or not, with one such call. A multi-step batch given to `run`
-    is priced as its first step (`num_steps` ignored).
+    each) and the micro-batches (rows and micro-batches may be ints, the same for every
+    step); it must give the same (durations, costs) as `run` on each step's batch. The
+    simulator prices the decode steps of a stretch, rows leaving or not, with one such
+    call. A multi-step batch given to `run` is priced as its first step (`num_steps`
+    ignored).
     """
 
     name: str

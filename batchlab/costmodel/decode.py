@@ -49,6 +49,7 @@ class DecodePricer:
         # Two all-reduces' worth per layer: latency, and bytes (R / m rows of hidden states).
         self._comm0 = (layers + dense) * ar_l if ar_s else 0.0
         self._comm1 = (layers + dense) * self._scale * self._h_bytes * ar_s if ar_s else 0.0
+        self._bases: dict = {}  # (rows, micro-batches) -> A + B * scaled rows: few shapes
 
     @classmethod
     def for_model(cls, step_model) -> "DecodePricer | None":
@@ -79,21 +80,27 @@ class DecodePricer:
         rows = batch.num_seqs
         context = batch.num_context_tokens + rows * np.arange(num_steps, dtype=np.int64)
         m = max(1, min(int(batch.num_micro_batches), rows))
-        return self.price_totals(np.full(num_steps, rows), context, m)
+        return self.price_totals(rows, context, m)
 
     def price_totals(self, rows: np.ndarray, context: np.ndarray, micro):
         """Durations and cost rows of decode steps given by their totals, one entry per
         step: rows (>= 1), context tokens attended after the step (cached + 1 per row) and
-        micro-batches (1..rows; an int if the same for every step). Element-wise over
-        steps, so a step is priced the same alone or among others (the simulator's records
-        rely on it)."""
-        k = len(rows)
-        n = self._n
+        micro-batches (1..rows); rows and micro-batches may be ints, the same for every
+        step. Element-wise over steps, so a step is priced the same alone or among others
+        (the simulator's records rely on it): (A + B x rows) + C x keys per op, the first
+        sum cached where rows and micro-batches are ints, the same values either way."""
+        k = len(context)
         s = self._scale / micro
-        out = np.multiply.outer(rows * s, self._B)          # (k, 4 quantities x n ops)
-        out += np.multiply.outer(context * s, self._C)
-        out += self._A
-        out = out.reshape(k, 4, n)  # per step: compute, memory, FLOPs, bytes of each op
+        if isinstance(rows, int) and isinstance(micro, int):
+            base = self._bases.get((rows, micro))
+            if base is None:
+                base = self._A + self._B * (rows * s)
+                if len(self._bases) < 4096:
+                    self._bases[rows, micro] = base
+        else:
+            base = self._A + np.multiply.outer(rows * s, self._B)
+        out = base + np.multiply.outer(context * s, self._C)  # (k, 4 quantities x n ops)
+        out = out.reshape(k, 4, self._n)  # per step: compute, memory, FLOPs, bytes of each op
         comp_op, mem_op = out[:, 0], out[:, 1]
         bound = comp_op >= mem_op
         np.maximum(comp_op, mem_op, out=mem_op)   # row 1 becomes the op's roofline time

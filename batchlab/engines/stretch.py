@@ -141,12 +141,13 @@ class Stretch:
                 if self.rows is None:
                     self._count_rows()
                 rows, context = self.rows[s - 1:last], self.context[s - 1:last]
-            else:
-                n = batch.num_seqs
-                rows = np.full(last - s + 1, n)
-                context = batch.num_context_tokens + n * np.arange(s - 1, last)
+            else:  # every row: an int, the same for each step
+                rows = batch.num_seqs
+                context = batch.num_context_tokens + rows * np.arange(s - 1, last)
             m = batch.num_micro_batches
-            priced = self.price_decodes(rows, context, 1 if m == 1 else np.minimum(rows, m))
+            if m != 1:  # capped at the rows, as a policy planning the step alone would
+                m = min(m, rows) if isinstance(rows, int) else np.minimum(rows, m)
+            priced = self.price_decodes(rows, context, m)
             if priced is not None:
                 self._append(*priced)
                 return
