@@ -12,10 +12,13 @@ has run all the steps it may. Which steps it may run:
   priced as a batch of the rows left (a segment). A finish that makes a closed-loop user
   send its next request still ends the stretch, since that request arrives from then on.
 
-Each segment of decode steps is priced in one vectorised call where the device has
-`run_steps` (`Device`), else by `run` one step at a time, and only for steps that happen
-(a device's `run` may draw random numbers). The values are the ones single steps would give:
-every step's batch has the same rows, tokens and context as the batch planned alone.
+Decode steps are priced in vectorised calls: all at once from their per-step totals (rows,
+context tokens) where the device has `price_decodes`, else a segment at a time by
+`run_steps` (`Device`), else by `run` one step at a time and only for steps that happen (a
+device's `run` may draw random numbers). At first STEPS_GUESS steps are priced, the rest
+only if the horizon lies further. The values are the ones single steps would give: every
+step's batch has the same rows, tokens and context as the batch planned alone. Where only
+one step runs, the engine books it as a plain step.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from ..core import Batch
 from ..core.errors import ConfigError
 from ..core.step import cost_row
 
-# Steps a device's run_steps prices at first (the rest when the horizon is further away).
+# Decode steps priced at first (the rest when the horizon lies further away).
 STEPS_GUESS = 16
 
 
