@@ -283,8 +283,11 @@ class ContinuousBatching:
                 steps = self._steps_ahead(run, kv, fed)
             # Nobody waits for the room a finish frees: the other rows just run on.
             drop = steps > 1 and not self._waiting
-        return Batch(run.ids[rows], take[rows], run.computed[rows],
-                     num_micro_batches=min(self.num_micro_batches, rows.size),
+        if rows.size == run.ids.size:  # every row (Batch copies its arrays anyway)
+            ids, new, cached = run.ids, take, run.computed
+        else:
+            ids, new, cached = run.ids[rows], take[rows], run.computed[rows]
+        return Batch(ids, new, cached, num_micro_batches=min(self.num_micro_batches, rows.size),
                      num_steps=steps, drop_finished=drop)
 
     def may_plan_ahead(self) -> bool:
