@@ -206,3 +206,76 @@ def test_table_registers_one_at_a_time_in_amortised_constant_time():
     assert table.prompt[:1000].tolist() == list(range(1, 1001))
     assert np.isnan(table.arrival[:1000]).all() and (table.home[:1000] == -1).all()
     assert table.records().size == 1000
+
+
+def test_stretches_run_past_finishes_and_start_with_the_prefill():
+    """Ten prompts at once, outputs 10..100 tokens: the admitting step leads a stretch, and
+    rows leave it as they finish (nobody waits), so a handful of events do the 100 steps."""
+    n = 10
+    wl = Workload(np.zeros(n), np.full(n, 50), (np.arange(n) + 1) * 10)
+    one = simulate(load_policy("continuous", max_num_steps=1), wl, [AffineDevice()])
+    policy = load_policy("continuous")
+    many = simulate(policy, wl, [AffineDevice()])
+    policy.check_valid()
+    assert _same(one.records, many.records) and _same(one.devices, many.devices)
+    assert int(one.devices["steps"][0]) == int(many.devices["steps"][0]) == 100
+    assert one.num_events == n + 100
+    assert many.num_events <= n + 3  # the arrivals, then ceil(100 / 64) stretches
+    assert (many.records["finish"][:-1] < many.records["finish"][1:]).all()
+
+
+def test_a_finish_that_sends_a_follow_up_still_ends_the_stretch():
+    """Closed loop: a user's next request arrives when the last one ends, so a stretch may
+    not run past that finish."""
+    wl = Workload(np.array([0.0, 0.0, np.nan]), [20, 20, 20], [5, 200, 5],
+                  user=np.array([0, 1, 0]), think=np.zeros(3))
+    one = simulate(load_policy("continuous", max_num_steps=1), wl, [AffineDevice()])
+    many = simulate(load_policy("continuous"), wl, [AffineDevice()])
+    assert _same(one.records, many.records)
+    assert many.records["first_token"][2] < many.records["finish"][1]  # it joined the run
+
+
+def test_validator_takes_a_multi_step_batch_led_by_a_completing_prefill():
+    table, dev = _table([10, 20], [3, 0]), AffineDevice()
+    table.cached[1] = 0  # request 1 has its whole prompt to feed
+    check_batch(Batch([0, 1], [1, 20], [12, 0], num_steps=4, drop_finished=True),
+                dev, 0, table, "p")
+    with pytest.raises(PolicyError, match="multi-step"):  # a chunk short of the prompt
+        check_batch(Batch([0, 1], [1, 19], [12, 0], num_steps=4), dev, 0, table, "p")
+    small = AffineDevice(kv_capacity_tokens=40)  # 33 tokens after step 1, 39 after step 4
+    check_batch(Batch([0, 1], [1, 20], [12, 0], num_steps=4), small, 0, table, "p")
+    with pytest.raises(PolicyError, match="memory"):
+        check_batch(Batch([0, 1], [1, 20], [12, 0], num_steps=5), small, 0, table, "p")
+
+
+def test_cost_model_prices_a_step_alike_alone_or_among_others():
+    """The decode fast path is element-wise over steps: a step's price does not depend on
+    the steps priced with it (the simulator's records rely on it)."""
+    device = _COST_MODEL[0]
+    rows = np.array([7, 7, 5, 5, 2, 1])
+    context = np.array([900, 907, 600, 605, 300, 151])
+    together = device.price_decodes(rows, context, 1)
+    for i in range(rows.size):
+        alone = device.price_decodes(rows[i:i + 1], context[i:i + 1], 1)
+        assert np.array_equal(alone[0], together[0][i:i + 1])
+        assert np.array_equal(alone[1], together[1][i:i + 1])
+        batch = Batch.decode(np.arange(rows[i]), np.r_[np.zeros(rows[i] - 1, int),
+                                                        context[i] - rows[i]])
+        assert device.run(batch).duration == together[0][i]
+
+
+@given(tokens=st.lists(st.integers(0, 100), min_size=1, max_size=8),
+       blocks=st.integers(0, 80), block_size=st.integers(1, 16), steps=st.integers(0, 40))
+def test_kv_reserve_steps_is_steps_fit_then_grow(tokens, blocks, block_size, steps):
+    ids, tokens = np.arange(len(tokens)), np.array(tokens)
+    one, other = KVBlockManager(blocks, block_size), KVBlockManager(blocks, block_size)
+    if not one.can_grow(ids, tokens):
+        return
+    for kv in (one, other):
+        kv.grow(ids, tokens)
+    k = one.num_steps_fit(ids, tokens, steps)
+    one.grow(ids, tokens + k)
+    assert other.reserve_steps(ids, tokens, steps) == k
+    assert other.num_free_blocks == one.num_free_blocks
+    assert np.array_equal(other.num_held(ids), one.num_held(ids))
+    other.check_valid()

@@ -82,6 +82,16 @@ class AffineDevice:
         costs[:, 3] = self.fixed
         return durations, costs
 
+    def price_decodes(self, rows, context, micro_batches):
+        """Decode steps given by their totals (see `Device`): rows fed and context tokens
+        per step; the same floating-point operations as `run`, element-wise."""
+        durations = (self.fixed + self.per_token * rows) \
+            + self.per_context_token * context.astype(float)
+        costs = np.zeros((len(context), len(COST_FIELDS)))
+        costs[:, 0] = durations - self.fixed
+        costs[:, 3] = self.fixed
+        return durations, costs
+
 
 def affine_devices(n: int = 1, **kw) -> list[AffineDevice]:
     """n identical affine devices named dev0, dev1, ..."""

@@ -34,12 +34,20 @@ class Batch:
     num_micro_batches: how many micro-batches the step is split into (pipelines,
         attention/FFN disaggregation); 1 means none.
     num_steps: a multi-step plan (vLLM's multi-step scheduling is the precedent): the batch
-        may repeat for up to this many steps, each row feeding one more token per step on
-        top of the last. Only for pure decodes whose every row emits a token (the engine
-        checks it). The engine may stop earlier, at the first event that matters (an
-        arrival, a request finishing, a wake-up, another device's step); the StepResult's
-        `num_steps` says how many ran, and the policy hears their net effect in one
-        `update`. Engines that run one step at a time always run 1. Default 1: one step.
+        may run for up to this many steps: the first as planned, each later one feeding
+        every row one more token on top of the last (a decode). Only for batches whose every
+        row emits a token at the first step: decodes, and prefill chunks that complete what
+        the row knows (the engine checks it). The engine may stop earlier, at the first
+        event that matters (an arrival, a request finishing, a wake-up, another device's
+        step); the StepResult's `num_steps` says how many ran, and the policy hears their
+        net effect in one `update`. Engines that run one step at a time always run 1.
+        Default 1: one step.
+    drop_finished: with num_steps > 1, a row that reaches its last token leaves the batch
+        and the other rows run on (micro-batches capped at the rows left), instead of the
+        finish ending the steps. A policy sets it where a finish would change none of its
+        next decisions but the batch's rows (nothing waits for the freed room); `update`
+        then hears every finish at once, a finished row's `num_generated` saying how far
+        it got. Default False: the first finish ends the steps.
     """
 
     request_ids: np.ndarray = attrs.field(converter=_int_array)
@@ -48,6 +56,7 @@ class Batch:
     padded_len: int | None = None
     num_micro_batches: int = 1
     num_steps: int = 1
+    drop_finished: bool = False
     # Totals every consumer asks for, summed once (engines read them several times a step).
     num_tokens: int = attrs.field(init=False, eq=False, repr=False)
     num_context_tokens: int = attrs.field(init=False, eq=False, repr=False)
@@ -98,6 +107,7 @@ class Batch:
             and self.padded_len == other.padded_len
             and self.num_micro_batches == other.num_micro_batches
             and self.num_steps == other.num_steps
+            and self.drop_finished == other.drop_finished
         )
 
     __hash__ = None

@@ -9,7 +9,8 @@ Accuracy: bins are 1% wide (edges at MIN_GAP * 1.01**i), and a percentile is rep
 bin's geometric centre, so it is within 0.5% of the exact nearest-rank percentile for gaps
 between MIN_GAP (1 microsecond) and MIN_GAP * 1.01**NUM_BINS (about 9.8e3 s); a gap below
 that range counts in the first bin, one above in the last. The
-mean is exact (a running sum, up to float rounding). Memory: NUM_BINS int64 counts (19 kB).
+mean is exact (a running sum, up to float rounding). Memory: NUM_BINS int64 counts (19 kB),
+plus up to MAX_PENDING gaps not binned yet (see `GapHistogram`).
 """
 
 from __future__ import annotations
@@ -32,43 +33,81 @@ def bin_of(gaps: np.ndarray) -> np.ndarray:
     return np.minimum(raw.astype(np.int64), NUM_BINS - 1)
 
 
+# Gaps held before they are binned: binning in bulk costs a few numpy calls per batch of
+# gaps instead of per step (the simulator books gaps at every step it completes).
+MAX_PENDING = 1 << 16
+
+
 @attrs.define
 class GapHistogram:
-    """Counts of gaps per log-spaced bin, their number and their exact sum."""
+    """Counts of gaps per log-spaced bin, their number and their exact sum.
 
-    counts: np.ndarray = attrs.field(factory=lambda: np.zeros(NUM_BINS, dtype=np.int64))
-    num_gaps: int = 0
-    total: float = 0.0
+    Gaps are booked lazily: `add` keeps a reference to the array (callers pass fresh
+    arrays and never change them) and bins what it holds once MAX_PENDING gaps wait or a
+    figure is read, so memory stays bounded and the figures are the same."""
+
+    _counts: np.ndarray = attrs.field(factory=lambda: np.zeros(NUM_BINS, dtype=np.int64))
+    _num_gaps: int = 0
+    _total: float = 0.0
+    _pending: list = attrs.field(factory=list, repr=False)  # (gaps, times each)
+    _num_pending: int = attrs.field(default=0, repr=False)
 
     def add(self, gaps: np.ndarray) -> None:
         """Book each gap once."""
-        n = gaps.size
-        if n == 0:
-            return
-        # All equal: the common step, every row's previous token came in the same step
-        # (count_nonzero of a comparison costs less than a min and a max on small arrays).
-        if not np.count_nonzero(gaps != gaps[0]):
-            self.counts[bin_of(gaps[:1])[0]] += n
-        else:
-            np.add.at(self.counts, bin_of(gaps), 1)
-        self.num_gaps += n
-        self.total += float(gaps.sum())
+        self._hold(gaps, 1)
 
     def add_repeated(self, gaps: np.ndarray, times: int) -> None:
         """Book each gap `times` times (a multi-step stretch: every row sees each step)."""
-        if gaps.size == 0 or times <= 0:
+        if times > 0:
+            self._hold(gaps, times)
+
+    def add_weighted(self, gaps: np.ndarray, times: np.ndarray) -> None:
+        """Book gap i `times[i]` times (a stretch whose rows leave as they finish)."""
+        self._hold(gaps, times)
+
+    def _hold(self, gaps: np.ndarray, times) -> None:
+        if gaps.size:
+            self._pending.append((gaps, times))
+            self._num_pending += gaps.size
+            if self._num_pending >= MAX_PENDING:
+                self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
             return
-        np.add.at(self.counts, bin_of(gaps), times)
-        self.num_gaps += gaps.size * times
-        self.total += float(gaps.sum()) * times
+        gaps = np.concatenate([g for g, _ in self._pending])
+        times = np.concatenate([np.broadcast_to(np.asarray(t, dtype=np.int64), g.shape)
+                                for g, t in self._pending])
+        self._pending.clear()
+        self._num_pending = 0
+        np.add.at(self._counts, bin_of(gaps), times)
+        self._num_gaps += int(times.sum())
+        self._total += float((gaps * times).sum())
+
+    @property
+    def counts(self) -> np.ndarray:
+        self._flush()
+        return self._counts
+
+    @property
+    def num_gaps(self) -> int:
+        self._flush()
+        return self._num_gaps
+
+    @property
+    def total(self) -> float:
+        self._flush()
+        return self._total
 
     def copy(self) -> "GapHistogram":
-        return GapHistogram(self.counts.copy(), self.num_gaps, self.total)
+        self._flush()
+        return GapHistogram(self._counts.copy(), self._num_gaps, self._total)
 
     def merge(self, other: "GapHistogram") -> None:
-        self.counts += other.counts
-        self.num_gaps += other.num_gaps
-        self.total += other.total
+        self._flush()
+        self._counts += other.counts
+        self._num_gaps += other.num_gaps
+        self._total += other.total
 
     @property
     def mean(self) -> float:

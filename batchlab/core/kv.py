@@ -113,22 +113,47 @@ class KVBlockManager:
         ids = np.asarray(ids, dtype=np.int64)
         tokens = np.asarray(num_tokens, dtype=np.int64)
         held = self.num_held(ids)
+        b = self.block_size
+        # Row i needs its j-th block more (j >= 1) from k = (held + j - 1) * b - tokens + 1
+        # on; need(k) counts the thresholds <= k, so the most k with need(k) <= free lies
+        # just below the (free + 1)-th smallest threshold.
+        most = int((-(-(tokens + max_steps) // b) - held).max()) if ids.size else 0
+        if most <= 0 or most * ids.size <= self.num_free_blocks:
+            return max_steps  # every block a row could want fits
+        first = held * b - tokens + 1
+        thresholds = (first[:, None] + b * np.arange(most)).ravel()
         free = self.num_free_blocks
+        kth = int(np.partition(thresholds, free)[free])
+        return max(0, min(max_steps, kth - 1))
 
-        def fits(k: int) -> bool:
-            need = -(-(tokens + k) // self.block_size) - held
-            return int(need[need > 0].sum()) <= free
-
-        if fits(max_steps):
+    def reserve_steps(self, ids: np.ndarray, num_tokens: np.ndarray, max_steps: int) -> int:
+        """Grow distinct ids (a policy's own running set) by as many steps k <= max_steps as
+        fit, from num_tokens tokens each (`num_steps_fit`), and return k: the reservation of
+        a decode batch planned k steps ahead, in one pass over the blocks held."""
+        if ids.size == 0:
             return max_steps
-        lo, hi = 0, max_steps  # fits(lo) or lo == 0; not fits(hi)
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if fits(mid):
-                lo = mid
-            else:
-                hi = mid
-        return lo
+        self._ensure_size(int(ids.max()) + 1)
+        held = self._held[ids]
+        b = self.block_size
+        want = -(-(num_tokens + max_steps) // b)
+        extra = want - held
+        need = int(extra[extra > 0].sum())
+        k = max_steps
+        if need > self.num_free_blocks:  # the (free + 1)-th block threshold: num_steps_fit
+            most = int(extra.max())
+            first = held * b - num_tokens + 1
+            thresholds = (first[:, None] + b * np.arange(most)).ravel()
+            free = self.num_free_blocks
+            k = max(0, min(max_steps, int(np.partition(thresholds, free)[free]) - 1))
+            if k == 0:
+                return 0
+            want = -(-(num_tokens + k) // b)
+            extra = want - held
+            need = int(extra[extra > 0].sum())
+        if need:
+            self._held[ids] = np.maximum(want, held)
+            self.num_free_blocks -= need
+        return k
 
     def trim(self, ids, num_tokens, *, unique: bool = False) -> None:
         """Give back blocks beyond what num_tokens tokens need (each id): the unused part of

@@ -37,6 +37,14 @@ class Device(Protocol):
     `core.step.COST_FIELDS` order. It must give exactly what `run` gives on each step's
     batch (the engine's single-step and multi-step records are compared for equality);
     return None to let the engine call `run` once per step instead.
+    Optional method: `price_decodes(rows, context, micro_batches) -> (durations, costs) |
+    None`, for a device whose decode step depends only on its totals: int arrays with one
+    entry per step of the rows decoding, the context tokens they attend over (cached + 1
+    each) and the micro-batches (rows and micro-batches may be ints, the same for every
+    step); it must give the same (durations, costs) as `run` on each step's batch. The
+    simulator prices the decode steps of a stretch, rows leaving or not, with one such
+    call. A multi-step batch given to `run` is priced as its first step (`num_steps`
+    ignored).
     """
 
     name: str

@@ -162,39 +162,49 @@ class RequestTable:
             self.num_closed += done.size
         return emitted, finished, generated
 
-    def complete_steps(self, batch: Batch, ends: np.ndarray):
-        """Book `len(ends)` steps of a multi-step decode batch, ending at `ends`: the same
-        records as `complete` once per step (every row emits one token per step; the engine
-        checked that at launch and stops the stretch at the first finish)."""
+    def complete_steps(self, batch: Batch, ends: np.ndarray, row_steps=None):
+        """Book `len(ends)` steps of a multi-step batch, ending at `ends`: the same records as
+        `complete` once per step. Every row emits one token per step (the engine checked that
+        at launch): step 1 is the batch as planned, the later ones decode.
+        row_steps: per row, how many of the steps it ran (a row of a `drop_finished` batch
+        leaves at its last token); None: every row ran them all."""
         idx = batch.request_ids
         j = len(ends)
         before = self.generated[idx]
-        generated = before + j
+        generated = before + (j if row_steps is None else row_steps)
+        # A row's first gap; NaN for a row without a token before (its last_token is NaN).
+        gap = ends[0] - self.last_token[idx]
         first = before == 0
-        num_first = np.count_nonzero(first)
-        if num_first == 0:  # the common case: every row had a token before (no masks)
-            gap = ends[0] - self.last_token[idx]
-            self.itl.add(gap)
-        else:
+        if np.count_nonzero(first):
             self.first_token[idx[first]] = ends[0]
-            gap = np.full(idx.size, np.nan)
-            later = ~first
-            if num_first < idx.size:
-                gap[later] = ends[0] - self.last_token[idx[later]]
-                self.itl.add(gap[later])
+            self.itl.add(gap[~first])
+        else:
+            self.itl.add(gap)
         if j > 1:
             steps = ends[1:] - ends[:-1]  # every row's gap at each later step: its duration
-            self.itl.add_repeated(steps, idx.size)
-            gap = np.fmax(gap, steps.max())
+            if row_steps is None:
+                self.itl.add_repeated(steps, idx.size)
+                gap = np.fmax(gap, steps.max())  # fmax: NaN (no gap yet) loses
+            else:  # step s + 2 is a gap of the rows that ran more than s + 1 steps
+                ran = np.searchsorted(np.sort(row_steps), np.arange(2, j + 1))
+                self.itl.add_weighted(steps, idx.size - ran)
+                longest = np.maximum.accumulate(steps)  # a row's longest later gap
+                # A row that ran one step has no later gap: index -1 is then replaced.
+                gap = np.where(row_steps > 1, np.fmax(gap, longest[row_steps - 2]), gap)
         self.max_tbt[idx] = np.fmax(self.max_tbt[idx], gap)
-        self.last_token[idx] = ends[-1]
+        fed = batch.num_cached_tokens + batch.num_new_tokens
+        if row_steps is None:
+            self.last_token[idx] = ends[-1]
+            self.cached[idx] = fed + (j - 1)
+        else:
+            self.last_token[idx] = ends[row_steps - 1]
+            self.cached[idx] = fed + (row_steps - 1)
         self.generated[idx] = generated
-        self.cached[idx] = batch.num_cached_tokens + j
         self.in_flight[idx] = False
         finished = generated >= self.output[idx]
         if np.count_nonzero(finished):
             done = idx[finished]
-            self.finish[done] = ends[-1]
+            self.finish[done] = ends[-1] if row_steps is None else ends[row_steps[finished] - 1]
             self.status[done] = FINISHED
             self.cached[done] = 0
             self.home[done] = -1

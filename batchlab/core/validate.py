@@ -50,7 +50,9 @@ def check_batch(batch, device, device_index: int, table: RequestTable, policy: s
 
 
 def _can_repeat(batch: Batch, table: RequestTable, known=None) -> bool:
-    """A multi-step batch is a pure decode whose every row emits a token each step.
+    """A multi-step batch is one whose every row emits a token at its first step (cached +
+    new = prompt + generated: a decode, or a prefill chunk completing what the row knows);
+    the later steps decode every row, so they emit too.
     known: the rows' prompt + generated tokens, if the caller has them already."""
     k = batch.num_steps
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
@@ -58,8 +60,8 @@ def _can_repeat(batch: Batch, table: RequestTable, known=None) -> bool:
     if known is None:
         ids = batch.request_ids
         known = table.prompt[ids] + table.generated[ids]
-    return (batch.padded_len is None and batch.num_tokens == batch.num_seqs
-            and not np.count_nonzero(batch.num_cached_tokens + 1 != known))
+    return (batch.padded_len is None
+            and not np.count_nonzero(batch.num_cached_tokens + batch.num_new_tokens != known))
 
 
 def _diagnose(batch, device, device_index: int, table: RequestTable, policy: str) -> None:
@@ -118,10 +120,10 @@ def _diagnose(batch, device, device_index: int, table: RequestTable, policy: str
 
     lengths = cached + new
     if batch.num_steps != 1 and not _can_repeat(batch, table):
-        fail("multi-step", f"num_steps={batch.num_steps!r}: a batch may repeat only as pure "
-                           "decodes (one new token per row, no padding) whose every row emits "
-                           "a token (cached + 1 = prompt + generated); plan num_steps=1 "
-                           "otherwise")
+        fail("multi-step", f"num_steps={batch.num_steps!r}: a batch may run several steps "
+                           "only if every row emits a token at the first (cached + new = "
+                           "prompt + generated: a decode, or a prefill chunk that completes "
+                           "the prompt) and nothing is padded; plan num_steps=1 otherwise")
     if batch.padded_len is not None:
         if batch.padded_len < int(lengths.max()):
             fail("padding", f"padded_len {batch.padded_len} is shorter than a row "

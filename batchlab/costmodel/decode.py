@@ -1,19 +1,21 @@
 """`DecodePricer`: the roofline time of pure decode steps, k steps in one vectorised call.
 
 A decode step of R rows feeds R tokens and reads the rows' cached context; of the seven batch
-features (`features.py`) only the context keys change from one step of a multi-step batch to
-the next (by R per step). So the op table of `StepModel` is evaluated as a constant part plus
-the context column times each step's keys: element-wise arithmetic over a (steps x ops)
-array, one reduction per row. The simulator's records must be the same whether a stretch is
-priced at once or step by step, so `CostModelDevice.run` prices every single decode step
-through this same code with k = 1; element-wise operations and a reduction along a row give
-the same floating-point result whatever k is.
+features (`features.py`) only rows and context keys are not zero, so each op's compute time,
+memory time, FLOPs and bytes are a constant plus one column times the rows plus another
+times the keys: element-wise arithmetic over a (steps x ops) array, then the roofline max
+per op and one reduction along each row. The simulator's records must be the same whether a
+stretch is priced at once or step by step, so `CostModelDevice.run` prices every single
+decode step through this same code with k = 1; element-wise operations and a reduction along
+a contiguous row give the same floating-point result whatever k is, and whatever the other
+steps priced with it (a stretch whose rows leave as they finish prices steps of different
+rows together: `price_totals`).
 
 It covers what the simulator runs most: dense models without pipeline stages. For anything
 else (MoE routing, pipelines, padding) `for_model` returns None and the device uses
 `StepModel.cost`. On construction it checks itself against `StepModel.cost` on a few decode
-batches and declines (returns None) if they disagree, so a change to the step model can make
-the fast path slower, never wrong.
+batches and declines (returns None) if they disagree beyond rounding (the columns are summed
+in another order), so a change to the step model can make the fast path slower, never wrong.
 """
 
 from __future__ import annotations
@@ -37,7 +39,17 @@ class DecodePricer:
         self._h_bytes = sm._h_bytes
         self._stage = sm._stages[0]
         self._step_overhead = eff.step_overhead
-        self._cache: dict = {}
+        M = self._M
+        # Per op and quantity: constant, per scaled row (tokens, rows and decode rows are
+        # all R in a decode step), per scaled context key.
+        self._A = np.ascontiguousarray(M[:, 0])
+        self._B = M[:, 1] + M[:, 2] + M[:, 6]
+        self._C = np.ascontiguousarray(M[:, _FEATURES_CONTEXT])
+        layers, dense, _, ar_l, ar_s, _ = self._stage
+        # Two all-reduces' worth per layer: latency, and bytes (R / m rows of hidden states).
+        self._comm0 = (layers + dense) * ar_l if ar_s else 0.0
+        self._comm1 = (layers + dense) * self._scale * self._h_bytes * ar_s if ar_s else 0.0
+        self._bases: dict = {}  # (rows, micro-batches) -> A + B * scaled rows: few shapes
 
     @classmethod
     def for_model(cls, step_model) -> "DecodePricer | None":
@@ -62,52 +74,55 @@ class DecodePricer:
             return None  # the step model changed shape: use its own path
         return pricer
 
-    def _constants(self, rows: int, m: int):
-        """What a step of `rows` decode rows in m micro-batches costs whatever its context:
-        the op table's constant part, and the scalars (cached: a run sees few shapes)."""
-        key = (rows, m)
-        hit = self._cache.get(key)
-        if hit is None:
-            s = self._scale / m
-            M, r = self._M, rows * s
-            # Features: 1, T, R, (three prefill features, 0 here), decode rows, decode keys.
-            base = M[:, 0] + M[:, 1] * r + M[:, 2] * r + M[:, 6] * r
-            layers, dense, _, ar_l, ar_s, _ = self._stage
-            msg = rows / m * self._scale * self._h_bytes
-            ar = ar_l + msg * ar_s if ar_s else 0.0
-            comm = (layers + dense) * ar
-            hit = (base, s, comm, self._size * m)
-            if len(self._cache) < 4096:
-                self._cache[key] = hit
-        return hit
-
     def price(self, batch, num_steps: int):
         """Durations (num_steps,) and cost rows (num_steps, 10; `COST_FIELDS` order) of
         steps 1..num_steps of a decode batch (step j: context + (j - 1) tokens per row)."""
         rows = batch.num_seqs
+        context = batch.num_context_tokens + rows * np.arange(num_steps, dtype=np.int64)
         m = max(1, min(int(batch.num_micro_batches), rows))
-        base, s, comm, scale = self._constants(rows, m)
-        keys = (batch.num_context_tokens + rows * np.arange(num_steps, dtype=np.int64)) * s
-        out = base + np.multiply.outer(keys, self._M[:, _FEATURES_CONTEXT])
-        out = out.reshape(num_steps, 4, self._n)  # per step: compute, memory, FLOPs, bytes
+        return self.price_totals(rows, context, m)
+
+    def price_totals(self, rows: np.ndarray, context: np.ndarray, micro):
+        """Durations and cost rows of decode steps given by their totals, one entry per
+        step: rows (>= 1), context tokens attended after the step (cached + 1 per row) and
+        micro-batches (1..rows); rows and micro-batches may be ints, the same for every
+        step. Element-wise over steps, so a step is priced the same alone or among others
+        (the simulator's records rely on it): (A + B x rows) + C x keys per op, the first
+        sum cached where rows and micro-batches are ints, the same values either way."""
+        k = len(context)
+        s = self._scale / micro
+        if isinstance(rows, int) and isinstance(micro, int):
+            base = self._bases.get((rows, micro))
+            if base is None:
+                base = self._A + self._B * (rows * s)
+                if len(self._bases) < 4096:
+                    self._bases[rows, micro] = base
+        else:
+            base = self._A + np.multiply.outer(rows * s, self._B)
+        out = base + np.multiply.outer(context * s, self._C)  # (k, 4 quantities x n ops)
+        out = out.reshape(k, 4, self._n)  # per step: compute, memory, FLOPs, bytes of each op
         comp_op, mem_op = out[:, 0], out[:, 1]
         bound = comp_op >= mem_op
         np.maximum(comp_op, mem_op, out=mem_op)   # row 1 becomes the op's roofline time
         np.multiply(mem_op, bound, out=comp_op)   # row 0 its compute-bound share
-        # One reduction along each contiguous row: the same sums whatever num_steps is.
+        # One reduction along each contiguous row: the same sums whatever k is.
         comp, time, flops, nbytes = (out * self._K0).sum(axis=2).T
-        ovh = self._ovh
-        costs = np.zeros((num_steps, 10))
-        costs[:, 4] = flops * scale
-        costs[:, 5] = nbytes * scale
-        if m == 1:  # one micro-batch (the usual case): x1 changes no bit, so skip it
+        comm = self._comm0 + self._comm1 * (rows / micro)
+        costs = np.zeros((k, 10))
+        one = isinstance(micro, int) and micro == 1  # x 1 changes no bit: skip it
+        if one:
             costs[:, 0] = comp
             costs[:, 1] = time - comp
             costs[:, 2] = comm
-            costs[:, 3] = ovh + self._step_overhead
-            return (time + ovh + comm) + self._step_overhead, costs
-        costs[:, 0] = m * comp
-        costs[:, 1] = m * (time - comp)
-        costs[:, 2] = m * comm
-        costs[:, 3] = m * ovh + self._step_overhead
-        return m * (time + ovh + comm) + self._step_overhead, costs
+            costs[:, 3] = self._ovh + self._step_overhead
+            duration = (time + self._ovh + comm) + self._step_overhead
+        else:
+            costs[:, 0] = micro * comp
+            costs[:, 1] = micro * (time - comp)
+            costs[:, 2] = micro * comm
+            costs[:, 3] = micro * self._ovh + self._step_overhead
+            duration = micro * (time + self._ovh + comm) + self._step_overhead
+        scale = self._size * micro
+        costs[:, 4] = flops * scale
+        costs[:, 5] = nbytes * scale
+        return duration, costs

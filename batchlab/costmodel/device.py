@@ -71,6 +71,13 @@ class CostModelDevice:
             return None
         return self._decode.price(batch, num_steps)
 
+    def price_decodes(self, rows, context, micro_batches):
+        """Decode steps given by their totals (see `Device`), or None where the fast path
+        does not apply."""
+        if self._decode is None:
+            return None
+        return self._decode.price_totals(rows, context, micro_batches)
+
     @property
     def kv_bytes_per_token(self) -> float:
         """Bytes of KV cache one token takes over all layers (the whole replica)."""

@@ -18,6 +18,8 @@ ACC_FIELDS = ("steps", "busy_time", "new_tokens", "context_tokens", "output_toke
               "bytes", "compute_time", "memory_time", "communication_time", "overhead_time",
               "experts_touched", "routed_tokens", "bubble_time", "padded_tokens")
 BUSY = ACC_FIELDS.index("busy_time")
+# Cost columns (core.step.COST_FIELDS) feeding ACC_FIELDS[5:] in order.
+_COST_TO_ACC = np.array([4, 5, 0, 1, 2, 3, 6, 7, 8, 9])
 
 
 class DeviceTotals:
@@ -50,25 +52,34 @@ class DeviceTotals:
         acc[13] += cost.bubble_fraction * duration
         acc[14] += cost.padded_tokens
 
-    def book_steps(self, d: int, batch, durations: np.ndarray, costs: np.ndarray) -> None:
-        """Add the steps of a multi-step decode batch (durations, and their costs in
+    def book_steps(self, d: int, batch, durations: np.ndarray, costs: np.ndarray,
+                   totals=None) -> None:
+        """Add the steps of a multi-step batch (durations, and their costs in
         `core.step.COST_FIELDS` columns), as `book` would one by one: the same values, added
-        in the same order (a cumulative sum down the steps adds sequentially)."""
+        in the same order (a cumulative sum down the steps adds sequentially). Step 1 is the
+        batch as planned, the later ones decode every row still in it.
+        totals: (rows, context tokens) per step where rows left on the way; None: every
+        row ran every step."""
         j, rows = len(durations), batch.num_seqs
         block = np.empty((j + 1, len(ACC_FIELDS)))
         block[0] = self.acc[d]
         block[1:, 0] = 1
         block[1:, 1] = durations
-        block[1:, 2] = batch.num_tokens
-        block[1:, 3] = batch.num_context_tokens + rows * np.arange(j)
-        block[1:, 4] = rows  # every row emits a token at every step of a stretch
-        block[1:, 5] = costs[:, 4]   # flops
-        block[1:, 6] = costs[:, 5]   # bytes
-        block[1:, 7:11] = costs[:, 0:4]  # compute, memory, communication, overhead
-        block[1:, 11] = costs[:, 6]  # experts touched
-        block[1:, 12] = costs[:, 7] * costs[:, 6]
-        block[1:, 13] = costs[:, 8] * durations
-        block[1:, 14] = costs[:, 9]
+        if totals is None:
+            block[1:, 2] = rows  # every row emits a token at every step of a stretch
+            block[1:, 3] = batch.num_context_tokens + rows * np.arange(j)
+            block[1:, 4] = rows
+        else:
+            block[1:, 2] = totals[0]
+            block[1:, 3] = totals[1]
+            block[1:, 4] = totals[0]
+        block[1, 2] = batch.num_tokens  # step 1 feeds what was planned (prefill chunks too)
+        # flops, bytes, compute, memory, communication, overhead, experts touched, then
+        # tokens per expert and bubble fraction (made routed tokens and bubble time below),
+        # padded tokens: the cost columns in ACC_FIELDS order, in one copy.
+        block[1:, 5:] = costs[:, _COST_TO_ACC]
+        block[1:, 12] *= costs[:, 6]
+        block[1:, 13] *= durations
         self.acc[d] = np.cumsum(block, axis=0)[-1].tolist()
 
     def add_busy(self, d: int, seconds: float) -> None:

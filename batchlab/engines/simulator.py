@@ -13,14 +13,15 @@ Fault injection (`batchlab.engines.faults`; its events are handled by the `Fault
 mixin in `sim_faults.py`) costs nothing when no faults are configured: the only check on the
 per-step path is one `is None` at launch.
 
-Multi-step plans (`Batch.num_steps > 1`): the engine advances such a decode batch through its
-steps in one go, up to the first event that matters: a row finishing (the engine knows the
-true lengths), or the next event of any kind on the heap (an arrival, another device's step,
-a wake-up), at which the policy would have been asked again. The device prices the steps in
-one vectorised call (`Device.run_steps`, or `run` per step if it has none), the table and the
-device totals book them step by step (same records, same sums as single steps), and the
-policy hears the net effect in one `update` whose result says how many steps ran. With
-faults configured every batch runs one step (a failure may strike any step).
+Multi-step plans (`Batch.num_steps > 1`): the engine advances such a batch through its
+steps in one go (`stretch.py`), up to the first event that matters: the next event of any
+kind on the heap (an arrival, another device's step, a wake-up), at which the policy would
+have been asked again, or a row finishing (the engine knows the true lengths), unless the
+batch lets finished rows drop out (`Batch.drop_finished`) and the finish sends no
+closed-loop follow-up. The device prices the steps in vectorised calls where it can, the
+table and the device totals book them step by step (same records, same sums as single
+steps), and the policy hears the net effect in one `update` whose result says how many
+steps ran. With faults configured every batch runs one step (a failure may strike any step).
 """
 
 from __future__ import annotations
@@ -32,10 +33,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..core import Batch, Request, StepCost, StepResult
+from ..core import Request, StepCost, StepResult
 from ..core.errors import ConfigError, PolicyError
 from ..core.protocols import policy_name
-from ..core.step import cost_row
 from ..core.table import REJECTED, WAITING, RequestTable
 from .accounting import DeviceTotals
 from .contract import (call_policy, check_plan, check_rejectable, check_seed, follow_ups,
@@ -44,11 +44,10 @@ from .events import ARRIVAL, DONE, MOVED, PROGRESS, WAKE, WOKEN
 from .faults import Faults
 from .result import Result
 from .sim_faults import FaultEvents
+from .stretch import Stretch
 
 # A policy that keeps asking to be woken without doing anything is stuck, not slow.
 MAX_IDLE_WAKES = 1_000_000
-# Steps of a multi-step batch a device's run_steps prices at first (all, if too few).
-STEPS_GUESS = 16
 
 
 class Simulator(FaultEvents):
@@ -83,6 +82,7 @@ class Simulator(FaultEvents):
         self.arrival_order = timed[np.argsort(arrival[timed], kind="stable")]
         self.next_arrival = 0
         self.follow_up = follow_ups(wl)
+        self.has_follow_ups = bool((self.follow_up >= 0).any())
         self.faults = faults
         if faults is not None:
             self._init_faults(faults)
@@ -197,89 +197,32 @@ class Simulator(FaultEvents):
 
         A step ending at or after the next event on the heap is a stretch's last: at that
         event the policy would have been asked again. Other stretches launched now count by
-        their first step, the earliest they could ask. A device with `run_steps` prices a
-        first guess of steps at once, and all of them if the guess falls short; one without
-        is run step by step by `run`, and only for steps that happen (its `run` may draw
-        random numbers); a stretch that ends after one step is then booked as one step.
+        their first step, the earliest they could ask. A stretch that ends after one step is
+        booked as a plain step (the same records, cheaper).
         """
         top = self.heap[0][0] if self.heap else math.inf
-        firsts = [self._price_first(d, batch) for d, batch in stretches]
-        for i, (d, batch) in enumerate(stretches):
-            end, priced, k = firsts[i]
-            horizon = min([top] + [f[0] for f in firsts[:i] + firsts[i + 1:]])
-            if isinstance(priced, StepResult):  # priced by `run`: its first step only
-                if k == 1 or end >= horizon:
-                    self.running[d] = (batch, priced, None)
-                    self._push(end, DONE, d)
-                    continue
-                priced = self._run_on(d, batch, priced, k, horizon)
+        table, follow_up = self.table, self.follow_up
+        started = []
+        for d, batch in stretches:
+            idx = batch.request_ids
+            left = table.output[idx] - table.generated[idx]
+            chained = None
+            if batch.drop_finished and self.has_follow_ups:
+                chained = follow_up[idx] >= 0
+            started.append((d, Stretch(batch, self.devices[d], self.now, left, chained)))
+        firsts = [st.first_end for _, st in started]
+        for i, (d, st) in enumerate(started):
+            horizon = top if len(started) == 1 else min([top] + firsts[:i] + firsts[i + 1:])
+            if st.settle(horizon) == 1:
+                result = st.first_result
+                if result is None:
+                    row = st.costs[0].tolist()
+                    row[-1] = int(row[-1])
+                    result = StepResult(float(st.durations[0]), StepCost(*row))
+                self.running[d] = (st.batch, result, None)
             else:
-                ends = priced[0]
-                if ends[-1] < horizon and len(ends) < k:
-                    durations, costs = self.devices[d].run_steps(batch, k)
-                    priced = (self._ends(self.devices[d], durations, k), durations, costs)
-            ends, durations, costs = priced
-            j = min(int(np.searchsorted(ends, horizon)) + 1, len(ends))
-            if j == 1:  # booked as a plain step (cheaper; the same records)
-                row = costs[0].tolist()
-                row[-1] = int(row[-1])
-                result = StepResult(float(durations[0]), StepCost(*row))
-                self.running[d] = (batch, result, None)
-                self._push(float(ends[0]), DONE, d)
-                continue
-            self.running[d] = (batch, None, (ends[:j], durations[:j], costs[:j]))
-            self._push(float(ends[j - 1]), DONE, d)
-
-    def _price_first(self, d: int, batch):
-        """(end of the first step, pricing, k): a stretch's k steps (up to its first
-        finishing row: each row emits one token per step) priced by the device's `run_steps`
-        for a first guess of steps ((ends, durations, costs)), or if it has none, its first
-        step by `run` (a StepResult)."""
-        idx = batch.request_ids
-        k = min(int(batch.num_steps), int((self.table.output[idx]
-                                           - self.table.generated[idx]).min()))
-        device = self.devices[d]
-        run_steps = getattr(device, "run_steps", None)
-        if run_steps is not None:
-            guess = min(k, STEPS_GUESS)
-            priced = run_steps(batch, guess)
-            if priced is not None:
-                durations, costs = priced
-                ends = self._ends(device, durations, guess)
-                return float(ends[0]), (ends, durations, costs), k
-        result = device.run(_step_batch(batch, 0))
-        duration = result.duration
-        if not (duration >= 0 and math.isfinite(duration)):
-            raise ConfigError(f"device {device.name!r} returned step duration {duration!r}")
-        return self.now + duration, result, k
-
-    def _run_on(self, d: int, batch, first, k: int, horizon: float):
-        """Steps of a stretch on a device without `run_steps`, one `run` each, until one
-        ends at or after the horizon or k have run: (ends, durations, costs)."""
-        device = self.devices[d]
-        end, times, rows = self.now + first.duration, [first.duration], [cost_row(first.cost)]
-        stops = [end]
-        while len(stops) < k and end < horizon:
-            result = device.run(_step_batch(batch, len(stops)))
-            duration = result.duration
-            if not (duration >= 0 and math.isfinite(duration)):
-                raise ConfigError(f"device {device.name!r} returned step duration "
-                                  f"{duration!r}")
-            end += duration
-            stops.append(end)
-            times.append(duration)
-            rows.append(cost_row(result.cost))
-        return np.array(stops), np.array(times), np.array(rows, dtype=float)
-
-    def _ends(self, device, durations, k: int) -> np.ndarray:
-        ends = None
-        if durations.shape == (k,):
-            ends = np.cumsum(np.concatenate(([self.now], durations)))[1:]  # sequential sums
-        # Every duration >= 0 (NaN fails it) and a finite last end: all finite, in two checks.
-        if ends is None or not (durations.min() >= 0 and math.isfinite(ends[-1])):
-            raise ConfigError(f"device {device.name!r} returned step durations "
-                              f"{durations!r} for {k} steps")
-        return ends
+                self.running[d] = (st.batch, None, st)
+            self._push(st.last_end, DONE, d)
 
     def _migrate(self, rid, target: str) -> None:
         table, rid = self.table, int(rid)
@@ -326,9 +269,10 @@ class Simulator(FaultEvents):
             if self.faults is not None:
                 self._progressed(emitted)
         else:
-            ends, durations, costs = stretch
-            emitted, finished, generated = self.table.complete_steps(batch, ends)
-            self.totals.book_steps(d, batch, durations, costs)
+            ends, durations, costs = stretch.ends, stretch.durations, stretch.costs
+            row_steps = stretch.row_steps()
+            emitted, finished, generated = self.table.complete_steps(batch, ends, row_steps)
+            self.totals.book_steps(d, batch, durations, costs, stretch.step_totals())
             total = costs.sum(axis=0).tolist()
             total[-1] = int(total[-1])  # padded tokens
             full = StepResult(float(durations.sum()), StepCost(*total), emitted, finished,
@@ -343,12 +287,6 @@ class Simulator(FaultEvents):
     def _call(self, method: str, *args):
         """Call the policy; an exception in its code becomes a PolicyError naming it."""
         return call_policy(self.policy, self.name, method, args)
-
-
-def _step_batch(batch, j: int):
-    """Step j + 1 of a multi-step decode batch, as a single step."""
-    return Batch(batch.request_ids, batch.num_new_tokens, batch.num_cached_tokens + j,
-                 num_micro_batches=batch.num_micro_batches)
 
 
 def simulate(policy, workload, devices: Sequence, *, seed: int = 0,

@@ -24,13 +24,16 @@ each default is today's behaviour, so the built-in is unchanged):
 Hooks may read `num_running_on(device)` and `num_waiting()`; they must not change state.
 
 Speed: the running set of each device is kept as numpy arrays sorted by rank, so a step costs
-a handful of whole-array operations, not a Python loop over sequences. And when a step is a
-pure decode of every running row that admitted nothing, the next steps would be the same
-decisions again until something changes, so the policy plans it as a multi-step batch
-(`Batch.num_steps`, up to `max_num_steps`, as far as the KV blocks it can reserve now reach;
-on a single device, see `may_plan_ahead`);
-the engine stops it at the first event that matters, and the records are the same as when
-every step is planned on its own (`max_num_steps=1`).
+a handful of whole-array operations, not a Python loop over sequences. And when a step feeds
+every running row and leaves the next steps the same decisions again until something
+changes (a pure decode that admitted nobody; or a step that admitted the last waiting
+prompts whole, so every row emits and the next steps decode them all), the policy plans it
+as a multi-step batch (`Batch.num_steps`, up to `max_num_steps`, as far as the KV blocks it
+can reserve now reach; on a single device, see `may_plan_ahead`). While nobody waits, a
+finish changes nothing but the batch's rows, so the batch lets finished rows drop out
+(`Batch.drop_finished`) rather than end there. The engine stops it at the first event that
+matters, and the records are the same as when every step is planned on its own
+(`max_num_steps=1`).
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ def _order(instance, attribute, value):
 
 
 _EMPTY = np.zeros(0, dtype=np.int64)
+# Multi-step batches in a row that ran one step before planning ahead only now and then.
+CUT_SHORT, PROBE_EVERY = 16, 4
 
 
 @attrs.define
@@ -107,8 +112,11 @@ class ContinuousBatching:
     _rank: int = attrs.field(default=0, init=False)
     _idle_since: dict = attrs.field(factory=dict, init=False)  # device name -> time
     _offered: dict = attrs.field(factory=dict, init=False)   # device name -> device, for hooks
-    _admitting: tuple = attrs.field(default=(None, 0), init=False)  # (device, admitted so far)
+    # [device, admitted so far] while admitting (a list: set in place, no attrs setattr hook)
+    _admitting: list = attrs.field(factory=lambda: [None, 0], init=False)
     _now: float = attrs.field(default=0.0, init=False)
+    # [multi-step batches in a row that ran one step, eligible plans skipped since]
+    _cut_short: list = attrs.field(factory=lambda: [0, 0], init=False)
 
     # -- hooks: override in a subclass (see the module docstring) -----------------------------
     def rank_key(self, request: Request) -> float:
@@ -199,6 +207,8 @@ class ContinuousBatching:
         run = self._running[name]
         rows, run.scheduled = run.scheduled, None
         steps = getattr(result, "num_steps", 1)
+        if batch.num_steps > 1:
+            self._cut_short[0] = self._cut_short[0] + 1 if steps == 1 else 0
         fed = batch.num_cached_tokens + batch.num_new_tokens + (steps - 1)
         if steps < batch.num_steps:  # stopped early: give back the blocks reserved ahead
             self._kv[name].trim(batch.request_ids, fed, unique=True)  # rows: distinct ids
@@ -256,17 +266,29 @@ class ContinuousBatching:
         if rows.size == 0:
             return None
         run.scheduled = rows
-        steps = 1
+        steps, drop = 1, False
         # Not while admissions are held back (admission_delay): the hold ends at a time the
         # engine does not know of, so a stretch could run past it.
         if (self.max_num_steps > 1 and self.window == 0 and not preempted
-                and (self.admission_delay == 0 or not self._waiting)
-                and rows.size == run.ids.size == num_running and int(take.sum()) == rows.size
-                and self.may_plan_ahead()):
-            steps = self._steps_ahead(run, kv)
-        return Batch(run.ids[rows], take[rows], run.computed[rows],
-                     num_micro_batches=min(self.num_micro_batches, rows.size),
-                     num_steps=steps)
+                and rows.size == run.ids.size and self.may_plan_ahead()
+                and self._worth_planning_ahead()):
+            fed = run.computed + take
+            if num_running == rows.size and int(take.sum()) == rows.size:
+                if self.admission_delay == 0 or not self._waiting:  # all decode, none admitted
+                    steps = self._steps_ahead(run, kv, fed)
+            elif (not self._waiting and rows.size <= budget
+                  and not np.count_nonzero(fed != run.known)):
+                # Every row completes what it knows, so emits, and nobody is left waiting:
+                # the next steps decode every row, as a pure decode batch would.
+                steps = self._steps_ahead(run, kv, fed)
+            # Nobody waits for the room a finish frees: the other rows just run on.
+            drop = steps > 1 and not self._waiting
+        if rows.size == run.ids.size:  # every row (Batch copies its arrays anyway)
+            ids, new, cached = run.ids, take, run.computed
+        else:
+            ids, new, cached = run.ids[rows], take[rows], run.computed[rows]
+        return Batch(ids, new, cached, num_micro_batches=min(self.num_micro_batches, rows.size),
+                     num_steps=steps, drop_finished=drop)
 
     def may_plan_ahead(self) -> bool:
         """Whether to plan multi-step batches at all: on one device. With several, every
@@ -274,20 +296,29 @@ class ContinuousBatching:
         would run a step or two and the reservation would cost more than it saves."""
         return len(self._kv) == 1
 
-    def _steps_ahead(self, run: _Running, kv: KVBlockManager) -> int:
-        """How many steps this all-decode batch may be planned ahead, and reserve them.
+    def _worth_planning_ahead(self) -> bool:
+        """Speed only (records are the same either way): when stretches keep ending after
+        their first step (an arrival every step, say), the reservation costs more than it
+        saves; after CUT_SHORT of them in a row, plan ahead one time in PROBE_EVERY, to see
+        when stretches run on again."""
+        cut = self._cut_short
+        if cut[0] < CUT_SHORT:
+            return True
+        cut[1] += 1
+        return cut[1] % PROBE_EVERY == 0
 
-        Planned one at a time, the next steps would decode the same rows again: nothing was
-        admitted now (the budget and the sequence cap stay as they are, and free blocks only
-        shrink as the rows grow) and no row stops before the engine says so. They would
-        differ only where a row could not grow, so the batch runs ahead as far as the blocks
-        it can reserve now reach; unused ones are given back in `update`.
+    def _steps_ahead(self, run: _Running, kv: KVBlockManager, fed: np.ndarray) -> int:
+        """How many steps this batch of every running row may be planned ahead, and reserve
+        them. fed: each row's tokens after this step (reserved already); every row emits.
+
+        Planned one at a time, the next steps would decode the same rows: nothing is left
+        to admit, or nothing was admitted now and the budget and the sequence cap stay as
+        they are, while free blocks only shrink as the rows grow; and no row stops before
+        the engine says so. They would differ only where a row could not grow, so the batch
+        runs ahead as far as the blocks it can reserve now reach; unused ones are given back
+        in `update`.
         """
-        fed = run.computed + 1  # this step's reservation is made already
-        steps = 1 + kv.num_steps_fit(run.ids, fed, self.max_num_steps - 1)
-        if steps > 1:
-            kv.grow(run.ids, fed + (steps - 1), unique=True)
-        return steps
+        return 1 + kv.reserve_steps(run.ids, fed, self.max_num_steps - 1)
 
     def _admission_due(self, run: _Running) -> bool:
         if self.admission_delay <= 0 or run.ids.size == 0 or not self._waiting:
@@ -341,7 +372,7 @@ class ContinuousBatching:
         """Admit waiting requests while budget, sequence cap and memory allow; returns the
         take of every row, the admitted ones included, in the running set's new order."""
         ids, takes, knowns, keys = [], [], [], []
-        device = self._offered[name]
+        device, admitting = self._offered[name], self._admitting
         cap, refused = self.max_num_seqs_on(device), []
         alone = not (take > 1).any()  # no prefill in the batch yet
         while self._waiting and run.ids.size + len(ids) < cap and left > 0:
@@ -349,7 +380,7 @@ class ContinuousBatching:
             if rid not in self._requests or rid in self._where or self._key[rid] != (key, rank):
                 heapq.heappop(self._waiting)  # aborted, finished or already running
                 continue
-            self._admitting = (name, len(ids))  # so num_running_on counts this step's too
+            admitting[0], admitting[1] = name, len(ids)  # so num_running_on counts them
             if not self.may_admit(self._requests[rid], device):
                 refused.append(heapq.heappop(self._waiting))  # keeps its place: pushed back
                 continue
@@ -371,18 +402,19 @@ class ContinuousBatching:
             knowns.append(known)
             keys.append(self._key[rid])
             left -= chunk
-        self._admitting = (None, 0)
+        admitting[0], admitting[1] = None, 0
         for entry in refused:
             heapq.heappush(self._waiting, entry)
         if not ids:
             return take
         num_before = run.ids.size
-        run.ids = np.concatenate([run.ids, np.array(ids, np.int64)])
-        run.computed = np.concatenate([run.computed, np.zeros(len(ids), np.int64)])
-        run.known = np.concatenate([run.known, np.array(knowns, np.int64)])
-        run.key = np.concatenate([run.key, np.array([k for k, _ in keys])])
-        run.rank = np.concatenate([run.rank, np.array([r for _, r in keys], np.int64)])
-        take = np.concatenate([take, np.array(takes, np.int64)])
+        # Lists go into concatenate as they are: one conversion inside, not a call each.
+        run.ids = np.concatenate((run.ids, ids))
+        run.computed = np.concatenate((run.computed, [0] * len(ids)))
+        run.known = np.concatenate((run.known, knowns))
+        run.key = np.concatenate((run.key, [k for k, _ in keys]))
+        run.rank = np.concatenate((run.rank, [r for _, r in keys]))
+        take = np.concatenate((take, takes))
         if num_before and (run.key[num_before - 1], run.rank[num_before - 1]) > keys[0]:
             # A recomputed or high-priority request jumped in (both parts are sorted: the
             # running rows already, the admitted ones as they left the heap).

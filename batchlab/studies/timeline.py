@@ -86,6 +86,7 @@ class TimelineRecorder:
         self.steps: list[dict] = []        # finished steps, in order of completion
         self.migrations: list[dict] = []
         self._open: dict[int, tuple] = {}  # id(batch) -> (device, start, batch)
+        self._generated: dict[int, int] = {}  # request id -> tokens generated, if any
 
     # -- the Scheduler protocol, forwarded ----------------------------------------------
     def add(self, request, now):
@@ -127,7 +128,7 @@ class TimelineRecorder:
         steps = int(getattr(result, "num_steps", 1) or 1) if result is not None else 1
         step = {"device": str(device), "start": float(start), "end": float(now),
                 "kind": "lost" if lost else _step_kind(batch), "steps": steps,
-                "rows": int(batch.num_seqs), "tokens": int(batch.num_tokens) * steps,
+                "rows": int(batch.num_seqs), "tokens": self._tokens(batch, result, steps),
                 "prefill_rows": int(batch.num_prefill_seqs),
                 "decode_rows": int(batch.num_seqs - batch.num_prefill_seqs),
                 "micro_batches": int(batch.num_micro_batches),
@@ -141,6 +142,27 @@ class TimelineRecorder:
                         bubble_fraction=cost.bubble_fraction,
                         tokens_per_expert=cost.tokens_per_expert)
         self.steps.append(step)
+
+    def _tokens(self, batch, result, steps: int) -> int:
+        """Tokens fed by the steps that ran: the first as planned, then one per row still
+        in the batch per step (each emits one token per step, so a row that left early is
+        told by how far its num_generated got)."""
+        tokens = int(batch.num_tokens)
+        generated = getattr(result, "num_generated", None)
+        if generated is None or len(generated) != batch.num_seqs:
+            return tokens * steps
+        ids = batch.request_ids.tolist()
+        now = [int(g) for g in generated]
+        if steps > 1:
+            tokens += sum(max(g - self._generated.get(rid, 0), 1) - 1
+                          for rid, g in zip(ids, now))
+        finished = result.finished.tolist() if len(result.finished) == len(ids) else []
+        for rid, g, done in zip(ids, now, finished or [False] * len(ids)):
+            if done:
+                self._generated.pop(rid, None)
+            else:
+                self._generated[rid] = g
+        return tokens
 
     # -- the trace ------------------------------------------------------------------------
     def to_trace(self, result=None) -> dict:

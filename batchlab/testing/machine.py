@@ -150,7 +150,8 @@ class PolicyMachine(ContractChecks, RuleBasedStateMachine):
         """A running step ends (any busy device, in any order). The emitting rows whose
         position (among the emitting rows) is in `stop` emit their last token (a row also
         stops at its cap). A multi-step batch whose first step finishes nothing runs on for
-        as many steps as `stop` has entries (within its num_steps, before any row's end). With
+        as many steps as `stop` has entries (within its num_steps, before any row's end); one
+        that lets finished rows drop out runs on for as many, rows leaving as they end. With
         then_schedule, the policy is asked to plan right away, as an engine would."""
         busy = self._busy()
         self._complete(busy[which % len(busy)], dt, stop)
@@ -269,7 +270,10 @@ class PolicyMachine(ContractChecks, RuleBasedStateMachine):
             raise AssertionError("kit bug: emitted rows disagree with the table")
         np.add.at(self.emitted, ids[emitted], 1)
         steps = 1
-        if batch.num_steps > 1 and emitted.all() and not finished.any():
+        if batch.num_steps > 1 and emitted.all() and batch.drop_finished:
+            steps, finished, generated = self._run_on_dropping(batch, len(stop), finished,
+                                                               generated)
+        elif batch.num_steps > 1 and emitted.all() and not finished.any():
             # A multi-step batch runs on, as an engine may: as many more steps as `stop` has
             # entries, while no row reaches its end (an engine stops a stretch at the first
             # finish); the policy hears all of them in one update (result.num_steps).
@@ -277,8 +281,9 @@ class PolicyMachine(ContractChecks, RuleBasedStateMachine):
             room = int((end - table.generated[ids]).min()) - 1
             for _ in range(max(0, min(batch.num_steps - 1, len(stop), room))):
                 self.now += DRAIN_STEP
-                step = Batch.decode(ids, batch.num_cached_tokens + steps,
-                                    num_micro_batches=batch.num_micro_batches)
+                # Step 1 was the batch as planned; each later one decodes every row.
+                step = Batch.decode(ids, batch.num_cached_tokens + batch.num_new_tokens
+                                    + (steps - 1), num_micro_batches=batch.num_micro_batches)
                 emitted, finished, generated = table.complete(step, self.now)
                 np.add.at(self.emitted, ids[emitted], 1)
                 steps += 1
@@ -294,6 +299,30 @@ class PolicyMachine(ContractChecks, RuleBasedStateMachine):
             if rid in self.aborting:
                 self.aborting.discard(rid)
                 table.close(rid, ABORTED, self.now)   # no-op if it finished in this step
+
+    def _run_on_dropping(self, batch, extra: int, finished, generated):
+        """A `drop_finished` batch runs on for up to `extra` more steps (within num_steps),
+        each decoding the rows not finished yet, as an engine may; a row reaching its end
+        leaves. Returns (steps, finished, num_generated) over the whole batch."""
+        table, ids = self.table, batch.request_ids
+        fed = batch.num_cached_tokens + batch.num_new_tokens
+        finished, generated = finished.copy(), generated.copy()
+        steps = 1
+        while steps < batch.num_steps and steps <= extra and not finished.all():
+            self.now += DRAIN_STEP
+            alive = ~finished
+            rows = ids[alive]
+            if not self.oracle:  # the drain rule decides lengths at emission, as at step 1
+                for rid in rows.tolist():
+                    if table.generated[rid] + 1 >= self.drain_until[rid]:
+                        table.output[rid] = min(table.output[rid], int(table.generated[rid]) + 1)
+            step = Batch.decode(rows, fed[alive] + (steps - 1),
+                                num_micro_batches=min(batch.num_micro_batches, rows.size))
+            _, done, now_generated = table.complete(step, self.now)
+            np.add.at(self.emitted, rows, 1)
+            finished[alive], generated[alive] = done, now_generated
+            steps += 1
+        return steps, finished, generated
 
     def _lose(self, d: int) -> None:
         flight = self.flight[d]

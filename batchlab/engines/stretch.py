@@ -1,0 +1,213 @@
+"""`Stretch`: the steps of one multi-step batch (`Batch.num_steps > 1`) in the simulator.
+
+A stretch is priced lazily, a chunk of steps at a time, until a step ends at or after the
+horizon the engine gives it (the next event on its heap, another stretch's first step), or it
+has run all the steps it may. Which steps it may run:
+
+- step 1 is the batch as planned: decodes, or prefill chunks that complete their prompts
+  (every row emits a token at every step of a stretch; `core.validate` checks it);
+- each later step decodes every row still in the stretch, one token on top of the last;
+- a row reaching its true length (which the engine alone knows) ends the stretch, unless the
+  batch says `drop_finished`: then the row leaves and the others run on, the steps after it
+  priced as a batch of the rows left (a segment). A finish that makes a closed-loop user
+  send its next request still ends the stretch, since that request arrives from then on.
+
+Decode steps are priced in vectorised calls: all at once from their per-step totals (rows,
+context tokens) where the device has `price_decodes`, else a segment at a time by
+`run_steps` (`Device`), else by `run` one step at a time and only for steps that happen (a
+device's `run` may draw random numbers). At first STEPS_GUESS steps are priced, the rest
+only if the horizon lies further. The values are the ones single steps would give: every
+step's batch has the same rows, tokens and context as the batch planned alone. Where only
+one step runs, the engine books it as a plain step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..core import Batch
+from ..core.errors import ConfigError
+from ..core.step import cost_row
+
+# Decode steps priced at first (the rest when the horizon lies further away).
+STEPS_GUESS = 16
+
+
+class Stretch:
+    """The priced steps of one multi-step batch on one device, from `start`."""
+
+    def __init__(self, batch: Batch, device, start: float, left: np.ndarray, chained=None):
+        """left: per row, the tokens it has yet to emit (>= 1: it emits at step 1).
+        chained: per row, whether its finish sends a closed-loop follow-up (None: none)."""
+        self.batch, self.device, self.start = batch, device, start
+        self.left = left
+        k = int(batch.num_steps)
+        first_out = int(left.min())  # the step after which the first row is done
+        if not batch.drop_finished:
+            k = min(k, first_out)
+        else:
+            k = min(k, int(left.max()))
+            if chained is not None and chained.any():
+                k = min(k, int(left[chained].min()))
+        self.num_steps = k  # the most steps it may run
+        # Rows leave before the last step: the steps after the first leaves have fewer.
+        self.shrinks = first_out < k
+        self.first_out = first_out
+        self._cuts = None  # the steps after which rows leave, where needed (_segment)
+        # Per step: rows in it and the context tokens they attend over, once rows leave
+        # within the steps priced (`_count_rows`).
+        self.rows = self.context = None
+        self.price_decodes = getattr(device, "price_decodes", None)
+        self.run_steps = getattr(device, "run_steps", None)
+        self.is_decode = batch.num_tokens == batch.num_seqs
+        self.durations: list = []  # priced chunks: durations, costs, ends
+        self.costs: list = []
+        self.ends: list = []
+        self.num_priced = 0
+        self.end = start  # end of the last step priced
+        self.num_run = 0  # steps it runs: set by `settle`
+        self.first_result = None  # step 1's StepResult, where `run` priced it
+        self._price()
+
+    def _count_rows(self) -> None:
+        """Rows in each step and their context (exact ints), for rows that leave."""
+        k = self.num_steps
+        order = np.argsort(self.left, kind="stable")
+        base = (self.batch.num_cached_tokens + self.batch.num_new_tokens)[order]
+        tail = np.concatenate((np.cumsum(base[::-1])[::-1], [0]))  # sums from row i on
+        first = np.searchsorted(self.left[order], np.arange(1, k + 1))  # first row in step s
+        self.rows = self.batch.num_seqs - first
+        self.context = tail[first] + self.rows * np.arange(k)
+
+    @property
+    def first_end(self) -> float:
+        return float(self.ends[0][0])
+
+    @property
+    def last_end(self) -> float:
+        """When the steps it runs end (after `settle`)."""
+        return float(self.ends[-1])
+
+    def extend(self, horizon: float) -> None:
+        """Price steps until one ends at or after `horizon`, or every step it may run."""
+        while self.num_priced < self.num_steps and self.end < horizon:
+            self._price()
+
+    def settle(self, horizon: float) -> int:
+        """Fix the steps it runs: up to the first ending at or after `horizon`."""
+        self.extend(horizon)
+        if self.first_result is not None and self.ends[0][0] >= horizon:
+            self.ends, self.num_run = self.ends[0], 1  # one step, priced by `run`: no arrays
+            return 1
+        if len(self.ends) == 1 and self.first_result is None:
+            ends, durations, costs = self.ends[0], self.durations[0], self.costs[0]
+        else:
+            ends, durations = np.concatenate(self.ends), np.concatenate(self.durations)
+            costs = np.concatenate(self.costs).astype(float, copy=False)
+        j = len(ends) if ends[-1] < horizon else int(np.searchsorted(ends, horizon)) + 1
+        if j < len(ends):
+            ends, durations, costs = ends[:j], durations[:j], costs[:j]
+        self.ends, self.durations, self.costs = ends, durations, costs
+        self.num_run = j
+        return j
+
+    def row_steps(self) -> np.ndarray | None:
+        """Steps each row ran (None: all of them, every row)."""
+        if not self.shrinks or self.first_out >= self.num_run:
+            return None
+        return np.minimum(self.left, self.num_run)
+
+    def step_totals(self):
+        """(rows, context tokens) per step run, or None if every row ran every step."""
+        if not self.shrinks or self.first_out >= self.num_run:
+            return None
+        if self.rows is None:
+            self._count_rows()
+        return self.rows[:self.num_run], self.context[:self.num_run]
+
+    # -- pricing ------------------------------------------------------------------------
+    def _price(self) -> None:
+        """Price the next chunk of steps: step 1 alone if it is a prefill step; else up to
+        STEPS_GUESS decode steps at first, then the rest (within a segment, where rows
+        leave and the device cannot price by totals), or one step by `run`."""
+        s = self.num_priced + 1  # the first step not priced yet (1-based)
+        batch = self.batch
+        if s == 1 and not self.is_decode:  # a prefill step leads: priced as planned
+            self._run(batch)
+            return
+        first = s == 1 or (s == 2 and not self.is_decode)  # the first decode steps
+        last = min(self.num_steps, s + STEPS_GUESS - 1) if first else self.num_steps
+        if self.price_decodes is not None:
+            if self.shrinks and self.first_out < last:  # rows leave within these steps
+                if self.rows is None:
+                    self._count_rows()
+                rows, context = self.rows[s - 1:last], self.context[s - 1:last]
+            else:  # every row: an int, the same for each step
+                rows = batch.num_seqs
+                context = batch.num_context_tokens + rows * np.arange(s - 1, last)
+            m = batch.num_micro_batches
+            if m != 1:  # capped at the rows, as a policy planning the step alone would
+                m = min(m, rows) if isinstance(rows, int) else np.minimum(rows, m)
+            priced = self.price_decodes(rows, context, m)
+            if priced is not None:
+                self._append(*priced)
+                return
+        last, rows = self._segment(s, last)
+        ids, new, cached = batch.request_ids, batch.num_new_tokens, batch.num_cached_tokens
+        if rows is not None:
+            ids, new, cached = ids[rows], new[rows], cached[rows]
+        if s == 1 and rows is None:
+            step = batch  # run_steps and run read the rows, not num_steps
+        else:  # the rows decode on: step s attends over cached + new + (s - 2) per row
+            step = Batch(ids, np.ones(ids.size, np.int64), cached + new + (s - 2),
+                         num_micro_batches=min(batch.num_micro_batches, ids.size))
+        if self.run_steps is not None:
+            priced = self.run_steps(step, last - s + 1)
+            if priced is not None:
+                self._append(*priced)
+                return
+        self._run(step)  # one step at a time: only steps that happen
+
+    def _segment(self, s: int, last: int) -> tuple[int, np.ndarray | None]:
+        """(last step from s on with the same rows, up to `last`; which rows (None: all))."""
+        if not self.shrinks:
+            return last, None
+        if self._cuts is None:
+            self._cuts = np.unique(self.left[self.left < self.num_steps])
+        i = int(np.searchsorted(self._cuts, s))  # first cut at or after step s
+        if i < self._cuts.size:
+            last = min(last, int(self._cuts[i]))
+        return last, (None if i == 0 else self.left >= s)
+
+    def _run(self, step: Batch) -> None:
+        result = self.device.run(step)
+        if self.num_priced == 0:
+            self.first_result = result
+        duration = result.duration
+        if not (duration >= 0 and math.isfinite(duration)):
+            raise ConfigError(f"device {self.device.name!r} returned step duration "
+                              f"{duration!r}")
+        end = self.end + duration
+        # Sequences, not arrays: `settle` makes arrays only if more steps follow.
+        self.durations.append((duration,))
+        self.costs.append((cost_row(result.cost),))
+        self.ends.append((end,))
+        self.num_priced += 1
+        self.end = end
+
+    def _append(self, durations, costs) -> None:
+        k = len(durations)
+        ends = None
+        if getattr(durations, "shape", None) == (k,) and k:
+            ends = np.cumsum(np.concatenate(((self.end,), durations)))[1:]  # sequential sums
+        # Every duration >= 0 (NaN fails it) and a finite last end: all finite, in two checks.
+        if ends is None or not (durations.min() >= 0 and math.isfinite(ends[-1])):
+            raise ConfigError(f"device {self.device.name!r} returned step durations "
+                              f"{durations!r}")
+        self.durations.append(durations)
+        self.costs.append(costs)
+        self.ends.append(ends)
+        self.num_priced += k
+        self.end = float(ends[-1])
