@@ -89,7 +89,12 @@ def _stats(values: np.ndarray, prefix: str, out: dict) -> None:
 
 
 def _ratio(num: float, den: float) -> float:
-    return float(num / den) if den > 0 and math.isfinite(den) else math.nan
+    """num / den, or nan where it means nothing: no span, or one so short (a denormal time
+    span, as hypothesis finds) that the ratio overflows."""
+    if not (den > 0 and math.isfinite(den)):
+        return math.nan
+    value = float(num) / float(den)  # Python floats: an overflow is inf, not a warning
+    return value if math.isfinite(value) else math.nan
 
 
 @attrs.frozen(eq=False)
