@@ -85,3 +85,9 @@ def v_count(instance, attribute, value):
 
 def v_count0(instance, attribute, value):
     count(_owner(instance), attribute.name, value, 0)
+
+
+def v_bool(instance, attribute, value):
+    if not isinstance(value, bool):
+        raise ConfigError(f"{_owner(instance)}: field {attribute.name!r} is {value!r}; it must "
+                          "be true or false")

@@ -15,6 +15,9 @@ estimate. The defaults are honest round numbers, not fitted to the figures the t
   op's GEMM or attention kernel plus the small kernels that ride along with it (rotary
   embedding, activation, residual add, KV-cache write), a few us each even under CUDA graphs.
   It is what makes many tiny kernels slow at small batch.
+- measured_kernels true: where a kernel library publishes what its GEMMs reach at an op's
+  exact shapes on the GPU (DeepGEMM's FP8 GEMMs on H800/H100 at DeepSeek-V3's shapes; see
+  kernels.py), those rates replace `compute` for that op; false keeps the plain roofline.
 
 A calibrated profile (fitted to measurements by a later tool) replaces them wholesale:
 `Efficiency.from_dict(...)` or `load_efficiency(path)`.
@@ -26,7 +29,7 @@ import attrs
 
 from batchlab.core import ConfigError
 
-from .checks import v_fraction, v_non_negative
+from .checks import v_bool, v_fraction, v_non_negative
 
 
 @attrs.frozen(slots=True)
@@ -39,6 +42,7 @@ class Efficiency:
     communication: float = attrs.field(default=0.75, validator=v_fraction)
     step_overhead: float = attrs.field(default=3e-4, validator=v_non_negative)
     kernel_overhead: float = attrs.field(default=4e-6, validator=v_non_negative)
+    measured_kernels: bool = attrs.field(default=True, validator=v_bool)
 
     @classmethod
     def from_dict(cls, values: dict, name: str = "profile") -> "Efficiency":

@@ -43,6 +43,7 @@ class Op:
     peak: float        # FLOP/s it can reach (GEMMs may use FP8 tensor cores)
     flops: tuple       # coefficients over the features
     bytes: tuple
+    gemms: tuple = ()  # (N, K) of each weight GEMM on one GPU, for measured kernels
 
 
 @attrs.frozen(slots=True)
@@ -53,6 +54,7 @@ class ExpertCoeffs:
     bytes_per_assignment: float   # its activations in and out
     bytes_per_expert: float       # weights of one touched expert (this GPU's slice)
     peak: float
+    gemms: tuple = ()             # (N, K) of one expert's GEMMs on this GPU
 
 
 def _vec(**coeffs) -> tuple:
@@ -70,15 +72,20 @@ def build_ops(m: ModelConfig, lay: Layout, gpu: GPUSpec) -> tuple[list[Op], Expe
     nh = m.num_heads / tp
     ops: list[Op] = []
 
-    def op(name, part, where, flops, bytes_, peak=gemm):
-        ops.append(Op(name, part, where, peak, flops, bytes_))
+    def op(name, part, where, flops, bytes_, peak=gemm, gemms=()):
+        ops.append(Op(name, part, where, peak, flops, bytes_, tuple(gemms)))
 
     def norm(name, part, where):
         op(name, part, where, _vec(T=4 * h), _vec(ONE=h * wb, T=2 * h * ab), peak=bf16)
 
-    def gemm_op(name, part, where, params, d_in, d_out):
+    def gemm_op(name, part, where, params, d_in, d_out, gemms=()):
         # a weight GEMM: 2 FLOPs per weight per token; weights read once; activations in/out
-        op(name, part, where, _vec(T=2 * params), _vec(ONE=params * wb, T=(d_in + d_out) * ab))
+        op(name, part, where, _vec(T=2 * params), _vec(ONE=params * wb, T=(d_in + d_out) * ab),
+           gemms=gemms)
+
+    def ffn_gemms(inter):  # gate and up fused, then down (an un-gated FFN: up, down)
+        inter = int(round(inter))
+        return ((2 * inter, h), (h, inter)) if mats == 3 else ((inter, h), (h, inter))
 
     # ---- attention side, every layer -----------------------------------------------------
     norm("attn_norm", ATTENTION, EVERY)
@@ -87,8 +94,11 @@ def build_ops(m: ModelConfig, lay: Layout, gpu: GPUSpec) -> tuple[list[Op], Expe
                                    m.qk_rope_head_dim, m.kv_lora_rank, m.v_head_dim)
         q_params = (h * m.q_lora_rank + m.q_lora_rank * nh * qk) if m.q_lora_rank else h * nh * qk
         q_out = (m.q_lora_rank + nh * qk) if m.q_lora_rank else nh * qk
+        n_q = int(round(nh * qk))
+        q_gemms = (((m.q_lora_rank + lora + rope, h), (n_q, m.q_lora_rank)) if m.q_lora_rank
+                   else ((n_q + lora + rope, h),))  # down-projections fused, then q up
         gemm_op("qkv_proj", ATTENTION, EVERY, q_params + h * (lora + rope), h,
-                q_out + lora + rope)
+                q_out + lora + rope, gemms=q_gemms)
         latent = (lora + rope) * kvb  # cached bytes per token, on every tp rank
         kv_b = lora * nh * (nope + v)  # up-projection of the latent to per-head K and V
         # prefill rows: decompress each key's latent with kv_b, then attention with qk/v dims;
@@ -104,21 +114,22 @@ def build_ops(m: ModelConfig, lay: Layout, gpu: GPUSpec) -> tuple[list[Op], Expe
         hd = m.head_dim
         kv_heads = -(-m.num_kv_heads // tp)  # replicated when tp > num_kv_heads
         qkv = (nh + 2 * kv_heads) * hd
-        gemm_op("qkv_proj", ATTENTION, EVERY, h * qkv, h, qkv)
+        gemm_op("qkv_proj", ATTENTION, EVERY, h * qkv, h, qkv, gemms=((int(round(qkv)), h),))
         kv_tok = 2 * kv_heads * hd * kvb
         # QK^T and PV: 2 FLOPs per multiply-add each, per head-dim, per query-key pair
         op("attention", ATTENTION, EVERY, _vec(AP=4 * nh * hd, CD=4 * nh * hd),
            _vec(CP=kv_tok, TP=2 * nh * hd * ab + kv_tok, CD=kv_tok,
                 RD=2 * nh * hd * ab + kv_tok), peak=bf16)
         o_in = nh * hd
-    gemm_op("o_proj", ATTENTION, EVERY, o_in * h, o_in, h)
+    gemm_op("o_proj", ATTENTION, EVERY, o_in * h, o_in, h, gemms=((h, int(round(o_in))),))
 
     # ---- FFN side ------------------------------------------------------------------------
     mats = m.ffn_matrices
     if m.num_dense_layers:
         norm("ffn_norm", FFN, DENSE)
         inter = m.intermediate_size / tp
-        gemm_op("ffn", FFN, DENSE, mats * h * inter, 2 * h, 2 * (mats - 1) * inter)
+        gemm_op("ffn", FFN, DENSE, mats * h * inter, 2 * h, 2 * (mats - 1) * inter,
+                gemms=ffn_gemms(inter))
     experts = None
     if m.is_moe:
         norm("ffn_norm", FFN, MOE)
@@ -127,12 +138,13 @@ def build_ops(m: ModelConfig, lay: Layout, gpu: GPUSpec) -> tuple[list[Op], Expe
            peak=bf16)
         if m.num_shared_experts:
             inter = m.num_shared_experts * m.moe_intermediate_size / tp
-            gemm_op("shared_experts", FFN, MOE, mats * h * inter, 2 * h, 2 * (mats - 1) * inter)
+            gemm_op("shared_experts", FFN, MOE, mats * h * inter, 2 * h,
+                    2 * (mats - 1) * inter, gemms=ffn_gemms(inter))
         slice_ = m.moe_intermediate_size / lay.expert_tp
         experts = ExpertCoeffs(
             flops_per_assignment=2 * mats * h * slice_,
             bytes_per_assignment=(2 * h + 2 * (mats - 1) * slice_) * ab,
-            bytes_per_expert=mats * h * slice_ * wb, peak=gemm)
+            bytes_per_expert=mats * h * slice_ * wb, peak=gemm, gemms=ffn_gemms(slice_))
 
     # ---- once per step: embedding lookup (first stage), output head (last stage) ---------
     op("embed", HEAD, FIRST, _vec(), _vec(T=h * (head_wb + ab)), peak=bf16)

@@ -1,7 +1,8 @@
 """`StepModel`: the time one forward step of a Batch takes on one replica, and why.
 
 Per op and layer, on the busiest GPU of each pipeline stage:
-    time = max(FLOPs / (peak x compute eff.), bytes / (bandwidth x memory eff.)) + kernel overhead
+    time = max(FLOPs / rate, bytes / (bandwidth x memory eff.)) + kernel overhead
+(rate: peak x compute eff., or a published kernel's rate at the op's shapes, `kernels.py`)
 summed over the stage's layers, plus the stage's collectives (two tensor-parallel all-reduces
 per layer, or an all-reduce and the expert-parallel dispatch and combine all-to-alls in a MoE
 layer). Routed experts wait for the busiest expert-parallel rank (see `moe.py`). The stages
@@ -14,9 +15,9 @@ two-batch overlap (`overlap=True`, one pipeline stage): then the batch runs as t
 micro-batches whose computation hides each other's communication (see `overlap.py`), and the
 breakdown reports the communication left exposed and the communication hidden.
 
-The breakdown attributes every op to whichever bound set its time (compute or memory), the
-collectives and sends to communication, and launches and the step overhead to overhead; along
-the pipeline's critical path they add up to the duration exactly.
+The breakdown puts every op under the bound that set its time (compute or memory), collectives
+and sends under communication, launches and the step overhead under overhead; along the
+critical path they add up to the duration exactly.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .efficiency import Efficiency
 from .expert_comm import ExpertComm
 from .features import batch_features
 from .groups import busiest_group
+from .kernels import MeasuredKernels
 from .gpus import GPUSpec
 from .models import ModelConfig
 from .moe import Router
@@ -119,12 +121,14 @@ class StepModel:
             self._ex_ma = ex.bytes_per_assignment / (gpu.memory_bandwidth * eff.memory)
             self._ex_me = ex.bytes_per_expert / (gpu.memory_bandwidth * eff.memory)
             self._top_k = m.num_experts_per_tok
+        on = eff.measured_kernels  # published GEMM rates where they exist (kernels.py)
+        self._kernels = MeasuredKernels(op_list if on else [], self._experts if on else None,
+                                        gpu.name, m.weight_dtype, getattr(self, "_ex_c", 0.0))
         self.peak_flops = gpu.matmul_flops(m.weight_dtype) * lay.num_gpus
         self.peak_bandwidth = gpu.memory_bandwidth * lay.num_gpus
 
     # ---- pieces --------------------------------------------------------------------------
-    def _busiest_group(self, batch, feats):
-        """The busiest data-parallel attention group's features (see `groups.py`)."""
+    def _busiest_group(self, batch, feats):  # see groups.py
         return feats if self._groups == 1 else busiest_group(batch, feats, self._groups)
 
     def _op_out(self, group, m):
@@ -133,7 +137,9 @@ class StepModel:
         T, R, Tp, Cp, Ap, Rd, Cd = group
         s = 1.0 / m  # ops are per GPU of a group already (build_ops splits them over tp)
         f = np.array([1.0, T * s, R * s, Tp * s, Cp * s, Ap * s, Rd * s, Cd * s])
-        return (self._M @ f).reshape(4, self._n)
+        out = (self._M @ f).reshape(4, self._n)
+        self._kernels.apply(out, T * s)
+        return out
 
     def _work(self, feats, group, m, out):
         """Per op, one GPU, one micro-batch: FLOPs and bytes of an even share of the batch
@@ -142,17 +148,17 @@ class StepModel:
             return out[2:]
         return self._op_out(tuple(x / self._groups for x in feats), m)[2:]
 
-    def _experts_time(self, tokens):
+    def _experts_time(self, tokens, is_decode=False):
         """Routed experts of each stage for one micro-batch (busiest rank): time, compute
         share (lists per stage), distinct experts touched per layer."""
         st = self.router.route(tokens)
         moe = self.layout.stage_moe_layers
         if isinstance(st.rank_load, float):
-            tc = st.rank_load * self._ex_c
+            tc = st.rank_load * self._kernels.expert_seconds(st, is_decode)
             t = max(tc, st.rank_touched * self._ex_me + st.rank_load * self._ex_ma)
             c = t if tc >= t else 0.0
             return [e * t for e in moe], [e * c for e in moe], float(st.touched)
-        tc = st.rank_load * self._ex_c
+        tc = st.rank_load * self._kernels.expert_seconds(st, is_decode)
         t_rank = np.maximum(tc, st.rank_touched * self._ex_me + st.rank_load * self._ex_ma)
         worst = t_rank.argmax(axis=1)
         rows = np.arange(len(worst))
@@ -168,11 +174,8 @@ class StepModel:
                 float(st.touched.mean()))
 
     def _per_gpu_tokens(self, tokens, group_tokens):
-        """Tokens each GPU dispatches to the experts: the busiest group's, split over its
-        GPUs (an even share of all of them without data-parallel attention)."""
-        if self._groups > 1:
-            return group_tokens / self._group_gpus
-        return tokens / self._ep
+        """Tokens each GPU dispatches: the busiest group's over its GPUs, or an even share."""
+        return group_tokens / self._group_gpus if self._groups > 1 else tokens / self._ep
 
     def _comm(self, tokens_stage, group_tokens, is_decode=False):
         """Collective seconds of one micro-batch per stage: (attention side, FFN side) lists;
@@ -212,7 +215,7 @@ class StepModel:
         t_mb = T / m
         touched = tpe = 0.0
         if self._experts is not None:
-            e_time, e_comp, touched = self._experts_time(t_mb)
+            e_time, e_comp, touched = self._experts_time(t_mb, feats[2] == 0)
             s_time = [a + b for a, b in zip(s_time, e_time)]
             s_comp = [a + b for a, b in zip(s_comp, e_comp)]
             k, ex, etp = self._top_k, self._experts, self.layout.expert_tp
@@ -280,14 +283,14 @@ class StepModel:
         if self._experts is not None:
             st = self.router.route(t_mb)
             if isinstance(st.rank_load, float):
-                tc = st.rank_load * self._ex_c
+                tc = st.rank_load * self._kernels.expert_seconds(st, is_decode)
                 t = max(tc, st.rank_touched * self._ex_me + st.rank_load * self._ex_ma)
                 time += moe * t
                 if tc >= t:
                     comp += moe * t
                 touched = st.touched
             else:
-                e_time, e_comp, touched = self._experts_time(t_mb)
+                e_time, e_comp, touched = self._experts_time(t_mb, is_decode)
                 time += e_time[0]
                 comp += e_comp[0]
                 t = e_time[0] / moe if moe else 0.0
@@ -360,8 +363,7 @@ class StepModel:
             bubble_fraction=bubble, padded_tokens=batch.num_padded_tokens)
 
     def _per_op(self, group) -> np.ndarray:
-        """Seconds per op for one pass (no micro-batches) of the busiest attention group's
-        features, summed over layers and stages."""
+        """Seconds per op, one pass (no micro-batches), all layers and stages: busiest group."""
         out = self._op_out(group, 1)
         return self._Ktot * (np.maximum(out[0], out[1]) + self.efficiency.kernel_overhead)
 
@@ -370,11 +372,10 @@ class StepModel:
         feats = batch_features(batch)
         if feats[1] == 0:
             return PartTimes(0.0, 0.0, 0.0, 0.0, 0.0)
-        group = self._busiest_group(batch, feats)
-        per_op = self._per_op(group)
+        per_op = self._per_op(group := self._busiest_group(batch, feats))
         ffn = float(per_op @ self._part[O.FFN])
         if self._experts is not None:
-            e_time = self._experts_time(feats[0])[0]
+            e_time = self._experts_time(feats[0], feats[2] == 0)[0]
             ffn += sum(e_time) + self.model.num_moe_layers * self.efficiency.kernel_overhead
         attn_c, ffn_c = self._comm(feats[0], group[0])
         return PartTimes(attention=float(per_op @ self._part[O.ATTENTION]), ffn=ffn,
@@ -392,7 +393,7 @@ class StepModel:
         for name, t in zip(self.op_names, self._per_op(group)):
             out[name] = out.get(name, 0.0) + float(t)
         if self._experts is not None:
-            out["routed_experts"] = (sum(self._experts_time(feats[0])[0])
+            out["routed_experts"] = (sum(self._experts_time(feats[0], feats[2] == 0)[0])
                                      + self.model.num_moe_layers * self.efficiency.kernel_overhead)
         attn_c, ffn_c = self._comm(feats[0], group[0])
         out["attention_comm"], out["ffn_comm"] = sum(attn_c), sum(ffn_c)
