@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import batchlab
 from batchlab import AffineDevice, Batch, simulate
-from batchlab.core import KVBlockManager, PolicyError, RequestTable
+from batchlab.core import ConfigError, KVBlockManager, PolicyError, RequestTable
 from batchlab.core.validate import check_batch
 from batchlab.costmodel import make_devices
 from batchlab.engines.faults import Faults
@@ -279,3 +279,44 @@ def test_kv_reserve_steps_is_steps_fit_then_grow(tokens, blocks, block_size, ste
     assert other.num_free_blocks == one.num_free_blocks
     assert np.array_equal(other.num_held(ids), one.num_held(ids))
     other.check_valid()
+
+
+def test_validator_names_the_row_and_the_step_it_means():
+    table, dev = _table([10, 20], [3, 1]), AffineDevice()
+    table.cached[0] = 11
+    with pytest.raises(PolicyError, match="request 0 feeds up to token 12 of the 13"):
+        check_batch(Batch([0, 1], [1, 1], [11, 20], num_steps=8), dev, 0, table, "p")
+    table.cached[0] = 12
+    with pytest.raises(PolicyError, match="drop_finished=.* is not true or false"):
+        check_batch(Batch.decode([0, 1], [12, 20], num_steps=8, drop_finished=np.ones(2)),
+                    dev, 0, table, "p")
+    small = AffineDevice(kv_capacity_tokens=40)
+    with pytest.raises(PolicyError, match=r"at its last step \(num_steps=5\)"):
+        check_batch(Batch.decode([0, 1], [12, 20], num_steps=5), small, 0, table, "p")
+
+
+def test_continuous_plans_one_step_when_a_prompt_gets_a_one_token_chunk():
+    """A running prompt can get a single leftover budget token, which does not finish it, so
+    that step emits nothing for it: the policy must not plan a stretch around it."""
+    n = 16
+    wl = Workload(np.zeros(n), [1] * 15 + [100], [50] * n)
+    runs = [batchlab.simulate(load_policy("continuous", max_num_batched_tokens=16,
+                                          max_num_seqs=16, max_num_steps=k),
+                              wl, [AffineDevice()]) for k in (1, 64)]
+    assert np.array_equal(runs[0].records, runs[1].records)
+
+
+class _Sloppy(AffineDevice):
+    """Prices three steps more than it is asked for."""
+
+    def price_decodes(self, rows, context, micro_batches):
+        return None  # so the engine asks run_steps
+
+    def run_steps(self, batch, num_steps):
+        return super().run_steps(batch, num_steps + 3)
+
+
+def test_a_device_that_prices_the_wrong_number_of_steps_is_named():
+    wl = Workload(np.zeros(1), [10], [40])
+    with pytest.raises(ConfigError, match="run_steps was asked for .* steps and returned"):
+        batchlab.simulate(load_policy("continuous"), wl, [_Sloppy(name="sloppy")])

@@ -72,6 +72,12 @@ class GapHistogram:
             if self._num_pending >= MAX_PENDING:
                 self._flush()
 
+    def flush(self) -> "GapHistogram":
+        """Bin the gaps held back so far (a finished run's histogram keeps no pending
+        arrays: it is smaller to keep and to send between processes); returns itself."""
+        self._flush()
+        return self
+
     def _flush(self) -> None:
         if not self._pending:
             return

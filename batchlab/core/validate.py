@@ -57,6 +57,8 @@ def _can_repeat(batch: Batch, table: RequestTable, known=None) -> bool:
     k = batch.num_steps
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         return False
+    if not isinstance(batch.drop_finished, (bool, np.bool_)):
+        return False
     if known is None:
         ids = batch.request_ids
         known = table.prompt[ids] + table.generated[ids]
@@ -120,8 +122,19 @@ def _diagnose(batch, device, device_index: int, table: RequestTable, policy: str
 
     lengths = cached + new
     if batch.num_steps != 1 and not _can_repeat(batch, table):
-        fail("multi-step", f"num_steps={batch.num_steps!r}: a batch may run several steps "
-                           "only if every row emits a token at the first (cached + new = "
+        short = np.flatnonzero(lengths != limit)
+        if not isinstance(batch.drop_finished, (bool, np.bool_)):
+            why = f"drop_finished={batch.drop_finished!r} is not true or false"
+        elif short.size:
+            r = short[0]
+            why = (f"request {int(ids[r])} feeds up to token {int(lengths[r])} of the "
+                   f"{int(limit[r])} that exist, so it emits nothing at the first step")
+        elif batch.padded_len is not None:
+            why = "a padded batch cannot repeat"
+        else:
+            why = "num_steps must be a whole number >= 1"
+        fail("multi-step", f"num_steps={batch.num_steps!r}: {why}. A batch may run several "
+                           "steps only if every row emits a token at the first (cached + new = "
                            "prompt + generated: a decode, or a prefill chunk that completes "
                            "the prompt) and nothing is padded; plan num_steps=1 otherwise")
     if batch.padded_len is not None:
@@ -132,7 +145,8 @@ def _diagnose(batch, device, device_index: int, table: RequestTable, policy: str
     else:
         need = int(lengths.sum()) + (batch.num_steps - 1) * batch.num_seqs
     if need > device.kv_capacity_tokens:
-        fail("memory", f"batch needs {need} KV tokens but the device holds "
+        at = f" at its last step (num_steps={batch.num_steps})" if batch.num_steps != 1 else ""
+        fail("memory", f"batch needs {need} KV tokens{at} but the device holds "
                        f"{device.kv_capacity_tokens}")
     if not 1 <= batch.num_micro_batches <= batch.num_seqs:
         fail("micro-batches", f"num_micro_batches={batch.num_micro_batches} must be between 1 "

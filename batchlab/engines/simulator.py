@@ -109,7 +109,7 @@ class Simulator(FaultEvents):
         return Result(self.table.records(), self.totals.table(), policy=self.name,
                       workload=self.workload.name, seed=self.seed,
                       wall_time=time.perf_counter() - start, num_events=self.num_events,
-                      itl=self.table.itl)
+                      itl=self.table.itl.flush())
 
     def _push(self, t: float, priority: int, kind_payload) -> None:
         self.seq += 1

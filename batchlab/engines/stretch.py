@@ -29,7 +29,7 @@ import numpy as np
 
 from ..core import Batch
 from ..core.errors import ConfigError
-from ..core.step import cost_row
+from ..core.step import COST_FIELDS, cost_row
 
 # Decode steps priced at first (the rest when the horizon lies further away).
 STEPS_GUESS = 16
@@ -152,7 +152,7 @@ class Stretch:
                 m = min(m, rows) if isinstance(rows, int) else np.minimum(rows, m)
             priced = self.price_decodes(rows, context, m)
             if priced is not None:
-                self._append(*priced)
+                self._append(*priced, last - s + 1, "price_decodes")
                 return
         last, rows = self._segment(s, last)
         ids, new, cached = batch.request_ids, batch.num_new_tokens, batch.num_cached_tokens
@@ -166,7 +166,7 @@ class Stretch:
         if self.run_steps is not None:
             priced = self.run_steps(step, last - s + 1)
             if priced is not None:
-                self._append(*priced)
+                self._append(*priced, last - s + 1, "run_steps")
                 return
         self._run(step)  # one step at a time: only steps that happen
 
@@ -197,15 +197,20 @@ class Stretch:
         self.num_priced += 1
         self.end = end
 
-    def _append(self, durations, costs) -> None:
-        k = len(durations)
+    def _append(self, durations, costs, k: int, method: str) -> None:
+        """Book `k` priced steps; a device that priced another number, or gave costs of
+        another shape, is named (its steps would be booked as tokens nobody asked for)."""
         ends = None
-        if getattr(durations, "shape", None) == (k,) and k:
+        if (getattr(durations, "shape", None) == (k,) and k
+                and getattr(costs, "shape", None) == (k, len(COST_FIELDS))):
             ends = np.cumsum(np.concatenate(((self.end,), durations)))[1:]  # sequential sums
         # Every duration >= 0 (NaN fails it) and a finite last end: all finite, in two checks.
         if ends is None or not (durations.min() >= 0 and math.isfinite(ends[-1])):
-            raise ConfigError(f"device {self.device.name!r} returned step durations "
-                              f"{durations!r}")
+            raise ConfigError(
+                f"device {self.device.name!r}: {method} was asked for {k} steps and returned "
+                f"durations of shape {getattr(durations, 'shape', None)} and costs of shape "
+                f"{getattr(costs, 'shape', None)}; it must return ({k},) durations >= 0 and "
+                f"({k}, {len(COST_FIELDS)}) costs")
         self.durations.append(durations)
         self.costs.append(costs)
         self.ends.append(ends)

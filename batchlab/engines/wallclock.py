@@ -116,7 +116,7 @@ class WallClock:
         return Result(self.table.records(), self.totals.table(), policy=self.name,
                       workload=self.workload.name, seed=self.seed,
                       wall_time=time.perf_counter() - self.start, num_events=self.num_events,
-                      itl=self.table.itl)
+                      itl=self.table.itl.flush())
 
     def _deliver(self, now: float) -> bool:
         delivered = False

@@ -273,13 +273,15 @@ class ContinuousBatching:
                 and rows.size == run.ids.size and self.may_plan_ahead()
                 and self._worth_planning_ahead()):
             fed = run.computed + take
-            if num_running == rows.size and int(take.sum()) == rows.size:
+            # Every row must complete what it knows, so emit, at the first step: a running
+            # prompt's chunk can be a single leftover budget token and not finish it.
+            emits = not np.count_nonzero(fed != run.known)
+            if emits and num_running == rows.size and int(take.sum()) == rows.size:
                 if self.admission_delay == 0 or not self._waiting:  # all decode, none admitted
                     steps = self._steps_ahead(run, kv, fed)
-            elif (not self._waiting and rows.size <= budget
-                  and not np.count_nonzero(fed != run.known)):
-                # Every row completes what it knows, so emits, and nobody is left waiting:
-                # the next steps decode every row, as a pure decode batch would.
+            elif emits and not self._waiting and rows.size <= budget:
+                # Nobody is left waiting: the next steps decode every row, as a pure decode
+                # batch would.
                 steps = self._steps_ahead(run, kv, fed)
             # Nobody waits for the room a finish frees: the other rows just run on.
             drop = steps > 1 and not self._waiting

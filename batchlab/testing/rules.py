@@ -44,8 +44,9 @@ class ContractChecks:
                                   & (table.status[:n] == WAITING) & ~table.in_flight[:n])
         others = {int(r): int(table.cached[r]) for r in resident.tolist() if r not in ids}
         if others:
+            # a multi-step batch holds one more token a row at each later step
             used = (batch.padded_len * batch.num_seqs if batch.padded_len is not None
-                    else batch.num_context_tokens)
+                    else batch.num_context_tokens + (batch.num_steps - 1) * batch.num_seqs)
             self.memory[d].append(_Resident(self.serial + 1, self.now, used, others))
 
     def _memory_detail(self, rec: _Resident, d: int, rid: int) -> str:
