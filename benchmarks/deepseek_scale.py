@@ -25,7 +25,7 @@ batch (`at capacity` below):
 - decode on 9 nodes of 8 H100 (EP72, 32 redundant experts) saturated through SGLang's
   slow-down switch: 22.3k output tokens/s per node for 2,000-token inputs (same blog). The
   blog gives no batch per GPU; the model is read at 256 rows/GPU, where its throughput rises
-  slowly with the batch (28.8k per node at 192 rows/GPU, 31.0k at 320).
+  slowly with the batch (28.5k per node at 192 rows/GPU, 30.2k at 320).
 """
 
 from __future__ import annotations

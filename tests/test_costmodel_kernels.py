@@ -61,7 +61,9 @@ def test_measurements_apply_only_where_they_were_taken():
 
 def test_routed_experts_use_the_grouped_layout_of_their_phase():
     experts = SimpleNamespace(flops_per_assignment=1.0, gemms=((4096, H), (H, 2048)))
-    k = MeasuredKernels([], experts, "h800", "fp8", expert_compute=123.0)
+    model = SimpleNamespace(weight_dtype="fp8", attention="mla", kv_dtype="bf16")
+    on = SimpleNamespace(measured_kernels=True)
+    k = MeasuredKernels([], experts, SimpleNamespace(name="h800"), model, on, 123.0)
     routed = SimpleNamespace(rank_load=512.0 * 4, rank_touched=4.0)  # 512 tokens an expert
     a, b = 4096 * H, H * 2048
     decode = (a / (a + b)) / (MASKED[(4096, H)][512] * 1e12) + \
@@ -70,8 +72,11 @@ def test_routed_experts_use_the_grouped_layout_of_their_phase():
         (b / (a + b)) / (CONTIGUOUS[(H, 2048)][4096] * 1e12)
     assert k.expert_seconds(routed, True) == pytest.approx(decode)
     assert k.expert_seconds(routed, False) == pytest.approx(prefill)  # held flat below 4096
-    plain = MeasuredKernels([], experts, "a100-80gb", "fp8", expert_compute=123.0)
+    plain = MeasuredKernels([], experts, SimpleNamespace(name="a100-80gb"), model, on, 123.0)
     assert plain.expert_seconds(routed, True) == 123.0
+    off = MeasuredKernels([], experts, SimpleNamespace(name="h800"), model,
+                          SimpleNamespace(measured_kernels=False), 123.0)
+    assert off.expert_seconds(routed, True) == 123.0
 
 
 def test_measured_kernels_slow_deepseek_down_on_h800_and_can_be_switched_off(h800):
@@ -92,3 +97,16 @@ def test_a_bad_switch_is_named():
     with pytest.raises(ConfigError, match="measured_kernels"):
         make_devices("deepseek-v3", "h800", 32, tp=1, ep=32,
                      efficiency={"measured_kernels": "yes"})
+
+
+def test_mla_decode_attention_runs_at_flashmlas_published_rates(h800):
+    from batchlab.costmodel.ops import CD
+    sm = h800.step_model
+    i, n = sm.op_names.index("attention"), sm._n
+    flops, nbytes = sm._M[2 * n + i, CD], sm._M[3 * n + i, CD]  # per decode key, as counted
+    assert sm._M[i, CD] == pytest.approx(flops / 580e12)
+    assert sm._M[n + i, CD] == pytest.approx(nbytes / 3000e9)
+    h200 = make_devices("deepseek-v3", "h200", 8, tp=1, ep=8)[0].step_model
+    eff, gpu = h200.efficiency, h200.gpu
+    assert h200._M[i, CD] == pytest.approx(h200._M[2 * n + i, CD] / (gpu.bf16_flops
+                                                                     * eff.compute))

@@ -15,9 +15,10 @@ estimate. The defaults are honest round numbers, not fitted to the figures the t
   op's GEMM or attention kernel plus the small kernels that ride along with it (rotary
   embedding, activation, residual add, KV-cache write), a few us each even under CUDA graphs.
   It is what makes many tiny kernels slow at small batch.
-- measured_kernels true: where a kernel library publishes what its GEMMs reach at an op's
-  exact shapes on the GPU (DeepGEMM's FP8 GEMMs on H800/H100 at DeepSeek-V3's shapes; see
-  kernels.py), those rates replace `compute` for that op; false keeps the plain roofline.
+- measured_kernels true: where a kernel library publishes what its kernels reach at an op's
+  exact shapes on the GPU (DeepGEMM's FP8 GEMMs at DeepSeek-V3's shapes and FlashMLA's
+  decode attention, on H800/H100; see kernels.py), those rates replace the efficiencies for
+  that op; false keeps the plain roofline.
 
 A calibrated profile (fitted to measurements by a later tool) replaces them wholesale:
 `Efficiency.from_dict(...)` or `load_efficiency(path)`.

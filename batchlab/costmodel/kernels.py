@@ -19,14 +19,23 @@ serves it (data-parallel attention, expert parallelism). H100 SXM has the same S
 and HBM3 bandwidth (3.35 TB/s) as H800, so the table serves both. Grouped GEMMs run the
 routed experts: the contiguous layout in prefill (tokens of every expert in one tensor), the
 masked layout in decode (CUDA graphs, token counts unknown to the host).
+
+And one kernel measured as a whole: FlashMLA, DeepSeek's MLA decoding kernel, "up to 3000
+GB/s in memory-bound configuration and 580 TFLOPS in computation-bound configuration on H800
+SXM5" (github.com/deepseek-ai/FlashMLA README at release, 2025-02-24; BF16 KV cache). Those
+two rates replace the roofline's for the attention of decode rows over their cached keys
+(the absorbed projections around it are GEMMs the roofline keeps).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .ops import CD
+
 MEASURED_GPUS = ("h800", "h100")
 TERA = 1e12
+FLASHMLA_FLOPS, FLASHMLA_BYTES = 580 * TERA, 3000e9  # FlashMLA README, H800 SXM5
 
 # DeepGEMM README (2025-02-26), "Normal GEMMs for dense models": M -> TFLOPS, per (N, K)
 NORMAL = {
@@ -94,14 +103,23 @@ class MeasuredKernels:
     """The measured curves that apply to one model on one GPU (per op, and for the routed
     experts); with none, the roofline's figures pass through unchanged."""
 
-    def __init__(self, op_list, experts, gpu_name: str, weight_dtype: str, expert_compute=0.0):
-        self._ops = [(i, c) for i, o in enumerate(op_list)
-                     if (c := op_curve(gpu_name, weight_dtype, o.gemms)) is not None]
+    def __init__(self, op_list, experts, gpu, model, eff, expert_compute=0.0, table=None):
+        """`table`: the step model's op table (compute-time rows, memory-time rows, FLOPs,
+        bytes; ops x features), whose MLA decode attention takes FlashMLA's rates here."""
+        on = eff.measured_kernels
+        name, dtype = gpu.name, model.weight_dtype
+        self._ops = [(i, c) for i, o in enumerate(op_list) if on
+                     and (c := op_curve(name, dtype, o.gemms)) is not None]
         self._prefill = self._decode = None
-        if experts is not None:
-            self._prefill, self._decode = expert_curves(gpu_name, weight_dtype, experts.gemms)
+        if on and experts is not None:
+            self._prefill, self._decode = expert_curves(name, dtype, experts.gemms)
             self._flops = experts.flops_per_assignment
         self._default = expert_compute  # the roofline's seconds per assignment
+        if (on and table is not None and name in MEASURED_GPUS and model.attention == "mla"
+                and model.kv_dtype == "bf16"):
+            i, n = [o.name for o in op_list].index("attention"), len(op_list)
+            table[i, CD] *= op_list[i].peak * eff.compute / FLASHMLA_FLOPS
+            table[n + i, CD] *= gpu.memory_bandwidth * eff.memory / FLASHMLA_BYTES
 
     def apply(self, out, tokens: float) -> None:
         """Replace the compute-time row of `out` (ops x [compute s, memory s, FLOPs, bytes])

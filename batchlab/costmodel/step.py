@@ -121,9 +121,8 @@ class StepModel:
             self._ex_ma = ex.bytes_per_assignment / (gpu.memory_bandwidth * eff.memory)
             self._ex_me = ex.bytes_per_expert / (gpu.memory_bandwidth * eff.memory)
             self._top_k = m.num_experts_per_tok
-        on = eff.measured_kernels  # published GEMM rates where they exist (kernels.py)
-        self._kernels = MeasuredKernels(op_list if on else [], self._experts if on else None,
-                                        gpu.name, m.weight_dtype, getattr(self, "_ex_c", 0.0))
+        self._kernels = MeasuredKernels(op_list, self._experts, gpu, m, eff,  # kernels.py
+                                        getattr(self, "_ex_c", 0.0), self._M)
         self.peak_flops = gpu.matmul_flops(m.weight_dtype) * lay.num_gpus
         self.peak_bandwidth = gpu.memory_bandwidth * lay.num_gpus
 

@@ -210,7 +210,7 @@ def write_report(view, out: Path, plots: dict[str, Path]) -> Path:
               "docs/costmodel.md for its formulas, sources and omissions): no real kernel was "
               "run. Where a deployment overlaps expert-parallel communication with "
               "computation (DeepSeek's production layout), the model is faster than published "
-              "full-batch measurements of such layouts (by 34-48% in docs/costmodel.md), so "
+              "full-batch measurements of such layouts (by 33-48% in docs/costmodel.md), so "
               "its capacity and price there are optimistic. Capacity comes from finite runs of Poisson traffic (see [capacity] in the "
               "config for their length) searched to the bracket width given there, with one "
               "seed: where a policy's tail latency is set by a few long requests (request-"
