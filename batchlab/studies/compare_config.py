@@ -59,14 +59,20 @@ def _check_traffic(name: str, traffic) -> None:
         _optional(name, where, traffic, key, limits.check_count)
 
 
+def _entries(name: str, key: str, value, at_least_one: bool = False):
+    """(where, table) of each entry of an array of tables `[[key]]`, each checked a table."""
+    if not isinstance(value, list) or (at_least_one and not value):
+        _fail(name, f"[[{key}]]", f"must be {'one or more ' if at_least_one else ''}[[{key}]] "
+              f"tables, got {limits._show(value)}")
+    for i, entry in enumerate(value):
+        where = f"[[{key}]] #{i + 1}"
+        _table(name, where, entry)
+        yield where, entry
+
+
 def _check_models(name: str, models) -> set:
-    if not isinstance(models, list) or not models:
-        _fail(name, "[[models]]", "must be one or more [[models]] tables, got "
-              f"{limits._show(models)}")
     keys = set()
-    for i, model in enumerate(models):
-        where = f"[[models]] #{i + 1}"
-        _table(name, where, model)
+    for where, model in _entries(name, "models", models, at_least_one=True):
         key = _need(name, where, model, "key", str, "a short name, such as \"moe\"")
         _need(name, where, model, "label", str, "a title for tables and plots")
         if "kind" in model:
@@ -112,11 +118,7 @@ def _check_studies(name: str, studies, model_keys: set) -> None:
 
 
 def _check_policies(name: str, policies, model_keys: set) -> None:
-    if not isinstance(policies, list):
-        _fail(name, "[[policies]]", f"must be [[policies]] tables, got {limits._show(policies)}")
-    for i, entry in enumerate(policies):
-        where = f"[[policies]] #{i + 1}"
-        _table(name, where, entry)
+    for where, entry in _entries(name, "policies", policies):
         _need(name, where, entry, "label", str, "a title for tables and plots")
         _need(name, where, entry, "policy", str, "a policy name (see `batchlab policies`)")
         for key in ("set", "deploy", "skip"):
@@ -130,11 +132,7 @@ def _check_policies(name: str, policies, model_keys: set) -> None:
 
 
 def _check_scale(name: str, scale, model_keys: set) -> None:
-    if not isinstance(scale, list):
-        _fail(name, "[[scale]]", f"must be [[scale]] tables, got {limits._show(scale)}")
-    for i, entry in enumerate(scale):
-        where = f"[[scale]] #{i + 1}"
-        _table(name, where, entry)
+    for where, entry in _entries(name, "scale", scale):
         _need(name, where, entry, "label", str, "a title for tables and plots")
         model = _need(name, where, entry, "model", str, "a [[models]] key")
         if model not in model_keys:
