@@ -54,8 +54,10 @@ def _order(instance, attribute, value):
 
 
 _EMPTY = np.zeros(0, dtype=np.int64)
-# Multi-step batches in a row that ran one step before planning ahead only now and then.
-CUT_SHORT, PROBE_EVERY = 16, 4
+# Planning ahead is worth its reservation while at least PAYS_OFF of the recent multi-step
+# batches (a moving average over about 1 / EMA_WEIGHT of them) ran more than one step; below
+# that the policy plans ahead one time in PROBE_EVERY, to see when stretches run on again.
+PAYS_OFF, EMA_WEIGHT, PROBE_EVERY = 0.35, 0.125, 8
 
 
 @attrs.define
@@ -115,8 +117,8 @@ class ContinuousBatching:
     # [device, admitted so far] while admitting (a list: set in place, no attrs setattr hook)
     _admitting: list = attrs.field(factory=lambda: [None, 0], init=False)
     _now: float = attrs.field(default=0.0, init=False)
-    # [multi-step batches in a row that ran one step, eligible plans skipped since]
-    _cut_short: list = attrs.field(factory=lambda: [0, 0], init=False)
+    # [moving average of multi-step batches that ran more than one step, plans skipped]
+    _payoff: list = attrs.field(factory=lambda: [1.0, 0], init=False)
 
     # -- hooks: override in a subclass (see the module docstring) -----------------------------
     def rank_key(self, request: Request) -> float:
@@ -208,7 +210,8 @@ class ContinuousBatching:
         rows, run.scheduled = run.scheduled, None
         steps = getattr(result, "num_steps", 1)
         if batch.num_steps > 1:
-            self._cut_short[0] = self._cut_short[0] + 1 if steps == 1 else 0
+            pay = self._payoff
+            pay[0] += ((steps > 1) - pay[0]) * EMA_WEIGHT
         fed = batch.num_cached_tokens + batch.num_new_tokens + (steps - 1)
         if steps < batch.num_steps:  # stopped early: give back the blocks reserved ahead
             self._kv[name].trim(batch.request_ids, fed, unique=True)  # rows: distinct ids
@@ -299,15 +302,15 @@ class ContinuousBatching:
         return len(self._kv) == 1
 
     def _worth_planning_ahead(self) -> bool:
-        """Speed only (records are the same either way): when stretches keep ending after
-        their first step (an arrival every step, say), the reservation costs more than it
-        saves; after CUT_SHORT of them in a row, plan ahead one time in PROBE_EVERY, to see
-        when stretches run on again."""
-        cut = self._cut_short
-        if cut[0] < CUT_SHORT:
+        """Speed only (records are the same either way): when most stretches end after
+        their first step (an arrival every step or two, say), the reservation and the
+        stretch cost more than the few steps saved; while under PAYS_OFF of recent ones ran
+        on, plan ahead one time in PROBE_EVERY, to see when stretches run on again."""
+        pay = self._payoff
+        if pay[0] >= PAYS_OFF:
             return True
-        cut[1] += 1
-        return cut[1] % PROBE_EVERY == 0
+        pay[1] += 1
+        return pay[1] % PROBE_EVERY == 0
 
     def _steps_ahead(self, run: _Running, kv: KVBlockManager, fed: np.ndarray) -> int:
         """How many steps this batch of every running row may be planned ahead, and reserve
