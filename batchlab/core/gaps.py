@@ -81,14 +81,26 @@ class GapHistogram:
     def _flush(self) -> None:
         if not self._pending:
             return
-        gaps = np.concatenate([g for g, _ in self._pending])
-        times = np.concatenate([np.broadcast_to(np.asarray(t, dtype=np.int64), g.shape)
-                                for g, t in self._pending])
-        self._pending.clear()
+        pending = self._pending
+        gaps = np.concatenate([g for g, _ in pending])
+        bins = bin_of(gaps)
+        # Most entries are booked once (single steps): their weight array is never built.
+        weighted = [(i, t) for i, (_, t) in enumerate(pending)
+                    if not (isinstance(t, int) and t == 1)]
+        if not weighted:
+            self._counts += np.bincount(bins, minlength=NUM_BINS)
+            self._num_gaps += gaps.size
+            self._total += float(gaps.sum())  # the same sum as gaps x 1, bit for bit
+        else:
+            times = np.ones(gaps.size, dtype=np.int64)
+            starts = np.cumsum([0] + [g.size for g, _ in pending])
+            for i, t in weighted:
+                times[starts[i]:starts[i + 1]] = t
+            np.add.at(self._counts, bins, times)
+            self._num_gaps += int(times.sum())
+            self._total += float((gaps * times).sum())
+        pending.clear()
         self._num_pending = 0
-        np.add.at(self._counts, bin_of(gaps), times)
-        self._num_gaps += int(times.sum())
-        self._total += float((gaps * times).sum())
 
     @property
     def counts(self) -> np.ndarray:
