@@ -190,7 +190,8 @@ API = [
     ("policy-parameter-unknown", lambda t: load_policy("fixed-window", nope=1), ConfigError,
      "policy 'fixed-window' has no parameter 'nope'"),
     ("policy-parameter-negative", lambda t: load_policy("fixed-window", window=-1.0),
-     ConfigError, "policy 'fixed-window': window must be >= 0, got -1.0"),
+     ConfigError, "policy 'fixed-window': window must be a duration from 0 to 1e+09 seconds, "
+     "got -1.0"),
     ("policy-parameter-nan", lambda t: load_policy("fixed-window", window="nan"), ConfigError,
      "policy 'fixed-window': parameter 'window' must be a finite float, got 'nan'"),
     ("policy-parameter-zero", lambda t: load_policy("fixed-window", max_batch=0), ConfigError,
@@ -229,7 +230,7 @@ CLI = [
     ("policy-parameter-nan", ["run", "--policy", "fixed-window", "--set", "window=nan"],
      "parameter 'window' must be a finite float, got 'nan'"),
     ("policy-parameter-negative", ["run", "--policy", "fixed-window", "--set", "window=-1"],
-     "window must be >= 0"),
+     "window must be a duration from 0 to 1e+09 seconds"),
     ("gpu-unknown", ["run", "--model", "llama-3-8b", "--gpu", "h9000"],
      "unknown GPU preset 'h9000'"),
     ("model-unknown", ["run", "--model", "gpt-9", "--gpu", "h200"],

@@ -82,7 +82,7 @@ def test_environment_variable_restricts_plugins(plugins, monkeypatch):
     ({"window": "soon"}, "parameter 'window' must be a finite float, got 'soon'"),
     ({"max_batch": 2.5}, "parameter 'max_batch' must be int, got 2.5"),
     ({"max_batch": 0}, "max_batch must be > 0"),
-    ({"window": -1.0}, "window must be >= 0"),
+    ({"window": -1.0}, "window must be a duration from 0 to 1e+09 seconds"),
     ({"window": "nan"}, "parameter 'window' must be a finite float"),
 ])
 def test_bad_parameters_name_the_policy_and_parameter(params, message):

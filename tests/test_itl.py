@@ -38,6 +38,35 @@ def test_repeated_gaps_count_as_many():
     assert hist.percentile(51) == pytest.approx(0.02, rel=0.005)
 
 
+def test_long_and_out_of_range_gaps():
+    """Gaps of days are binned like any other; beyond the bins (or infinite) they count in
+    the last bin, whose percentile is the longest gap, never a figure below it."""
+    hist = GapHistogram()
+    hist.add(np.array([0.01, 1e6, 2e6]))
+    assert hist.percentile(100) == pytest.approx(2e6, rel=0.005)
+    assert hist.percentile(50) == pytest.approx(1e6, rel=0.005)
+    beyond = GapHistogram()
+    beyond.add(np.array([0.01, 5e12]))
+    assert beyond.percentile(100) == 5e12 and beyond.max == 5e12
+    inf = GapHistogram()
+    inf.add(np.array([0.02, math.inf]))  # used to wrap to a negative bin: IndexError
+    assert inf.percentile(100) == math.inf and inf.percentile(50) == pytest.approx(0.02, rel=0.005)
+    inf.check_valid()
+    merged = hist.copy()
+    merged.merge(beyond)
+    assert merged.max == 5e12 and merged.num_gaps == 5
+
+
+@pytest.mark.parametrize("policy", ["continuous", "fixed-window"])
+def test_a_window_past_any_run_is_refused(policy):
+    """window=1e308 overflowed the clock (1e308 + a step is 1e308) and crashed the ITL
+    histogram; durations are capped at core.limits.MAX_SECONDS like every other time."""
+    from batchlab.core.errors import ConfigError
+    with pytest.raises(ConfigError, match="window must be a duration from 0 to 1e\\+09"):
+        load_policy(policy, window=1e308)
+    assert load_policy(policy, window=1e9).window == 1e9
+
+
 @pytest.mark.parametrize("max_num_steps", [1, 64])
 def test_every_token_after_the_first_is_one_gap_and_the_gaps_add_up(max_num_steps):
     """A request's gaps telescope to finish - first token, whatever preemptions did."""

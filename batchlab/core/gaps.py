@@ -7,10 +7,13 @@ a fixed, log-spaced histogram as the step that emits it completes.
 
 Accuracy: bins are 1% wide (edges at MIN_GAP * 1.01**i), and a percentile is reported at its
 bin's geometric centre, so it is within 0.5% of the exact nearest-rank percentile for gaps
-between MIN_GAP (1 microsecond) and MIN_GAP * 1.01**NUM_BINS (about 9.8e3 s); a gap below
-that range counts in the first bin, one above in the last. The
-mean is exact (a running sum, up to float rounding). Memory: NUM_BINS int64 counts (19 kB),
-plus up to MAX_PENDING gaps not binned yet (see `GapHistogram`).
+between MIN_GAP (1 microsecond) and MIN_GAP * 1.01**(NUM_BINS - 1) (about 1e10 s, beyond any
+run: simulated times are at most `core.limits.MAX_SECONDS`, 1e9 s, apart); a gap below that
+range counts in the first bin, one above (or an infinite one) in the last, and a percentile
+that falls in the last bin is reported as the longest gap seen, so no percentile is ever
+shown below the gaps it stands for. The mean is exact (a running sum, up to float rounding).
+Memory: NUM_BINS int64 counts (30 kB), plus up to MAX_PENDING gaps not binned yet (see
+`GapHistogram`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import numpy as np
 
 MIN_GAP = 1e-6
 GROWTH = 1.01
-NUM_BINS = 2315  # MIN_GAP * GROWTH**NUM_BINS ~ 9.8e3 s
+NUM_BINS = 3703  # MIN_GAP * GROWTH**NUM_BINS ~ 1e10 s
 _INV_LOG = 1.0 / math.log(GROWTH)
 _LOG_MIN = math.log(MIN_GAP)
 
@@ -30,7 +33,8 @@ _LOG_MIN = math.log(MIN_GAP)
 def bin_of(gaps: np.ndarray) -> np.ndarray:
     """The bin of each gap (seconds), clipped to the histogram's range."""
     raw = (np.log(np.maximum(gaps, MIN_GAP)) - _LOG_MIN) * _INV_LOG  # gaps >= 0: no warning
-    return np.minimum(raw.astype(np.int64), NUM_BINS - 1)
+    # Clipped before the cast: an infinite gap must land in the last bin, not wrap around.
+    return np.fmin(raw, NUM_BINS - 1).astype(np.int64)
 
 
 # Gaps held before they are binned: binning in bulk costs a few numpy calls per batch of
@@ -49,6 +53,7 @@ class GapHistogram:
     _counts: np.ndarray = attrs.field(factory=lambda: np.zeros(NUM_BINS, dtype=np.int64))
     _num_gaps: int = 0
     _total: float = 0.0
+    _max: float = 0.0  # the longest gap: what a percentile in the open-ended last bin reports
     _pending: list = attrs.field(factory=list, repr=False)  # (gaps, times each)
     _num_pending: int = attrs.field(default=0, repr=False)
 
@@ -84,6 +89,7 @@ class GapHistogram:
         pending = self._pending
         gaps = np.concatenate([g for g, _ in pending])
         bins = bin_of(gaps)
+        self._max = max(self._max, float(np.fmax.reduce(gaps)))
         # Most entries are booked once (single steps): their weight array is never built.
         weighted = [(i, t) for i, (_, t) in enumerate(pending)
                     if not (isinstance(t, int) and t == 1)]
@@ -119,13 +125,20 @@ class GapHistogram:
 
     def copy(self) -> "GapHistogram":
         self._flush()
-        return GapHistogram(self._counts.copy(), self._num_gaps, self._total)
+        return GapHistogram(self._counts.copy(), self._num_gaps, self._total, self._max)
 
     def merge(self, other: "GapHistogram") -> None:
         self._flush()
         self._counts += other.counts
         self._num_gaps += other.num_gaps
         self._total += other.total
+        self._max = max(self._max, other.max)
+
+    @property
+    def max(self) -> float:
+        """The longest gap booked (0 with none)."""
+        self._flush()
+        return self._max
 
     @property
     def mean(self) -> float:
@@ -137,6 +150,8 @@ class GapHistogram:
             return math.nan
         rank = max(1, math.ceil(q / 100.0 * self.num_gaps))
         b = int(np.searchsorted(np.cumsum(self.counts), rank))
+        if b >= NUM_BINS - 1:  # the last bin has no upper edge: its gaps are at most the max
+            return self._max
         return MIN_GAP * GROWTH ** (b + 0.5)
 
     def check_valid(self) -> None:

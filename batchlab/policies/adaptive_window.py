@@ -30,7 +30,7 @@ import numpy as np
 
 from ..core import Batch, Request
 from .fixed_window import FixedWindow
-from ..core.validators import positive
+from ..core.validators import positive_seconds
 
 
 def _above_one(instance, attribute, value):
@@ -53,10 +53,10 @@ class AdaptiveWindow(FixedWindow):
     """A fixed window whose window is tuned online: shrunk when observed latency exceeds
     `target`, grown while it stays below `headroom` x target."""
 
-    target: float = attrs.field(default=0.5, validator=positive)
+    target: float = attrs.field(default=0.5, validator=positive_seconds)
     metric: str = attrs.field(default="ttft", validator=_metric)
-    min_window: float = attrs.field(default=0.001, validator=positive)
-    max_window: float = attrs.field(default=1.0, validator=positive)
+    min_window: float = attrs.field(default=0.001, validator=positive_seconds)
+    max_window: float = attrs.field(default=1.0, validator=positive_seconds)
     increase: float = attrs.field(default=1.2, validator=_above_one)
     decrease: float = attrs.field(default=0.5, validator=_fraction)
     headroom: float = attrs.field(default=0.8, validator=_fraction)

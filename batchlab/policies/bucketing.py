@@ -33,7 +33,7 @@ import numpy as np
 
 from ..core import Batch, KVBlockManager, Plan, Request
 from ..core.reoffer import plan_devices
-from ..core.validators import non_negative, positive
+from ..core.validators import positive, seconds
 
 
 def _pick(instance, attribute, value):
@@ -100,7 +100,7 @@ class Bucketing:
     min_len: int = attrs.field(default=128, validator=positive)      # "exponential" only
     max_len: int = attrs.field(default=16384, validator=positive)
     pick: str = attrs.field(default="fullest", validator=_pick)
-    max_wait: float = attrs.field(default=1.0, validator=non_negative)  # 0: never forced
+    max_wait: float = attrs.field(default=1.0, validator=seconds)  # 0: never forced
     max_batch: int = attrs.field(default=64, validator=positive)
     block_size: int = attrs.field(default=16, validator=positive)
     name: str = attrs.field(default="bucketing", init=False)

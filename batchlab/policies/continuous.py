@@ -45,7 +45,7 @@ import numpy as np
 
 from ..core import Batch, KVBlockManager, Plan, PolicyError, Request
 from ..core.reoffer import plan_devices
-from ..core.validators import non_negative, positive
+from ..core.validators import positive, seconds
 
 
 def _order(instance, attribute, value):
@@ -92,12 +92,12 @@ class ContinuousBatching:
     # Seconds an idle device may wait to gather a fuller step (0: never wait). A step starts
     # once max_num_seqs requests are in hand or the window since the device went idle ends:
     # the MoE trade of latency for tokens per expert.
-    window: float = attrs.field(default=0.0, validator=non_negative)
+    window: float = attrs.field(default=0.0, validator=seconds)
     # Seconds new prompts are held back while sequences run (vLLM's scheduler delay): a
     # device that is decoding admits waiting prompts only once the oldest has waited this
     # long, so they join in fewer, fuller prefill steps; decodes never wait. An idle device
     # admits at once. `window` above delays every step; this delays admissions only.
-    admission_delay: float = attrs.field(default=0.0, validator=non_negative)
+    admission_delay: float = attrs.field(default=0.0, validator=seconds)
     # Steps a pure decode batch may be planned ahead (multi-step plans); 1: plan every step.
     max_num_steps: int = attrs.field(default=64, validator=positive)
     name: str = attrs.field(default="continuous", init=False)

@@ -19,7 +19,7 @@ import attrs
 import numpy as np
 
 from ..core import Batch, KVBlockManager, Plan, Request
-from ..core.validators import non_negative, positive
+from ..core.validators import positive, seconds
 
 
 @attrs.define
@@ -35,7 +35,7 @@ class FixedWindow:
     waited `window` seconds; run it to completion before admitting more."""
 
     max_batch: int = attrs.field(default=8, validator=positive)
-    window: float = attrs.field(default=0.05, validator=non_negative)
+    window: float = attrs.field(default=0.05, validator=seconds)
     block_size: int = attrs.field(default=16, validator=positive)
     name: str = attrs.field(default="fixed-window", init=False)
     _queue: deque = attrs.field(factory=deque, init=False)
