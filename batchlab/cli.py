@@ -235,8 +235,12 @@ def cmd_compare(args) -> int:
               end="")
         return 0
     policies = None
-    if args.policies:
+    if args.policies is not None:
         policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+        if not policies:  # "--policies ," would run nothing and plot an empty page
+            raise ConfigError(f"--policies {args.policies!r} names no policy; give names "
+                              "separated by commas (see `batchlab policies`), or leave it out "
+                              "for all")
     bar = None if args.quiet else _progress(args, "running")
     paths = compare.run(args.config, args.out, policies=policies, executor=args.executor,
                         processes=args.processes, address=args.address,

@@ -1,0 +1,67 @@
+"""Bad input and silent surprises of `batchlab run`, `capacity` and `compare`: each either
+runs as documented or stops with one line, "batchlab: error: ...", naming the option."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from batchlab.cli import main
+
+pytest.importorskip("batchlab.costmodel")
+
+TINY = textwrap.dedent("""
+    [run]
+    prompt = "64"
+    output = "8"
+
+    [capacity]
+    start = 8.0
+    duration = 2.0
+    rel_tol = 0.5
+    min_requests = 10
+    max_requests = 40
+
+    [traffic]
+    local_requests = 2
+    rates = []
+
+    [[models]]
+    key = "dense"
+    kind = "dense"
+    label = "Llama-3-8B on 1 x H100"
+    model = "llama-3-8b"
+    gpu = "h100"
+    gpus = 1
+
+    [[policies]]
+    label = "continuous"
+    policy = "continuous"
+""")
+
+
+def _error(capsys, argv) -> str:
+    """The one error line of a CLI call that must fail with exit status 2."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("batchlab: error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_compare_without_poisson_rates_writes_its_plots(tmp_path):
+    pytest.importorskip("matplotlib")
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    out = tmp_path / "out"
+    assert main(["compare", "--config", str(config), "--out", str(out), "--processes", "1",
+                 "--quiet"]) == 0
+    assert (out / "report.md").exists()
+    assert not (out / "plots" / "frontier.png").exists()  # no Poisson point: no frontier
+
+
+@pytest.mark.parametrize("value", [",", "", " , "])
+def test_compare_policies_naming_nothing_is_an_error(capsys, tmp_path, value):
+    err = _error(capsys, ["compare", "--policies", value, "--out", str(tmp_path / "o")])
+    assert "--policies" in err and "names no policy" in err
+    assert not (tmp_path / "o").exists()
