@@ -285,10 +285,20 @@ def _params(args) -> dict:
         scenario.check_params({k: v for k, v in params.items() if v is not None})
     except ConfigError as exc:
         raise ConfigError(_as_option(str(exc))) from None
+    if args.deployment:
+        # It fixes these itself; given beside it they would be silently ignored.
+        fixed = [f"--{k.replace('_', '-')}" for k in scenario._DEPLOYMENT_FIXES
+                 if k != "devices" and params.get(k) is not None]
+        if args.devices != 1:
+            fixed.append("--devices")
+        if fixed:
+            raise ConfigError(f"--deployment {args.deployment} fixes its own model, GPUs, "
+                              f"layout and price; drop {', '.join(fixed)} (or drop --deployment "
+                              "and give --model and --gpu)")
     if args.model or args.gpu or args.deployment:
         params["devices"] = None
     for flag in ("gpus", "tp", "ep", "pp", "dp", "efficiency", "overlap", "redundant_experts"):
-        if params[flag] is not None and not (args.model or args.gpu):
+        if params[flag] is not None and not (args.model or args.gpu or args.deployment):
             raise ConfigError(f"--{flag} needs --model and --gpu (it is a cost-model "
                               "setting; the affine device has none)")
     if args.limit is not None and not args.trace:
@@ -319,7 +329,7 @@ def cmd_run(args) -> int:
     else:
         result = scenario.run(params, progress=progress)
     summary = result.summary(slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot)
-    if not (args.model or args.gpu):
+    if not (args.model or args.gpu or args.deployment):
         # Say so: its numbers are a teaching model's, not a GPU's ("GPUs 1" would mislead).
         summary = {**summary, "device_kind": AFFINE_KIND}
         summary.pop("num_gpus", None)

@@ -65,3 +65,29 @@ def test_compare_policies_naming_nothing_is_an_error(capsys, tmp_path, value):
     err = _error(capsys, ["compare", "--policies", value, "--out", str(tmp_path / "o")])
     assert "--policies" in err and "names no policy" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_run_on_a_deployment_reports_its_gpus_not_the_teaching_device(capsys):
+    assert main(["run", "--requests", "3", "--deployment", "deepseek-v3-production"]) == 0
+    out = capsys.readouterr().out
+    assert "teaching device" not in out
+    assert "GPUs      176" in out  # one prefill unit (32) and one decode unit (144)
+
+
+@pytest.mark.parametrize("extra, culprits", [
+    (["--model", "llama-3-8b", "--gpu", "h100"], "--model, --gpu"),
+    (["--gpus", "8", "--devices", "3"], "--gpus, --devices"),
+    (["--price", "3"], "--price"),
+])
+def test_run_deployment_refuses_what_it_fixes(capsys, extra, culprits):
+    err = _error(capsys, ["run", "--requests", "3", "--deployment", "deepseek-v3-production",
+                          *extra])
+    assert f"drop {culprits} " in err
+
+
+def test_a_sweep_point_with_a_deployment_and_a_model_is_an_error():
+    from batchlab import ConfigError
+    from batchlab.studies import scenario
+    with pytest.raises(ConfigError, match="drop model, gpus"):
+        scenario.build_devices({"deployment": "deepseek-v3-production", "model": "llama-3-8b",
+                                "gpus": 8})

@@ -18,7 +18,8 @@ attention_gpus, ffn_gpus (attention/FFN disaggregation: one device, two GPU pool
 (affine); runtime, overlap, redundant_experts (cost model: runtime profile, two-batch
 overlap, EPLB copies of experts); deployment (a named deployment such as
 "deepseek-v3-production": prefill devices first, then decode devices), with prefill_units
-and decode_units (how many of each unit; default one each);
+and decode_units (how many of each unit; default one each), runtime, overlap and efficiency
+(it fixes its model, GPUs, layout and price: those beside it are an error);
 run: seed, slo_ttft, slo_tpot; label (free text, ignored). An unknown key is an error.
 """
 
@@ -146,12 +147,24 @@ def build_workload(params: dict):
                          max_new_tokens=params.get("max_new_tokens"))
 
 
+_DEPLOYMENT_FIXES = ("model", "gpu", "gpus", "tp", "ep", "pp", "dp", "price", "routing",
+                     "attention_gpus", "ffn_gpus", "redundant_experts", "devices")
+
+
 def build_devices(params: dict):
     if params.get("deployment"):
         from .. import costmodel
+        # The deployment fixes its model, GPUs, layout and price; any of these beside it would
+        # be silently ignored, so say which to drop.
+        fixed = [k for k in _DEPLOYMENT_FIXES if params.get(k) is not None]
+        if fixed:
+            raise ConfigError(f"deployment {params['deployment']!r} fixes its own model, GPUs, "
+                              f"layout and price; drop {', '.join(fixed)} (or drop deployment "
+                              "and describe the devices with model and gpu)")
         units = {k: params[k] for k in ("prefill_units", "decode_units")
                  if params.get(k) is not None}
         return costmodel.make_deployment(params["deployment"], **units,
+                                         overlap=params.get("overlap"),
                                          runtime=params.get("runtime"),
                                          efficiency=params.get("efficiency"),
                                          seed=_get(params, "seed"))
