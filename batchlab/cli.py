@@ -195,8 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_capacity(args) -> int:
-    from .studies.capacity import find_capacity, format_capacity
+    from .studies.capacity import check_search, find_capacity, format_capacity
     from .studies.slo import SLO
+    search = {"rel_tol": args.tol, "duration": args.duration, "start": args.start}
+    options = {"rel_tol": "--tol", "duration": "--duration", "start": "--start"}
+    check_search(search, lambda key: options.get(key, f"the search's {key}"))
     keys = ("model", "gpu", "prompt", "output", "gpus", "tp", "ep", "pp", "dp", "devices",
             "seed", "price")
     params = {"policy": args.policy, **{k: getattr(args, k) for k in keys
@@ -204,8 +207,7 @@ def cmd_capacity(args) -> int:
     for key, value in args.params:
         params[f"policy.{key}"] = value
     slo = SLO.parse(args.slo) if args.slo else SLO.from_config(None)
-    cap = find_capacity(params, slo, rel_tol=args.tol, duration=args.duration,
-                        start=args.start)
+    cap = find_capacity(params, slo, **search)
     print(format_capacity(cap, as_json=args.json))
     return 0
 

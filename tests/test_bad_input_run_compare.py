@@ -91,3 +91,26 @@ def test_a_sweep_point_with_a_deployment_and_a_model_is_an_error():
     with pytest.raises(ConfigError, match="drop model, gpus"):
         scenario.build_devices({"deployment": "deepseek-v3-production", "model": "llama-3-8b",
                                 "gpus": 8})
+
+
+@pytest.mark.parametrize("option, value", [("--duration", "0"), ("--duration", "-1"),
+                                           ("--tol", "0"), ("--tol", "1"), ("--start", "0")])
+def test_capacity_checks_its_search_options_before_probing(capsys, option, value):
+    err = _error(capsys, ["capacity", "--model", "llama-3-8b", "--gpu", "h100", option, value])
+    assert err.startswith(f"batchlab: error: {option} ")
+
+
+def test_capacity_search_api_checks_its_options():
+    from batchlab import ConfigError
+    from batchlab.studies.capacity import find_capacity
+    params = {"model": "llama-3-8b", "gpu": "h100"}
+    with pytest.raises(ConfigError, match="duration must be"):
+        find_capacity(params, duration=0)
+    with pytest.raises(ConfigError, match="min_requests 500 is above .*max_requests 100"):
+        find_capacity(params, min_requests=500, max_requests=100)
+
+
+def test_capacity_slo_on_a_key_the_summary_lacks_is_an_error(capsys):
+    err = _error(capsys, ["capacity", "--model", "llama-3-8b", "--gpu", "h100", "--prompt", "64",
+                          "--output", "8", "--slo", "foo_s=1"])
+    assert "'foo_s' is not in the run summary" in err and "ttft_p99_s" in err
