@@ -114,3 +114,33 @@ def test_capacity_slo_on_a_key_the_summary_lacks_is_an_error(capsys):
     err = _error(capsys, ["capacity", "--model", "llama-3-8b", "--gpu", "h100", "--prompt", "64",
                           "--output", "8", "--slo", "foo_s=1"])
     assert "'foo_s' is not in the run summary" in err and "ttft_p99_s" in err
+
+
+def _with_capacity(table: str) -> str:
+    start, end = TINY.index("[capacity]"), TINY.index("[traffic]")
+    return TINY[:start] + "[capacity]\n" + table + "\n\n" + TINY[end:]
+
+
+@pytest.mark.parametrize("table, words", [
+    ("start = 0.0", "[capacity]: start must be"),
+    ("rel_tol = 0", "[capacity]: rel_tol must be"),
+    ("duration = -1", "[capacity]: duration must be"),
+    ("min_requests = 5000\nmax_requests = 1200", "min_requests 5000 is above max_requests"),
+    ("speed = 3", "unknown setting 'speed'"),
+])
+def test_compare_checks_capacity_settings_before_running(capsys, tmp_path, table, words):
+    config = tmp_path / "c.toml"
+    config.write_text(_with_capacity(table))
+    err = _error(capsys, ["compare", "--config", str(config), "--out", str(tmp_path / "o"),
+                          "--no-plots", "--quiet"])
+    assert words in err
+    assert not (tmp_path / "o").exists()  # nothing ran
+
+
+def test_compare_checks_a_scale_entrys_capacity_on_top_of_the_table(capsys, tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text(TINY + '\n[[scale]]\nmodel = "dense"\nlabel = "x"\n'
+                      "capacity = { start = 0.01 }\n")
+    err = _error(capsys, ["compare", "--config", str(config), "--out", str(tmp_path / "o"),
+                          "--no-plots", "--quiet"])
+    assert "[[scale]] #1 capacity: start 0.01 must lie from min_rate 0.05" in err
