@@ -144,3 +144,12 @@ def test_compare_checks_a_scale_entrys_capacity_on_top_of_the_table(capsys, tmp_
     err = _error(capsys, ["compare", "--config", str(config), "--out", str(tmp_path / "o"),
                           "--no-plots", "--quiet"])
     assert "[[scale]] #1 capacity: start 0.01 must lie from min_rate 0.05" in err
+
+
+def test_capacity_on_the_teaching_device_prints_no_nan_price(capsys):
+    assert main(["capacity"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "nan" not in last and "GPU(s)" not in last
+    assert "affine teaching device(s)" in last and "give --price" in last
+    assert main(["capacity", "--price", "2"]) == 0
+    assert "$" in capsys.readouterr().out.strip().splitlines()[-1]

@@ -252,9 +252,17 @@ def format_capacity(cap: Capacity, *, as_json: bool = False) -> str:
         lines.append(f"capacity: none; even {cap.probes[-1]['rate']:g} req/s misses {row['slo']}")
         return "\n".join(lines)
     capped = " (the search's max_rate: the real capacity is higher)" if cap.is_capped else ""
+    # The affine teaching device has no GPU and, unless given --price, no price: say so rather
+    # than print "1 GPU(s)" and "$nan".
+    is_affine = not any(cap.params.get(k) for k in ("model", "gpu", "deployment"))
+    per = "device" if is_affine else "GPU"
+    where = (f"{cap.num_gpus} affine teaching device(s) (no GPU)" if is_affine else
+             f"{cap.num_gpus} GPU(s)") + f": goodput {cap.goodput_rps_per_gpu:.3g} req/s per {per}"
+    usd = cap.usd_per_million_output_tokens
+    cost = (f"${usd:.3g} per million output tokens" if math.isfinite(usd) else
+            "no $ per million output tokens (the devices have no price; give --price)")
     lines.append(f"capacity: {cap.capacity_rps:g} req/s{capped} within {row['slo']} on "
-                 f"{cap.num_gpus} GPU(s): goodput {cap.goodput_rps_per_gpu:.3g} req/s per GPU, "
-                 f"${cap.usd_per_million_output_tokens:.3g} per million output tokens")
+                 f"{where}, {cost}")
     if row["slo_notes"]:
         lines.append("note: " + row["slo_notes"])
     return "\n".join(lines)
