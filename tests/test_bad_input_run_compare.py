@@ -153,3 +153,20 @@ def test_capacity_on_the_teaching_device_prints_no_nan_price(capsys):
     assert "affine teaching device(s)" in last and "give --price" in last
     assert main(["capacity", "--price", "2"]) == 0
     assert "$" in capsys.readouterr().out.strip().splitlines()[-1]
+
+
+def test_compare_progress_reports_every_phase_and_no_empty_one(tmp_path):
+    import io
+
+    from batchlab.studies import compare
+    from batchlab.studies.progress import Progress
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    stream = io.StringIO()
+    compare.run(config, tmp_path / "out", processes=1, plots=False,
+                progress=Progress(stream, "running", is_terminal=False))
+    lines = stream.getvalue().splitlines()
+    # No knob study in TINY: that phase says nothing, and none says "0/0".
+    assert [line.split(":")[0] for line in lines] == ["running latency tables",
+                                                      "running capacity searches"]
+    assert all(" 1/1 done" in line for line in lines)

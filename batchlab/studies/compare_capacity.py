@@ -100,6 +100,8 @@ def run_capacity(config: dict, best: dict, policies=None, *, cache_dir, progress
     local = int(config["traffic"].get("local_requests") or 12)
     points = [{**c["params"], "arrival": "local", "requests": local} for c in scale_cases]
     total = len(jobs) + len(points)
+    if not total:
+        progress = None  # nothing to search: no "0/0 done" line
     if progress is not None:
         progress(0, total)
     if points:
