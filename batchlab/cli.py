@@ -109,16 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
     wl = run.add_argument_group("workload")
     wl.add_argument("--trace", help="replay a CSV or JSONL trace (Azure LLM inference "
                     "columns, or arrival,prompt_tokens,output_tokens) instead of sampling")
-    wl.add_argument("--time-scale", type=_finite(float), default=1.0,
-                    help="multiply trace arrival times (0.5 replays twice as fast)")
+    wl.add_argument("--time-scale", type=_finite(float),
+                    help="multiply trace arrival times (0.5 replays twice as fast; default 1)")
     wl.add_argument("--limit", type=int, help="use only the first N requests of the trace")
-    wl.add_argument("--arrival", default="poisson",
+    wl.add_argument("--arrival",
                     help="poisson, gamma, constant, closed or local (default poisson)")
     wl.add_argument("--rate", type=_finite(float), help="requests per second (default 1.5)")
     wl.add_argument("--cv", type=_finite(float), help="coefficient of variation (gamma)")
     wl.add_argument("--users", type=int, help="closed-loop users")
     wl.add_argument("--think-time", type=_finite(float), help="closed-loop think time, s")
-    wl.add_argument("--requests", type=int, default=500, help="number of requests (500)")
+    wl.add_argument("--requests", type=int, help="number of requests (500)")
     wl.add_argument("--prompt", help="prompt lengths: N, uniform:LO:HI, "
                     "lognormal:MEAN:CV[:MAX] (default lognormal:512:1.0)")
     wl.add_argument("--output", help="output lengths, as --prompt (default lognormal:128:1.0)")
@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "tokens in all, scaled down proportionally")
     wl.add_argument("--max-new-tokens", type=int, help="cap every request carries")
     dev = run.add_argument_group("devices (affine teaching model unless --model is given)")
-    dev.add_argument("--devices", type=int, default=1, help="number of affine devices (1)")
+    dev.add_argument("--devices", type=int, help="number of affine devices (1)")
     dev.add_argument("--model", help="model preset for the roofline cost model")
     dev.add_argument("--gpu", help="GPU preset for the roofline cost model")
     dev.add_argument("--gpus", type=int, default=None, help="GPUs per device (cluster size)")
@@ -206,6 +206,13 @@ def cmd_capacity(args) -> int:
                                         if getattr(args, k) is not None}}
     for key, value in args.params:
         params[f"policy.{key}"] = value
+    # Checked as `run` checks them, so that an error names the option (--gpus, --price).
+    try:
+        scenario.check_params(params)
+    except ConfigError as exc:
+        raise ConfigError(_as_option(str(exc))) from None
+    if args.devices is not None and (args.model or args.gpu):
+        raise ConfigError(DEVICES_WITH_MODEL)
     slo = SLO.parse(args.slo) if args.slo else SLO.from_config(None)
     cap = find_capacity(params, slo, **search)
     print(format_capacity(cap, as_json=args.json))
@@ -280,7 +287,7 @@ def _params(args) -> dict:
     }
     for key, value in args.params:
         params[f"policy.{key}"] = value
-    if args.devices < 1:
+    if args.devices is not None and args.devices < 1:
         raise ConfigError(f"--devices must be >= 1, got {args.devices}")
     # The same checks a sweep file's settings get, worded with the option the user typed.
     try:
@@ -289,23 +296,39 @@ def _params(args) -> dict:
         raise ConfigError(_as_option(str(exc))) from None
     if args.deployment:
         # It fixes these itself; given beside it they would be silently ignored.
-        fixed = [f"--{k.replace('_', '-')}" for k in scenario._DEPLOYMENT_FIXES
-                 if k != "devices" and params.get(k) is not None]
-        if args.devices != 1:
-            fixed.append("--devices")
+        fixed = [_option(k) for k in scenario._DEPLOYMENT_FIXES if params.get(k) is not None]
         if fixed:
             raise ConfigError(f"--deployment {args.deployment} fixes its own model, GPUs, "
                               f"layout and price; drop {', '.join(fixed)} (or drop --deployment "
                               "and give --model and --gpu)")
-    if args.model or args.gpu or args.deployment:
-        params["devices"] = None
+    if args.devices is not None and (args.model or args.gpu):
+        raise ConfigError(DEVICES_WITH_MODEL)
     for flag in ("gpus", "tp", "ep", "pp", "dp", "efficiency", "overlap", "redundant_experts"):
         if params[flag] is not None and not (args.model or args.gpu or args.deployment):
-            raise ConfigError(f"--{flag} needs --model and --gpu (it is a cost-model "
+            raise ConfigError(f"{_option(flag)} needs --model and --gpu (it is a cost-model "
                               "setting; the affine device has none)")
     if args.limit is not None and not args.trace:
         raise ConfigError("--limit applies to --trace only; use --requests for sampled traffic")
+    if args.time_scale is not None and not args.trace:
+        raise ConfigError("--time-scale applies to --trace only; use --rate for sampled "
+                          "traffic")
+    if args.trace:
+        # The trace gives the arrivals and lengths; these would be silently ignored.
+        ignored = [_option(k) for k in scenario._TRACE_FIXES if params.get(k) is not None]
+        if ignored:
+            raise ConfigError(f"--trace {args.trace} replays the trace's arrivals and lengths; "
+                              f"drop {', '.join(ignored)} (--time-scale speeds it up, --limit "
+                              "shortens it; --lengths takes only its lengths, with the "
+                              "arrivals of --arrival)")
     return {k: v for k, v in params.items() if v is not None}
+
+
+DEVICES_WITH_MODEL = ("--devices counts affine teaching devices; with --model and --gpu give "
+                      "replicas with --dp, or GPUs per replica with --gpus")
+
+
+def _option(key: str) -> str:
+    return f"--{key.replace('_', '-')}"
 
 
 def _as_option(message: str) -> str:

@@ -170,3 +170,52 @@ def test_compare_progress_reports_every_phase_and_no_empty_one(tmp_path):
     assert [line.split(":")[0] for line in lines] == ["running latency tables",
                                                       "running capacity searches"]
     assert all(" 1/1 done" in line for line in lines)
+
+
+@pytest.fixture
+def trace(tmp_path):
+    path = tmp_path / "ok.csv"
+    path.write_text("arrival,prompt_tokens,output_tokens\n0,5,3\n0.5,7,2\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("extra, culprits", [
+    (["--rate", "3"], "--rate"),
+    (["--arrival", "gamma", "--cv", "2"], "--arrival, --cv"),
+    (["--requests", "4", "--prompt", "8"], "--requests, --prompt"),
+])
+def test_run_trace_refuses_options_it_would_ignore(capsys, trace, extra, culprits):
+    err = _error(capsys, ["run", "--trace", trace, *extra])
+    assert f"drop {culprits} " in err
+
+
+def test_run_trace_with_its_own_options_runs(capsys, trace):
+    assert main(["run", "--trace", trace, "--time-scale", "0.5", "--limit", "1", "--json"]) == 0
+    assert '"num_requests": 1' in capsys.readouterr().out
+
+
+def test_time_scale_without_a_trace_is_an_error(capsys):
+    assert "--time-scale applies to --trace only" in _error(capsys, ["run", "--time-scale", "2"])
+
+
+@pytest.mark.parametrize("command", [["run", "--requests", "3"], ["capacity"]])
+def test_devices_beside_a_cost_model_is_an_error(capsys, command):
+    err = _error(capsys, [*command, "--model", "llama-3-8b", "--gpu", "h100", "--devices", "4"])
+    assert "--devices counts affine teaching devices" in err and "--dp" in err
+
+
+def test_a_sweep_point_with_trace_and_rate_is_an_error(trace):
+    from batchlab import ConfigError
+    from batchlab.studies import scenario
+    with pytest.raises(ConfigError, match="drop rate"):
+        scenario.build_workload({"trace": trace, "rate": 3.0})
+    with pytest.raises(ConfigError, match="devices counts affine"):
+        scenario.build_devices({"model": "llama-3-8b", "gpu": "h100", "devices": 2})
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["capacity", "--gpus", "0"], "--gpus must be"),
+    (["capacity", "--price", "-1"], "--price must be"),
+])
+def test_capacity_errors_name_the_option(capsys, argv, words):
+    assert words in _error(capsys, argv)

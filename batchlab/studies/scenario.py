@@ -114,17 +114,28 @@ def build_policy(params: dict):
     return load_policy(_get(params, "policy"), **policy_params)
 
 
+# What a trace gives itself: beside it these would be silently ignored.
+_TRACE_FIXES = ("arrival", "rate", "cv", "users", "think_time", "requests", "prompt", "output",
+                "max_tokens")
+
+
 def build_workload(params: dict):
     if params.get("trace"):
         if params.get("lengths"):
             raise ConfigError("trace replays a trace's arrivals and lengths; lengths takes only "
                               "its lengths, with synthetic arrivals; give one or the other")
+        ignored = [k for k in _TRACE_FIXES if params.get(k) is not None]
+        if ignored:
+            raise ConfigError(f"trace replays its own arrivals and lengths; drop "
+                              f"{', '.join(ignored)} (time_scale and limit shape a trace)")
         from ..workloads.traces import load_trace
         scale = params.get("time_scale")
         return load_trace(params["trace"], time_scale=1.0 if scale is None else scale,
                           limit=params.get("limit"), max_new_tokens=params.get("max_new_tokens"))
     if params.get("limit") is not None:
         raise ConfigError("limit applies to a trace only; use requests for sampled traffic")
+    if params.get("time_scale") is not None:
+        raise ConfigError("time_scale applies to a trace only; use rate for sampled traffic")
     lengths = None
     if params.get("lengths"):
         from ..workloads import TraceLengths
@@ -174,6 +185,9 @@ def build_devices(params: dict):
         if not (model and gpu):
             raise ConfigError("the cost model needs both a model and a gpu preset (see "
                               "`batchlab presets`)")
+        if params.get("devices") is not None:  # it would be silently ignored
+            raise ConfigError("devices counts affine teaching devices; with a model and a gpu "
+                              "give replicas with dp, or GPUs per replica with gpus")
         kw = {k: params[k] for k in ("tp", "ep", "efficiency", "runtime", "overlap",
                                      "redundant_experts") if params.get(k) is not None}
         if params.get("routing"):
