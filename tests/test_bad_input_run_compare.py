@@ -219,3 +219,9 @@ def test_a_sweep_point_with_trace_and_rate_is_an_error(trace):
 ])
 def test_capacity_errors_name_the_option(capsys, argv, words):
     assert words in _error(capsys, argv)
+
+
+def test_report_names_the_default_config_in_plain_words():
+    from batchlab.studies.compare_report import _config_name
+    assert _config_name({"_name": "the default compare config"}) == "the default compare config"
+    assert _config_name({"_name": "my.toml"}) == "config my.toml"
