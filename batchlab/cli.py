@@ -145,8 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--ep", type=int, help="expert-parallel degree")
     dev.add_argument("--pp", type=int, help="pipeline-parallel degree")
     dev.add_argument("--dp", type=int, help="data-parallel replicas (separate devices)")
-    dev.add_argument("--price", type=_finite(float), help="USD per GPU-hour (default: the GPU preset's; "
-                     "none for affine devices)")
+    dev.add_argument("--price", type=_finite(float), help="USD per GPU-hour (default: the GPU "
+                     "preset's); on affine devices, USD per device-hour (default none)")
     out = run.add_argument_group("output")
     out.add_argument("--slo-ttft", type=_finite(float), help="TTFT target, s (for goodput)")
     out.add_argument("--slo-tpot", type=_finite(float), help="TPOT target, s (for goodput)")
@@ -358,6 +358,7 @@ def cmd_run(args) -> int:
         # Say so: its numbers are a teaching model's, not a GPU's ("GPUs 1" would mislead).
         summary = {**summary, "device_kind": AFFINE_KIND}
         summary.pop("num_gpus", None)
+        summary.pop("output_tokens_per_s_per_gpu", None)  # no GPU to divide by
     if args.records:
         result.to_csv(args.records)
     if args.parquet:

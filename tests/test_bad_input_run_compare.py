@@ -225,3 +225,10 @@ def test_report_names_the_default_config_in_plain_words():
     from batchlab.studies.compare_report import _config_name
     assert _config_name({"_name": "the default compare config"}) == "the default compare config"
     assert _config_name({"_name": "my.toml"}) == "config my.toml"
+
+
+def test_run_on_the_teaching_device_with_a_price_mentions_no_gpu(capsys):
+    assert main(["run", "--requests", "20", "--price", "3.5"]) == 0
+    out = capsys.readouterr().out
+    assert "GPU" not in out.replace("no GPU", "").replace("--gpu", "")
+    assert "$ per million output tokens" in out
