@@ -232,3 +232,16 @@ def test_run_on_the_teaching_device_with_a_price_mentions_no_gpu(capsys):
     out = capsys.readouterr().out
     assert "GPU" not in out.replace("no GPU", "").replace("--gpu", "")
     assert "$ per million output tokens" in out
+
+
+def test_local_requests_zero_turns_off_the_one_user_runs_of_the_scale_axis(tmp_path):
+    import csv
+
+    from batchlab.studies import compare
+    config = tmp_path / "c.toml"
+    config.write_text(TINY.replace("local_requests = 2", "local_requests = 0")
+                      .replace("rates = []", "rates = [4]")
+                      + '\n[[scale]]\nmodel = "dense"\nlabel = "dense 1"\ndeploy = { gpus = 1 }\n')
+    compare.run(config, tmp_path / "out", processes=1, plots=False)
+    rows = list(csv.DictReader((tmp_path / "out" / "results.csv").open()))
+    assert rows and not [r for r in rows if r.get("arrival") == "local"]
