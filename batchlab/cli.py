@@ -19,10 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
+import warnings
 
 from . import __version__
 from .studies import scenario
+from .core import limits
 from .core.errors import BatchlabError, ConfigError
 from .policies.discovery import available_policies
 from .engines.result import _jsonable
@@ -243,6 +246,7 @@ def cmd_compare(args) -> int:
         print((resources.files("batchlab") / "data" / compare.DEFAULT_CONFIG).read_text(),
               end="")
         return 0
+    _check_processes(args)
     policies = None
     if args.policies is not None:
         policies = [p.strip() for p in args.policies.split(",") if p.strip()]
@@ -333,10 +337,22 @@ def _option(key: str) -> str:
 
 def _as_option(message: str) -> str:
     """'gpus must be ...' -> '--gpus must be ...': name the option as the user typed it."""
-    key, sep, rest = message.partition(" must ")
+    key, sep, rest = message.partition(" ")
     if sep and (key in scenario.KEYS):
-        return f"--{key.replace('_', '-')} must {rest}"
+        return f"{_option(key)} {rest}"
     return message
+
+
+def _check_processes(args) -> None:
+    # The executors check it too, but name no option ("processes must be ...").
+    if args.processes is not None:
+        limits.check_int(args.processes, "--processes", low=1, high=limits.MAX_DEVICES)
+
+
+def _warn_one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    # A warning about the user's input (a trace row with 0 output tokens), not about our code:
+    # one line like the errors, without the Python source line that warnings prints.
+    print(f"batchlab: warning: {_one_line(message)}", file=file or sys.stderr)
 
 
 def _progress(args, what: str) -> Progress:
@@ -375,6 +391,7 @@ def cmd_run(args) -> int:
 def cmd_sweep(args) -> int:
     from pathlib import Path
     from .studies import sweep
+    _check_processes(args)
     points = sweep.expand(sweep.load_config(args.config))
     out = Path(args.out or f"{Path(args.config).stem}-results")
     cache = out / "points"
@@ -406,8 +423,20 @@ def main(argv=None) -> int:
         parser.print_help()
         return 0
     try:
-        return {"policies": cmd_policies, "presets": cmd_presets, "compare": cmd_compare,
-                "run": cmd_run, "sweep": cmd_sweep, "capacity": cmd_capacity}[args.command](args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warn_one_line
+            return {"policies": cmd_policies, "presets": cmd_presets, "compare": cmd_compare,
+                    "run": cmd_run, "sweep": cmd_sweep,
+                    "capacity": cmd_capacity}[args.command](args)
+    except BrokenPipeError:
+        # The reader left (`batchlab run | head`): stop quietly, as Unix tools do, with the
+        # status of a process ended by SIGPIPE; stdout goes to /dev/null so that the flush at
+        # exit does not raise again.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass  # not a real file (a test's capture): nothing will be flushed to a pipe
+        return 128 + 13
     except BatchlabError as exc:
         print(f"batchlab: error: {_one_line(exc)}", file=sys.stderr)
         return 2

@@ -245,3 +245,57 @@ def test_local_requests_zero_turns_off_the_one_user_runs_of_the_scale_axis(tmp_p
     compare.run(config, tmp_path / "out", processes=1, plots=False)
     rows = list(csv.DictReader((tmp_path / "out" / "results.csv").open()))
     assert rows and not [r for r in rows if r.get("arrival") == "local"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--prompt", "0"], "--prompt must be a positive integer, got 0"),
+    (["run", "--output", "uniform:5:2"], "--output 'uniform:5:2': low must be <= high"),
+    (["run", "--lengths", "x.csv", "--max-tokens", "0"], "--max-tokens must be an integer"),
+    (["sweep", "examples/sweep.toml", "--processes", "0"], "--processes must be an integer"),
+    (["compare", "--processes", "0"], "--processes must be an integer"),
+])
+def test_errors_name_the_option_not_an_internal_class(capsys, argv, message):
+    err = _error(capsys, argv)
+    assert message in err
+    assert "ConstantLength" not in err and "TraceLengths" not in err
+
+
+def test_trace_with_another_suffix_or_a_directory_names_the_option(capsys, tmp_path):
+    text = tmp_path / "ok.txt"
+    text.write_text("arrival,prompt_tokens,output_tokens\n0,5,3\n")
+    assert "--trace must end in .csv" in _error(capsys, ["run", "--trace", str(text)])
+    err = _error(capsys, ["run", "--trace", str(tmp_path)])
+    assert "--trace must be a trace file, got the directory" in err
+
+
+def test_load_trace_on_a_directory_says_so(tmp_path):
+    from batchlab import TraceError
+    from batchlab.workloads import load_trace
+    folder = tmp_path / "x.csv"
+    folder.mkdir()
+    with pytest.raises(TraceError, match="is a directory"):
+        load_trace(folder)
+
+
+def test_zero_output_token_warning_is_one_clean_line(capsys, tmp_path):
+    path = tmp_path / "zero.csv"
+    path.write_text("arrival,prompt_tokens,output_tokens\n0,5,0\n0.5,7,2\n")
+    assert main(["run", "--trace", str(path)]) == 0
+    err = capsys.readouterr().err
+    warning = [line for line in err.splitlines() if "0 output tokens" in line]
+    assert warning == [f"batchlab: warning: {path}: 1 request(s) with 0 output tokens counted "
+                       "as 1 token"]
+    assert "UserWarning" not in err and ".py:" not in err
+
+
+def test_a_closed_pipe_ends_the_run_quietly(capsys, monkeypatch):
+    import io
+    import sys
+
+    class ClosedPipe(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert main(["run", "--requests", "5"]) == 141  # 128 + SIGPIPE, as a shell reports it
+    assert "error" not in capsys.readouterr().err

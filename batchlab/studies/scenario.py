@@ -25,12 +25,16 @@ run: seed, slo_ttft, slo_tpot; label (free text, ignored). An unknown key is an 
 
 from __future__ import annotations
 
+import os
+import re
+
 from ..backends.affine import affine_devices
 from ..engines.simulator import simulate
 from ..core import limits
 from ..core.errors import ConfigError
 from ..policies.discovery import load_policy
-from ..workloads import make_workload
+from ..workloads import make_workload, parse_length
+from ..workloads.traces import TRACE_SUFFIXES
 from .slo import is_overloaded
 
 DEFAULTS = {
@@ -71,15 +75,33 @@ def _text(value, where):
 
 def _length(value, where):
     if isinstance(value, str):
-        return   # parsed, with its own limits, by workloads.parse_length
+        # parse_length names its own classes ("ConstantLength.n must be ..."); name the setting.
+        try:
+            parse_length(value)
+        except ConfigError as exc:
+            owner = re.match(r"\w+\.(\w+) (must .*)", str(exc), re.DOTALL)
+            if owner and owner.group(1) == "n":  # a constant length: the setting itself
+                raise ConfigError(f"{where} {owner.group(2)}") from None
+            detail = f"{owner.group(1)} {owner.group(2)}" if owner else str(exc)
+            raise ConfigError(f"{where} {value!r}: {detail}") from None
+        return
     limits.check_tokens(value, where)
+
+
+def _trace(value, where):
+    _text(value, where)
+    if os.path.isdir(value):
+        raise ConfigError(f"{where} must be a trace file, got the directory {value!r}")
+    if not value.lower().endswith(TRACE_SUFFIXES):
+        raise ConfigError(f"{where} must end in {', '.join(TRACE_SUFFIXES)}, got {value!r}; "
+                          "rename the file to say its format")
 
 
 # What each setting may hold: the same checks for the CLI, sweep files and compare configs,
 # so that `--gpus 0` and `gpus = 0` in a sweep get the same one-line error.
 _CHECKS = {
-    "policy": _text, "arrival": _text, "trace": _text, "model": _text, "gpu": _text,
-    "routing": _text, "prompt": _length, "output": _length,
+    "policy": _text, "arrival": _text, "trace": _trace, "model": _text, "gpu": _text,
+    "routing": _text, "prompt": _length, "output": _length, "max_tokens": limits.check_tokens,
     "requests": limits.check_count, "users": limits.check_count, "limit": limits.check_count,
     "max_new_tokens": limits.check_tokens, "seed": limits.check_seed,
     "devices": lambda v, w: limits.check_count(v, w, limits.MAX_DEVICES),
