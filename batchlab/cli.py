@@ -19,10 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
+import warnings
 
 from . import __version__
 from .studies import scenario
+from .core import limits
 from .core.errors import BatchlabError, ConfigError
 from .policies.discovery import available_policies
 from .engines.result import _jsonable
@@ -109,16 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     wl = run.add_argument_group("workload")
     wl.add_argument("--trace", help="replay a CSV or JSONL trace (Azure LLM inference "
                     "columns, or arrival,prompt_tokens,output_tokens) instead of sampling")
-    wl.add_argument("--time-scale", type=_finite(float), default=1.0,
-                    help="multiply trace arrival times (0.5 replays twice as fast)")
+    wl.add_argument("--time-scale", type=_finite(float),
+                    help="multiply trace arrival times (0.5 replays twice as fast; default 1)")
     wl.add_argument("--limit", type=int, help="use only the first N requests of the trace")
-    wl.add_argument("--arrival", default="poisson",
+    wl.add_argument("--arrival",
                     help="poisson, gamma, constant, closed or local (default poisson)")
     wl.add_argument("--rate", type=_finite(float), help="requests per second (default 1.5)")
     wl.add_argument("--cv", type=_finite(float), help="coefficient of variation (gamma)")
     wl.add_argument("--users", type=int, help="closed-loop users")
     wl.add_argument("--think-time", type=_finite(float), help="closed-loop think time, s")
-    wl.add_argument("--requests", type=int, default=500, help="number of requests (500)")
+    wl.add_argument("--requests", type=int, help="number of requests (500)")
     wl.add_argument("--prompt", help="prompt lengths: N, uniform:LO:HI, "
                     "lognormal:MEAN:CV[:MAX] (default lognormal:512:1.0)")
     wl.add_argument("--output", help="output lengths, as --prompt (default lognormal:128:1.0)")
@@ -128,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "tokens in all, scaled down proportionally")
     wl.add_argument("--max-new-tokens", type=int, help="cap every request carries")
     dev = run.add_argument_group("devices (affine teaching model unless --model is given)")
-    dev.add_argument("--devices", type=int, default=1, help="number of affine devices (1)")
+    dev.add_argument("--devices", type=int, help="number of affine devices (1)")
     dev.add_argument("--model", help="model preset for the roofline cost model")
     dev.add_argument("--gpu", help="GPU preset for the roofline cost model")
     dev.add_argument("--gpus", type=int, default=None, help="GPUs per device (cluster size)")
@@ -145,8 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--ep", type=int, help="expert-parallel degree")
     dev.add_argument("--pp", type=int, help="pipeline-parallel degree")
     dev.add_argument("--dp", type=int, help="data-parallel replicas (separate devices)")
-    dev.add_argument("--price", type=_finite(float), help="USD per GPU-hour (default: the GPU preset's; "
-                     "none for affine devices)")
+    dev.add_argument("--price", type=_finite(float), help="USD per GPU-hour (default: the GPU "
+                     "preset's); on affine devices, USD per device-hour (default none)")
     out = run.add_argument_group("output")
     out.add_argument("--slo-ttft", type=_finite(float), help="TTFT target, s (for goodput)")
     out.add_argument("--slo-tpot", type=_finite(float), help="TPOT target, s (for goodput)")
@@ -195,17 +198,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_capacity(args) -> int:
-    from .studies.capacity import find_capacity, format_capacity
+    from .studies.capacity import check_search, find_capacity, format_capacity
     from .studies.slo import SLO
+    search = {"rel_tol": args.tol, "duration": args.duration, "start": args.start}
+    options = {"rel_tol": "--tol", "duration": "--duration", "start": "--start"}
+    check_search(search, lambda key: options.get(key, f"the search's {key}"))
     keys = ("model", "gpu", "prompt", "output", "gpus", "tp", "ep", "pp", "dp", "devices",
             "seed", "price")
     params = {"policy": args.policy, **{k: getattr(args, k) for k in keys
                                         if getattr(args, k) is not None}}
     for key, value in args.params:
         params[f"policy.{key}"] = value
+    # Checked as `run` checks them, so that an error names the option (--gpus, --price).
+    try:
+        scenario.check_params(params)
+    except ConfigError as exc:
+        raise ConfigError(_as_option(str(exc))) from None
+    if args.devices is not None and (args.model or args.gpu):
+        raise ConfigError(DEVICES_WITH_MODEL)
     slo = SLO.parse(args.slo) if args.slo else SLO.from_config(None)
-    cap = find_capacity(params, slo, rel_tol=args.tol, duration=args.duration,
-                        start=args.start)
+    cap = find_capacity(params, slo, **search)
     print(format_capacity(cap, as_json=args.json))
     return 0
 
@@ -234,9 +246,14 @@ def cmd_compare(args) -> int:
         print((resources.files("batchlab") / "data" / compare.DEFAULT_CONFIG).read_text(),
               end="")
         return 0
+    _check_processes(args)
     policies = None
-    if args.policies:
+    if args.policies is not None:
         policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+        if not policies:  # "--policies ," would run nothing and plot an empty page
+            raise ConfigError(f"--policies {args.policies!r} names no policy; give names "
+                              "separated by commas (see `batchlab policies`), or leave it out "
+                              "for all")
     bar = None if args.quiet else _progress(args, "running")
     paths = compare.run(args.config, args.out, policies=policies, executor=args.executor,
                         processes=args.processes, address=args.address,
@@ -274,30 +291,68 @@ def _params(args) -> dict:
     }
     for key, value in args.params:
         params[f"policy.{key}"] = value
-    if args.devices < 1:
+    if args.devices is not None and args.devices < 1:
         raise ConfigError(f"--devices must be >= 1, got {args.devices}")
     # The same checks a sweep file's settings get, worded with the option the user typed.
     try:
         scenario.check_params({k: v for k, v in params.items() if v is not None})
     except ConfigError as exc:
         raise ConfigError(_as_option(str(exc))) from None
-    if args.model or args.gpu or args.deployment:
-        params["devices"] = None
+    if args.deployment:
+        # It fixes these itself; given beside it they would be silently ignored.
+        fixed = [_option(k) for k in scenario._DEPLOYMENT_FIXES if params.get(k) is not None]
+        if fixed:
+            raise ConfigError(f"--deployment {args.deployment} fixes its own model, GPUs, "
+                              f"layout and price; drop {', '.join(fixed)} (or drop --deployment "
+                              "and give --model and --gpu)")
+    if args.devices is not None and (args.model or args.gpu):
+        raise ConfigError(DEVICES_WITH_MODEL)
     for flag in ("gpus", "tp", "ep", "pp", "dp", "efficiency", "overlap", "redundant_experts"):
-        if params[flag] is not None and not (args.model or args.gpu):
-            raise ConfigError(f"--{flag} needs --model and --gpu (it is a cost-model "
+        if params[flag] is not None and not (args.model or args.gpu or args.deployment):
+            raise ConfigError(f"{_option(flag)} needs --model and --gpu (it is a cost-model "
                               "setting; the affine device has none)")
     if args.limit is not None and not args.trace:
         raise ConfigError("--limit applies to --trace only; use --requests for sampled traffic")
+    if args.time_scale is not None and not args.trace:
+        raise ConfigError("--time-scale applies to --trace only; use --rate for sampled "
+                          "traffic")
+    if args.trace:
+        # The trace gives the arrivals and lengths; these would be silently ignored.
+        ignored = [_option(k) for k in scenario._TRACE_FIXES if params.get(k) is not None]
+        if ignored:
+            raise ConfigError(f"--trace {args.trace} replays the trace's arrivals and lengths; "
+                              f"drop {', '.join(ignored)} (--time-scale speeds it up, --limit "
+                              "shortens it; --lengths takes only its lengths, with the "
+                              "arrivals of --arrival)")
     return {k: v for k, v in params.items() if v is not None}
+
+
+DEVICES_WITH_MODEL = ("--devices counts affine teaching devices; with --model and --gpu give "
+                      "replicas with --dp, or GPUs per replica with --gpus")
+
+
+def _option(key: str) -> str:
+    return f"--{key.replace('_', '-')}"
 
 
 def _as_option(message: str) -> str:
     """'gpus must be ...' -> '--gpus must be ...': name the option as the user typed it."""
-    key, sep, rest = message.partition(" must ")
+    key, sep, rest = message.partition(" ")
     if sep and (key in scenario.KEYS):
-        return f"--{key.replace('_', '-')} must {rest}"
+        return f"{_option(key)} {rest}"
     return message
+
+
+def _check_processes(args) -> None:
+    # The executors check it too, but name no option ("processes must be ...").
+    if args.processes is not None:
+        limits.check_int(args.processes, "--processes", low=1, high=limits.MAX_DEVICES)
+
+
+def _warn_one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    # A warning about the user's input (a trace row with 0 output tokens), not about our code:
+    # one line like the errors, without the Python source line that warnings prints.
+    print(f"batchlab: warning: {_one_line(message)}", file=file or sys.stderr)
 
 
 def _progress(args, what: str) -> Progress:
@@ -315,10 +370,11 @@ def cmd_run(args) -> int:
     else:
         result = scenario.run(params, progress=progress)
     summary = result.summary(slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot)
-    if not (args.model or args.gpu):
+    if not (args.model or args.gpu or args.deployment):
         # Say so: its numbers are a teaching model's, not a GPU's ("GPUs 1" would mislead).
         summary = {**summary, "device_kind": AFFINE_KIND}
         summary.pop("num_gpus", None)
+        summary.pop("output_tokens_per_s_per_gpu", None)  # no GPU to divide by
     if args.records:
         result.to_csv(args.records)
     if args.parquet:
@@ -335,6 +391,7 @@ def cmd_run(args) -> int:
 def cmd_sweep(args) -> int:
     from pathlib import Path
     from .studies import sweep
+    _check_processes(args)
     points = sweep.expand(sweep.load_config(args.config))
     out = Path(args.out or f"{Path(args.config).stem}-results")
     cache = out / "points"
@@ -366,8 +423,20 @@ def main(argv=None) -> int:
         parser.print_help()
         return 0
     try:
-        return {"policies": cmd_policies, "presets": cmd_presets, "compare": cmd_compare,
-                "run": cmd_run, "sweep": cmd_sweep, "capacity": cmd_capacity}[args.command](args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warn_one_line
+            return {"policies": cmd_policies, "presets": cmd_presets, "compare": cmd_compare,
+                    "run": cmd_run, "sweep": cmd_sweep,
+                    "capacity": cmd_capacity}[args.command](args)
+    except BrokenPipeError:
+        # The reader left (`batchlab run | head`): stop quietly, as Unix tools do, with the
+        # status of a process ended by SIGPIPE; stdout goes to /dev/null so that the flush at
+        # exit does not raise again.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass  # not a real file (a test's capture): nothing will be flushed to a pipe
+        return 128 + 13
     except BatchlabError as exc:
         print(f"batchlab: error: {_one_line(exc)}", file=sys.stderr)
         return 2

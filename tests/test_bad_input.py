@@ -255,7 +255,7 @@ CLI = [
     ("cv-absurd", ["run", "--arrival", "gamma", "--cv", "1e308"],
      "--cv must be a finite number > 0 and <= 1000, got 1e+308"),
     ("prompt-absurd", ["run", "--prompt", "uniform:1:99999999999999999999"],
-     "UniformLength.high must be a positive integer <= 2147483647"),
+     "--prompt 'uniform:1:99999999999999999999': high must be a positive"),
     ("max-new-tokens-absurd", ["run", "--max-new-tokens", "99999999999999999999"],
      "--max-new-tokens must be an integer from 1 to 2147483647"),
     ("seed-negative", ["run", "--seed", "-1"], "--seed must be an integer from 0 to"),

@@ -189,7 +189,7 @@ def test_cli_sweep_writes_the_table_and_reuses_points(tmp_path, capsys):
 @pytest.mark.parametrize("argv,message", [
     (["sweep", "/no/such/sweep.toml"], "/no/such/sweep.toml: no such sweep file"),
     (["sweep", "CONFIG", "--address", "127.0.0.1:6379"], "applies to the ray executor only"),
-    (["sweep", "CONFIG", "--processes", "0"], "processes must be a positive int"),
+    (["sweep", "CONFIG", "--processes", "0"], "--processes must be an integer from 1"),
 ])
 def test_cli_sweep_errors(tmp_path, capsys, argv, message):
     config = tmp_path / "grid.toml"

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import attrs
 
+from ..core import limits
 from ..core.errors import BatchlabError, ConfigError
 from . import scenario
 from .slo import SLO
@@ -38,6 +39,35 @@ SEARCH_DEFAULTS = {"start": 4.0, "duration": 20.0, "min_requests": 100, "max_req
 def _figure(row: dict, key: str) -> float:
     value = row.get(key)
     return float(value) if isinstance(value, (int, float)) else math.nan
+
+
+def check_search(search: dict, name=lambda key: key) -> dict:
+    """SEARCH_DEFAULTS overridden by `search`, every value checked up front (a bad one would
+    otherwise surface only after probes ran, or not at all: a duration of 0 clamps every probe
+    to min_requests). A ConfigError calls a setting `name(key)`: the CLI's option, a config's
+    table and key."""
+    unknown = set(search) - set(SEARCH_DEFAULTS)
+    if unknown:
+        raise ConfigError(f"unknown setting {sorted(unknown)[0]!r} of the capacity search; "
+                          f"known: {', '.join(SEARCH_DEFAULTS)}")
+    opts = {**SEARCH_DEFAULTS, **search}
+    for key in ("start", "min_rate", "max_rate"):
+        limits.check_number(opts[key], name(key), above=0)
+    limits.check_seconds(opts["duration"], name("duration"), positive=True)
+    rel_tol = limits.check_number(opts["rel_tol"], name("rel_tol"), above=0)
+    if rel_tol >= 1:
+        raise ConfigError(f"{name('rel_tol')} must be above 0 and below 1 (0.05: the final "
+                          f"bracket's ends within 5% of each other), got {rel_tol:g}")
+    for key in ("min_requests", "max_requests"):
+        limits.check_count(opts[key], name(key))
+    if opts["min_requests"] > opts["max_requests"]:
+        raise ConfigError(f"{name('min_requests')} {opts['min_requests']} is above "
+                          f"{name('max_requests')} {opts['max_requests']}; raise the one or "
+                          "lower the other")
+    if not opts["min_rate"] <= opts["start"] <= opts["max_rate"]:
+        raise ConfigError(f"{name('start')} {opts['start']:g} must lie from {name('min_rate')} "
+                          f"{opts['min_rate']:g} to {name('max_rate')} {opts['max_rate']:g}")
+    return opts
 
 
 def steady_cost(row: dict, rate: float) -> float:
@@ -130,6 +160,18 @@ class Capacity:
                 "slo_notes": " ".join(self.slo.notes(self.row or {}))}
 
 
+def _check_slo_keys(slo: SLO, row: dict) -> None:
+    """A limit on a key the summary lacks would miss at every rate and report "capacity:
+    none"; the first probe's row shows which keys the summary has, so name the stray one."""
+    for key, _ in slo.limits:
+        if slo.key_used(key, row) not in row:
+            known = sorted(k for k in row if k.endswith(("_s", "_fraction"))
+                           and not k.endswith("_per_s")
+                           and isinstance(row[k], (int, float)) and not isinstance(row[k], bool))
+            raise ConfigError(f"SLO key {key!r} is not in the run summary; limit one of "
+                              f"{', '.join(known)}")
+
+
 def _round(rate: float) -> float:
     # Three significant digits: probe settings (and their cache keys) stay readable.
     return float(f"{rate:.3g}")
@@ -140,16 +182,7 @@ def find_capacity(params: dict, slo: SLO | None = None, *, cache_dir=None,
     """The highest Poisson rate at which `params` (a run without traffic settings) meets
     `slo` and is not overloaded. `search` overrides SEARCH_DEFAULTS."""
     slo = slo or SLO.from_config(None)
-    unknown = set(search) - set(SEARCH_DEFAULTS)
-    if unknown:
-        raise ConfigError(f"capacity search: unknown setting {sorted(unknown)[0]!r}; known: "
-                          f"{', '.join(SEARCH_DEFAULTS)}")
-    opts = {**SEARCH_DEFAULTS, **search}
-    if not (0 < opts["min_rate"] <= opts["start"] <= opts["max_rate"]):
-        raise ConfigError("capacity search: need 0 < min_rate <= start <= max_rate, got "
-                          f"{opts['min_rate']}, {opts['start']}, {opts['max_rate']}")
-    if not 0 < opts["rel_tol"] < 1:
-        raise ConfigError(f"capacity search: rel_tol {opts['rel_tol']!r} must be in (0, 1)")
+    opts = check_search(search, lambda key: f"capacity search: {key}")
     for key in ("arrival", "rate", "requests", "trace"):
         if params.get(key) is not None:
             raise ConfigError(f"capacity search sets the traffic itself: drop {key!r} from "
@@ -163,6 +196,8 @@ def find_capacity(params: dict, slo: SLO | None = None, *, cache_dir=None,
             probes.append(seen[rate])
         if seen[rate].get("error"):
             raise ConfigError(f"capacity search: {seen[rate]['error']}")
+        if len(seen) == 1:
+            _check_slo_keys(slo, seen[rate])
         return seen[rate]["slo_met"]
 
     rate = _round(opts["start"])
@@ -217,9 +252,17 @@ def format_capacity(cap: Capacity, *, as_json: bool = False) -> str:
         lines.append(f"capacity: none; even {cap.probes[-1]['rate']:g} req/s misses {row['slo']}")
         return "\n".join(lines)
     capped = " (the search's max_rate: the real capacity is higher)" if cap.is_capped else ""
+    # The affine teaching device has no GPU and, unless given --price, no price: say so rather
+    # than print "1 GPU(s)" and "$nan".
+    is_affine = not any(cap.params.get(k) for k in ("model", "gpu", "deployment"))
+    per = "device" if is_affine else "GPU"
+    where = (f"{cap.num_gpus} affine teaching device(s) (no GPU)" if is_affine else
+             f"{cap.num_gpus} GPU(s)") + f": goodput {cap.goodput_rps_per_gpu:.3g} req/s per {per}"
+    usd = cap.usd_per_million_output_tokens
+    cost = (f"${usd:.3g} per million output tokens" if math.isfinite(usd) else
+            "no $ per million output tokens (the devices have no price; give --price)")
     lines.append(f"capacity: {cap.capacity_rps:g} req/s{capped} within {row['slo']} on "
-                 f"{cap.num_gpus} GPU(s): goodput {cap.goodput_rps_per_gpu:.3g} req/s per GPU, "
-                 f"${cap.usd_per_million_output_tokens:.3g} per million output tokens")
+                 f"{where}, {cost}")
     if row["slo_notes"]:
         lines.append("note: " + row["slo_notes"])
     return "\n".join(lines)

@@ -34,20 +34,27 @@ def run(config_path=None, out="batchlab-compare", *, policies=None, executor="lo
     out = Path(out)
     kw = {"executor": executor, "processes": processes, "address": address}
 
-    def run_all(points):
+    def phase(what: str, size: int | None = None):
+        # One bar per phase: a shared one finished after the first phase and then showed
+        # nothing for the rest of the run. A phase with no work shows nothing at all.
+        if progress is None or size == 0:
+            return None
+        return progress.phase(what) if hasattr(progress, "phase") else progress
+
+    def run_all(points, what: str):
         # Biggest runs first, so that no worker is left with a long one at the end.
         order = sorted(range(len(points)), key=lambda i: -points[i]["params"].get("requests", 0))
         results = run_points([points[i]["params"] for i in order], cache_dir=out / "points",
-                             progress=progress, **kw)
+                             progress=phase(what, len(points)), **kw)
         by_index = dict(zip(order, results))
         return [{**p, "result": by_index[i]} for i, p in enumerate(points)]
 
-    rows = run_all(plan_studies(config, policies))
+    rows = run_all(plan_studies(config, policies), "knob studies")
     best = best_values(config, rows)
     table_points, left_out = plan_tables(config, best, policies)
-    rows += run_all(table_points)
+    rows += run_all(table_points, "latency tables")
     capacity = run_capacity(config, best, policies, cache_dir=out / "points" / "capacity",
-                            progress=progress, **kw)
+                            progress=phase("capacity searches"), **kw)
     paths = write_outputs(config, rows, capacity, left_out, best, out, plots=plots)
     paths["readme"] = write_readme(out, paths)
     return paths

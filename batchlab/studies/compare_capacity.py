@@ -97,9 +97,14 @@ def run_capacity(config: dict, best: dict, policies=None, *, cache_dir, progress
     results: dict[int, dict] = {}
     one_user = []
     scale_cases = [c for c in cases if c["section"] == "scale"]
-    local = int(config["traffic"].get("local_requests") or 12)
-    points = [{**c["params"], "arrival": "local", "requests": local} for c in scale_cases]
+    # local_requests = 0 turns the one-user runs off here as it does in the tables (it ran 12
+    # requests); left out, the scale axis still runs 12.
+    local = int(config["traffic"].get("local_requests", 12))
+    points = [{**c["params"], "arrival": "local", "requests": local}
+              for c in scale_cases] if local else []
     total = len(jobs) + len(points)
+    if not total:
+        progress = None  # nothing to search: no "0/0 done" line
     if progress is not None:
         progress(0, total)
     if points:

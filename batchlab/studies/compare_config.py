@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ..core import limits
 from ..core.errors import ConfigError
+from .capacity import check_search
 
 
 def _fail(name: str, where: str, problem: str) -> None:
@@ -161,3 +162,17 @@ def check_config(config: dict, name: str) -> None:
     for section in ("slo", "capacity"):
         if section in config:
             _table(name, f"[{section}]", config[section])
+    _check_search(name, "[capacity]", config.get("capacity", {}))
+    for i, entry in enumerate(config.get("scale", [])):
+        if "capacity" in entry:  # on top of [capacity], as compare_capacity merges them
+            _check_search(name, f"[[scale]] #{i + 1} capacity",
+                          {**config.get("capacity", {}), **entry["capacity"]})
+
+
+def _check_search(name: str, where: str, search: dict) -> None:
+    # Checked here, before phase 1 runs: a bad value found by each search would fail every
+    # capacity cell after the whole run, and exit 0.
+    try:
+        check_search(search)
+    except ConfigError as exc:
+        _fail(name, where, str(exc))

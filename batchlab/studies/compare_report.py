@@ -15,6 +15,12 @@ from .compare_scale import conclusion
 from .tables import CAPACITY_COLUMNS, LATENCY_COLUMNS, markdown_table, table_lines
 
 
+def _config_name(config: dict) -> str:
+    # "_name" is a path, or "the default compare config" for the embedded one.
+    name = config["_name"]
+    return name if name.startswith("the default") else f"config {name}"
+
+
 def _num(result: dict | None, key: str) -> float | None:
     value = (result or {}).get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -169,8 +175,8 @@ def write_report(view, out: Path, plots: dict[str, Path]) -> Path:
                                                            for c in m["capacity"]]
                    if not r["result"].get("error")), {})
     lines += ["## What a token costs at the service-level objective", "",
-              f"SLO: {slo.describe(sample)}, with the queue not growing (config "
-              f"{config['_name']}). Capacity is the highest Poisson rate that meets it; "
+              f"SLO: {slo.describe(sample)}, with the queue not growing ({_config_name(config)}"
+              "). Capacity is the highest Poisson rate that meets it; "
               "goodput is capacity per GPU (DistServe's definition); cost is the "
               "deployment's price over the tokens it serves at that rate.", ""]
     lines += [f"Note: {n}" for n in slo.notes(sample)] + ([""] if slo.notes(sample) else [])

@@ -95,6 +95,10 @@ def frontier(view, path: Path) -> Path | None:
         ax.set_ylabel("TTFT p99 (s)")
         ax.set_title(m["model"]["label"], fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
+    if not handles:
+        # No Poisson point ran (a config with `rates = []`): an empty plot says nothing.
+        plt.close(fig)
+        return None
     fig.legend(list(handles.values()), list(handles), loc="lower center",
                ncol=min(len(handles), 3), fontsize=8, frameon=False)
     fig.suptitle("Throughput vs tail TTFT at fixed offered rates (labels: req/s; right and "

@@ -40,6 +40,13 @@ class Progress:
         self.first_done: int | None = None  # work already done at the first call (reused)
         self.last_text, self.finished = "", False
 
+    def phase(self, what: str) -> "Progress":
+        """A fresh Progress for one phase of a longer job ("running" -> "running capacity
+        searches"): each phase finishes its own bar, so the first phase's "done" does not
+        silence the rest."""
+        return Progress(self.stream, f"{self.what} {what}", is_terminal=self.is_terminal,
+                        clock=self.clock)
+
     def eta(self, done: int, total: int) -> str:
         """'ETA 1m05s' from the rate so far, or '' while too early to say."""
         elapsed = self.clock() - self.start

@@ -18,18 +18,23 @@ attention_gpus, ffn_gpus (attention/FFN disaggregation: one device, two GPU pool
 (affine); runtime, overlap, redundant_experts (cost model: runtime profile, two-batch
 overlap, EPLB copies of experts); deployment (a named deployment such as
 "deepseek-v3-production": prefill devices first, then decode devices), with prefill_units
-and decode_units (how many of each unit; default one each);
+and decode_units (how many of each unit; default one each), runtime, overlap and efficiency
+(it fixes its model, GPUs, layout and price: those beside it are an error);
 run: seed, slo_ttft, slo_tpot; label (free text, ignored). An unknown key is an error.
 """
 
 from __future__ import annotations
+
+import os
+import re
 
 from ..backends.affine import affine_devices
 from ..engines.simulator import simulate
 from ..core import limits
 from ..core.errors import ConfigError
 from ..policies.discovery import load_policy
-from ..workloads import make_workload
+from ..workloads import make_workload, parse_length
+from ..workloads.traces import TRACE_SUFFIXES
 from .slo import is_overloaded
 
 DEFAULTS = {
@@ -70,15 +75,33 @@ def _text(value, where):
 
 def _length(value, where):
     if isinstance(value, str):
-        return   # parsed, with its own limits, by workloads.parse_length
+        # parse_length names its own classes ("ConstantLength.n must be ..."); name the setting.
+        try:
+            parse_length(value)
+        except ConfigError as exc:
+            owner = re.match(r"\w+\.(\w+) (must .*)", str(exc), re.DOTALL)
+            if owner and owner.group(1) == "n":  # a constant length: the setting itself
+                raise ConfigError(f"{where} {owner.group(2)}") from None
+            detail = f"{owner.group(1)} {owner.group(2)}" if owner else str(exc)
+            raise ConfigError(f"{where} {value!r}: {detail}") from None
+        return
     limits.check_tokens(value, where)
+
+
+def _trace(value, where):
+    _text(value, where)
+    if os.path.isdir(value):
+        raise ConfigError(f"{where} must be a trace file, got the directory {value!r}")
+    if not value.lower().endswith(TRACE_SUFFIXES):
+        raise ConfigError(f"{where} must end in {', '.join(TRACE_SUFFIXES)}, got {value!r}; "
+                          "rename the file to say its format")
 
 
 # What each setting may hold: the same checks for the CLI, sweep files and compare configs,
 # so that `--gpus 0` and `gpus = 0` in a sweep get the same one-line error.
 _CHECKS = {
-    "policy": _text, "arrival": _text, "trace": _text, "model": _text, "gpu": _text,
-    "routing": _text, "prompt": _length, "output": _length,
+    "policy": _text, "arrival": _text, "trace": _trace, "model": _text, "gpu": _text,
+    "routing": _text, "prompt": _length, "output": _length, "max_tokens": limits.check_tokens,
     "requests": limits.check_count, "users": limits.check_count, "limit": limits.check_count,
     "max_new_tokens": limits.check_tokens, "seed": limits.check_seed,
     "devices": lambda v, w: limits.check_count(v, w, limits.MAX_DEVICES),
@@ -113,17 +136,28 @@ def build_policy(params: dict):
     return load_policy(_get(params, "policy"), **policy_params)
 
 
+# What a trace gives itself: beside it these would be silently ignored.
+_TRACE_FIXES = ("arrival", "rate", "cv", "users", "think_time", "requests", "prompt", "output",
+                "max_tokens")
+
+
 def build_workload(params: dict):
     if params.get("trace"):
         if params.get("lengths"):
             raise ConfigError("trace replays a trace's arrivals and lengths; lengths takes only "
                               "its lengths, with synthetic arrivals; give one or the other")
+        ignored = [k for k in _TRACE_FIXES if params.get(k) is not None]
+        if ignored:
+            raise ConfigError(f"trace replays its own arrivals and lengths; drop "
+                              f"{', '.join(ignored)} (time_scale and limit shape a trace)")
         from ..workloads.traces import load_trace
         scale = params.get("time_scale")
         return load_trace(params["trace"], time_scale=1.0 if scale is None else scale,
                           limit=params.get("limit"), max_new_tokens=params.get("max_new_tokens"))
     if params.get("limit") is not None:
         raise ConfigError("limit applies to a trace only; use requests for sampled traffic")
+    if params.get("time_scale") is not None:
+        raise ConfigError("time_scale applies to a trace only; use rate for sampled traffic")
     lengths = None
     if params.get("lengths"):
         from ..workloads import TraceLengths
@@ -146,12 +180,24 @@ def build_workload(params: dict):
                          max_new_tokens=params.get("max_new_tokens"))
 
 
+_DEPLOYMENT_FIXES = ("model", "gpu", "gpus", "tp", "ep", "pp", "dp", "price", "routing",
+                     "attention_gpus", "ffn_gpus", "redundant_experts", "devices")
+
+
 def build_devices(params: dict):
     if params.get("deployment"):
         from .. import costmodel
+        # The deployment fixes its model, GPUs, layout and price; any of these beside it would
+        # be silently ignored, so say which to drop.
+        fixed = [k for k in _DEPLOYMENT_FIXES if params.get(k) is not None]
+        if fixed:
+            raise ConfigError(f"deployment {params['deployment']!r} fixes its own model, GPUs, "
+                              f"layout and price; drop {', '.join(fixed)} (or drop deployment "
+                              "and describe the devices with model and gpu)")
         units = {k: params[k] for k in ("prefill_units", "decode_units")
                  if params.get(k) is not None}
         return costmodel.make_deployment(params["deployment"], **units,
+                                         overlap=params.get("overlap"),
                                          runtime=params.get("runtime"),
                                          efficiency=params.get("efficiency"),
                                          seed=_get(params, "seed"))
@@ -161,6 +207,9 @@ def build_devices(params: dict):
         if not (model and gpu):
             raise ConfigError("the cost model needs both a model and a gpu preset (see "
                               "`batchlab presets`)")
+        if params.get("devices") is not None:  # it would be silently ignored
+            raise ConfigError("devices counts affine teaching devices; with a model and a gpu "
+                              "give replicas with dp, or GPUs per replica with gpus")
         kw = {k: params[k] for k in ("tp", "ep", "efficiency", "runtime", "overlap",
                                      "redundant_experts") if params.get(k) is not None}
         if params.get("routing"):

@@ -32,6 +32,7 @@ AZURE = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 PLAIN = ("arrival", "prompt_tokens", "output_tokens")
 _SCHEMES = f"{','.join(AZURE)} (Azure) or {','.join(PLAIN)}"
 _SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".json-lines": "jsonl", ".ndjson": "jsonl"}
+TRACE_SUFFIXES = tuple(_SUFFIXES)
 
 # Python's datetime stops at 6 fractional digits and the Azure trace writes 7, so the wall
 # clock is parsed here. An optional UTC offset is honoured for traces that carry one.
@@ -252,6 +253,9 @@ def load_trace(path, *, time_scale: float = 1.0, limit: int | None = None,
             raise ConfigError(f"load_trace.{name} must be a positive integer or None, got "
                               f"{value!r}")
     path = os.fspath(path)
+    if os.path.isdir(path):  # checked first: a folder called "x.csv" is no more a trace
+        raise TraceError(path, None, None, "is a directory; give a trace file in it (.csv or "
+                         ".jsonl)")
     kind = _SUFFIXES.get(Path(path).suffix.lower())
     if kind is None:
         raise ConfigError(f"load_trace.path must end in {', '.join(_SUFFIXES)}, got {path!r}; "
