@@ -2,8 +2,9 @@
 # The torch backend's checks that need a GPU, in one go: the torch tests with CUDA present
 # (the CUDA correctness tests: CUDA tokens must equal CPU tokens), the batching curve on the
 # GPU, `batchlab calibrate` on the GPU (fit + simulator-vs-real fidelity), the affine fidelity
-# benchmark, and the GEMM rates the cost model's efficiencies stand for. Run from the
-# repository root on a machine with CUDA and torch; a few minutes on one GPU.
+# benchmark, the GEMM rates the cost model's efficiencies stand for, and the backend at
+# Llama-3-8B's layer shapes against the cost model. Run from the repository root on a
+# machine with CUDA and torch; about five minutes on one GPU.
 #
 #   benchmarks/gpu_check.sh [OUTDIR]      # OUTDIR (default gpu-check/) gets the profile, JSON
 #
@@ -39,6 +40,8 @@ part "batchlab calibrate (cuda)" 120 $PY -c 'import sys; from batchlab.cli impor
 part "affine fidelity (cuda)" 60 $PY benchmarks/backend_fidelity.py --device cuda \
     --config small-dense --policy continuous
 part "GEMM rates" 90 $PY benchmarks/gemm_rates.py --json "$OUT_DIR/gemm_rates.json"
+part "Llama-3-8B layer shapes vs the cost model" 180 $PY benchmarks/gpu_model_check.py \
+    --prefills 512,2048 --json "$OUT_DIR/gpu_model_check.json"
 echo
 if [ ${#failed[@]} -gt 0 ]; then echo "FAILED: ${failed[*]}"; exit 1; fi
 echo "all parts passed"
