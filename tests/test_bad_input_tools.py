@@ -1,0 +1,143 @@
+"""Bad input to the tool commands (`bench`, `serve`, `calibrate`) and to the Python API around
+them: each mistake is one line, "batchlab: error: ...", naming the option or argument and how
+to mend it, with exit status 2; never a traceback, a hang, or an internal class's name.
+
+Nothing here measures anything: every case must be refused before a request is sent, a
+socket is served or a shape is timed, so each runs in well under a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from batchlab.cli import main
+from batchlab.core.errors import ConfigError
+
+
+def one_line_error(capsys, argv) -> str:
+    try:
+        code = main(argv)
+    except SystemExit as stop:   # argparse's way out, for an option it cannot parse
+        code = stop.code
+    assert code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("batchlab: error: "), captured.err
+    assert "Traceback" not in captured.err and "usage:" not in captured.err
+    return lines[0]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# -- bench ------------------------------------------------------------------------------------
+
+BENCH = ["bench", "--endpoint", "http://127.0.0.1:9"]   # nothing is sent to it
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--max-concurrency", "-1"], "--max-concurrency must be an integer from 1"),
+    (["--max-concurrency", "0"], "--max-concurrency must be an integer from 1"),
+    (["--timeout", "0"], "--timeout must be a finite number > 0"),
+    (["--timeout", "-1"], "--timeout must be a finite number > 0"),
+    (["--timeout", "inf"], "--timeout must be a finite number"),
+    (["--requests", "0"], "--requests must be an integer from 1"),
+    (["--arrival", "closed", "--users", "0"], "--users must be an integer from 1"),
+    (["--vocab", "1"], "--vocab must be an integer >= 2"),
+    (["--set", "window=1"], "add --simulate or drop --set"),
+    (["--simulate", "continuous", "--set", "x"], "--set expects KEY=VALUE, got 'x'"),
+    (["--simulate", "no-such-policy"], "unknown policy 'no-such-policy'"),
+    (["--no-such-option"], "unrecognized arguments: --no-such-option (see `batchlab bench"),
+])
+def test_bench_refuses_bad_options_in_one_line(capsys, args, words):
+    line = one_line_error(capsys, BENCH + args)
+    assert words in line
+    assert "WorkloadSpec" not in line and "ClosedLoop" not in line
+
+
+def test_bench_api_refuses_a_cap_or_timeout_that_would_hang_or_fail_everything():
+    from batchlab.studies.bench import run_bench
+    from batchlab.workloads import make_workload
+    wl = make_workload("poisson", num_requests=2, rate=1.0, prompt=4, output=2)
+    url = f"http://127.0.0.1:{free_port()}"
+    for kw, words in (({"max_concurrency": -1}, "max_concurrency must be"),
+                      ({"max_concurrency": 0}, "max_concurrency must be"),
+                      ({"timeout": 0}, "timeout must be")):
+        with pytest.raises(ConfigError, match=words):
+            asyncio.run(asyncio.wait_for(run_bench(url, wl, **kw), 10))
+
+
+# -- serve ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, words", [
+    (["--port", "99999"], "--port must be an integer from 0 to 65535"),
+    (["--port", "-1"], "--port must be an integer from 0 to 65535"),
+    (["--host", "999.1.1.1", "--port", "0"], "--host '999.1.1.1' is not a host name"),
+    (["--kv-capacity", "-1"], "--kv-capacity must be an integer from 1"),
+    (["--set", "x"], "--set expects KEY=VALUE"),
+    (["--policy", "no-such-policy"], "unknown policy 'no-such-policy'"),
+    (["--no-such-option"], "(see `batchlab serve --help`)"),
+])
+def test_serve_refuses_bad_options_in_one_line(capsys, args, words):
+    pytest.importorskip("uvicorn")
+    line = one_line_error(capsys, ["serve"] + args)
+    assert words in line and "AffineDevice" not in line
+
+
+def test_serve_names_a_port_already_taken(capsys):
+    pytest.importorskip("uvicorn")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        line = one_line_error(capsys, ["serve", "--port", str(port)])
+    assert f"cannot listen on --host 127.0.0.1 --port {port}" in line
+
+
+# -- calibrate --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, words", [
+    (["--device", "tpu"], "unknown torch device 'tpu'; use cpu, cuda or cuda:N"),
+    (["--repeats", "0"], "--repeats must be an integer from 1"),
+    (["--threads", "0"], "--threads must be an integer from 1"),
+    (["--kv-capacity", "-1"], "--kv-capacity must be an integer from 1"),
+    (["--rate", "-1"], "--rate must be a finite number > 0"),
+    (["--requests", "0"], "--requests must be an integer from 1"),
+    (["--out", "/dev/null/x.toml"], "--out /dev/null/x.toml: /dev/null is not a folder"),
+    (["--set", "x"], "--set expects KEY=VALUE, got 'x'"),
+    (["--policy", "no-such-policy"], "unknown policy 'no-such-policy'"),
+    (["--no-such-option"], "(see `batchlab calibrate --help`)"),
+])
+def test_calibrate_refuses_bad_options_before_measuring(capsys, tmp_path, args, words):
+    pytest.importorskip("torch")
+    argv = ["calibrate", "--quick", "--device", "cpu", "--out", str(tmp_path / "c.toml")]
+    line = one_line_error(capsys, argv + args)
+    assert words in line and "Poisson" not in line
+    assert "calibrating" not in capsys.readouterr().out   # refused before any measurement
+    assert not (tmp_path / "c.toml").exists()
+
+
+def test_calibrate_api_refuses_no_repeats():
+    pytest.importorskip("torch")
+    from batchlab.backends.torch.calibrate import measure_grid
+    with pytest.raises(ConfigError, match="repeats must be an integer >= 1"):
+        measure_grid(object(), [], repeats=0)
+
+
+# -- the command list -------------------------------------------------------------------------
+
+def test_every_command_is_in_the_help_and_the_invalid_command_message(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    assert stop.value.code == 0
+    text = capsys.readouterr().out
+    for command in ("calibrate", "serve", "bench", "run", "compare"):
+        assert f"    {command}" in text, command
+    line = one_line_error(capsys, ["no-such-command"])
+    assert "'bench'" in line and "'serve'" in line and "'calibrate'" in line
