@@ -141,3 +141,55 @@ def test_every_command_is_in_the_help_and_the_invalid_command_message(capsys):
         assert f"    {command}" in text, command
     line = one_line_error(capsys, ["no-such-command"])
     assert "'bench'" in line and "'serve'" in line and "'calibrate'" in line
+
+
+# -- the Python API ---------------------------------------------------------------------------
+
+def small_result():
+    import batchlab
+    from batchlab.workloads import make_workload
+    wl = make_workload("poisson", rate=5.0, num_requests=5, prompt=10, output=5)
+    return batchlab.simulate(batchlab.load_policy("continuous"), wl,
+                             batchlab.affine_devices(1), seed=0)
+
+
+def test_bucketing_takes_a_list_of_edges_and_names_the_argument_when_it_is_wrong():
+    import batchlab
+    assert batchlab.load_policy("bucketing", buckets=[64, 128]).edges.tolist() == [64, 128]
+    assert batchlab.load_policy("bucketing", buckets="64,128").edges.tolist() == [64, 128]
+    for bad in ([128, 64], [64, "x"], [True], 3, {"a": 1}):
+        with pytest.raises(ConfigError, match="policy 'bucketing': buckets must be"):
+            batchlab.load_policy("bucketing", buckets=bad)
+
+
+@pytest.mark.parametrize("kw, words", [
+    ({"slo_ttft": "a"}, "slo_ttft (seconds) must be a finite number > 0"),
+    ({"slo_ttft": -1}, "slo_ttft (seconds) must be a finite number > 0"),
+    ({"slo_tpot": float("nan")}, "slo_tpot (seconds) must be a finite number > 0"),
+    ({"slo_tpot": 0}, "slo_tpot (seconds) must be a finite number > 0"),
+    ({"price_per_device_hour": -2}, "price_per_device_hour must be a finite number >= 0"),
+])
+def test_summary_names_a_bad_slo_or_price(kw, words):
+    result = small_result()
+    with pytest.raises(ConfigError) as info:
+        result.summary(**kw)
+    assert words in str(info.value)
+    assert result.summary(slo_ttft=10.0, slo_tpot=1.0)["slo_attainment"] == 1.0
+
+
+@pytest.mark.parametrize("engine", ["simulate", "run_wallclock", "Server"])
+def test_a_policy_class_instead_of_an_instance_is_named(engine):
+    import batchlab
+    from batchlab.engines.serving import Server
+    from batchlab.engines.wallclock import run_wallclock
+    from batchlab.policies.continuous import ContinuousBatching
+    from batchlab.workloads import make_workload
+    wl = make_workload("poisson", rate=5.0, num_requests=2, prompt=4, output=2)
+    call = {"simulate": lambda: batchlab.simulate(ContinuousBatching, wl,
+                                                  batchlab.affine_devices(1)),
+            "run_wallclock": lambda: run_wallclock(ContinuousBatching, wl,
+                                                   batchlab.affine_devices(1)),
+            "Server": lambda: Server(ContinuousBatching, batchlab.affine_devices(1))}[engine]
+    with pytest.raises(ConfigError, match=f"{engine} needs a policy object, got the class "
+                                          r"ContinuousBatching; pass an instance"):
+        call()
