@@ -219,6 +219,15 @@ def cmd_capacity(args) -> int:
 def cmd_policies(args) -> int:
     infos = available_policies()
     if not infos:
+        import os
+        from importlib.metadata import entry_points
+        from .policies.discovery import ENV_FILTER, GROUP
+        installed = sorted({ep.name for ep in entry_points(group=GROUP)})
+        if os.environ.get(ENV_FILTER, "").strip() and installed:
+            # The filter, not the installation, is why the list is empty: say so.
+            raise ConfigError(f"{ENV_FILTER}={os.environ[ENV_FILTER]} selects none of the "
+                              f"installed policies ({', '.join(installed)}); unset it or "
+                              "name some of them")
         print("no policies installed (is batchlab installed with pip?)")
         return 1
     for info in infos:

@@ -193,3 +193,24 @@ def test_a_policy_class_instead_of_an_instance_is_named(engine):
     with pytest.raises(ConfigError, match=f"{engine} needs a policy object, got the class "
                                           r"ContinuousBatching; pass an instance"):
         call()
+
+
+# -- nits -------------------------------------------------------------------------------------
+
+def test_a_policy_filter_that_selects_nothing_says_so(capsys, monkeypatch):
+    monkeypatch.setenv("BATCHLAB_POLICIES", "nope")
+    line = one_line_error(capsys, ["policies"])
+    assert "BATCHLAB_POLICIES=nope selects none of the installed policies" in line
+    assert "continuous" in line and "pip" not in line
+
+
+def test_a_workload_from_trace_lengths_prints_short(tmp_path):
+    from batchlab.workloads import EmpiricalLength, TraceLengths, make_workload
+    trace = tmp_path / "big.csv"
+    trace.write_text("arrival,prompt_tokens,output_tokens\n" +
+                     "".join(f"{i},{1 + i % 900},{1 + i % 300}\n" for i in range(5000)))
+    lengths = TraceLengths.from_trace(trace, max_tokens=1000)
+    assert repr(lengths) == "TraceLengths('big.csv', 5000 pairs, max_tokens=1000)"
+    text = repr(make_workload("poisson", rate=2.0, num_requests=10, lengths=lengths))
+    assert len(text) < 400 and "EmpiricalLength(<5000 samples, mean" in text, text
+    assert repr(EmpiricalLength([3, 1, 2])) == "EmpiricalLength(samples=(3, 1, 2))"
