@@ -19,7 +19,7 @@ def main(argv=None, parser_class=None) -> int:
     import argparse
     import sys
     ap = (parser_class or argparse.ArgumentParser)(prog="batchlab serve",
-                                                   description=main.__doc__.split("\n")[0])
+                                                   description=main.__doc__)
     ap.add_argument("--host", default=LOOPBACK, help="default 127.0.0.1 (loopback only)")
     ap.add_argument("--port", type=int, default=8000, help="default 8000; 0 picks a free one")
     ap.add_argument("--policy", default="continuous")
