@@ -214,3 +214,16 @@ def test_a_workload_from_trace_lengths_prints_short(tmp_path):
     text = repr(make_workload("poisson", rate=2.0, num_requests=10, lengths=lengths))
     assert len(text) < 400 and "EmpiricalLength(<5000 samples, mean" in text, text
     assert repr(EmpiricalLength([3, 1, 2])) == "EmpiricalLength(samples=(3, 1, 2))"
+
+
+def test_bench_says_slow_not_unreachable_when_the_server_is_up_but_times_out(capsys):
+    """A server that accepts connections but answers after the timeout is up: the message
+    must say to raise --timeout, not ask whether the server is running."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)   # accepts (the kernel does) and never answers
+        port = listener.getsockname()[1]
+        line = one_line_error(capsys, ["bench", "--endpoint", f"http://127.0.0.1:{port}",
+                                       "--requests", "1", "--timeout", "0.2"])
+    assert "did not answer in time" in line and "--timeout" in line
+    assert "is the server running" not in line

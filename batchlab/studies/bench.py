@@ -85,6 +85,11 @@ async def _served_model(client, base: str) -> str:
     import httpx
     try:
         resp = await client.get(base + "/models")
+    except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout) as exc:
+        # Connected, but no answer within the per-request timeout: the server is up.
+        raise ConfigError(f"{base}/models did not answer in time ({type(exc).__name__}); "
+                          "the server is up but slow: raise the timeout (--timeout "
+                          "seconds)") from None
     except httpx.HTTPError as exc:
         raise ConfigError(f"cannot reach {base}/models ({type(exc).__name__}: {exc}); is the "
                           "server running at that address?") from None
