@@ -21,6 +21,17 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
 
+
+
+def __getattr__(name):
+    # `batchlab.testing.check_policy(...)` after a plain `import batchlab`, as the docs write
+    # it, without importing hypothesis (which the kit needs) for everyone who imports batchlab.
+    if name == "testing":
+        import importlib
+        return importlib.import_module(".testing", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "AffineDevice", "Batch", "BatchlabError", "ConfigError", "KVBlockManager", "Plan",
     "PolicyError", "Request", "Result", "Scheduler", "StepCost", "StepResult", "TraceError",

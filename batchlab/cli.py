@@ -82,8 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("policies", help="list installed policies and their parameters")
     sub.add_parser("presets", help="list the GPU and model presets of the cost model")
+    # These three parse their own options (main() hands them over); listed here so that
+    # `batchlab --help` and a mistyped command name them.
     sub.add_parser("calibrate", add_help=False, help="fit the cost model to a real torch "
                    "device and check simulator against it (see `batchlab calibrate --help`)")
+    sub.add_parser("serve", add_help=False, help="an OpenAI-compatible server for one policy "
+                   "on one device (see `batchlab serve --help`)")
+    sub.add_parser("bench", add_help=False, help="replay a workload against an "
+                   "OpenAI-compatible server and measure it (see `batchlab bench --help`)")
 
     cmp_ = sub.add_parser("compare", help="the main job: why a MoE model is cheap at scale and "
                           "expensive locally, and what each policy costs (tables, plots, "
@@ -225,6 +231,15 @@ def cmd_capacity(args) -> int:
 def cmd_policies(args) -> int:
     infos = available_policies()
     if not infos:
+        import os
+        from importlib.metadata import entry_points
+        from .policies.discovery import ENV_FILTER, GROUP
+        installed = sorted({ep.name for ep in entry_points(group=GROUP)})
+        if os.environ.get(ENV_FILTER, "").strip() and installed:
+            # The filter, not the installation, is why the list is empty: say so.
+            raise ConfigError(f"{ENV_FILTER}={os.environ[ENV_FILTER]} selects none of the "
+                              f"installed policies ({', '.join(installed)}); unset it or "
+                              "name some of them")
         print("no policies installed (is batchlab installed with pip?)")
         return 1
     for info in infos:
@@ -406,25 +421,32 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def _delegated(command: str):
+    """The main(argv, parser_class) of a command that parses its own options, imported only
+    when it runs (calibrate needs torch, serve the serve extra)."""
+    if command == "calibrate":
+        from .backends.torch.calibrate_cli import calibrate_main
+        return calibrate_main
+    if command == "bench":  # replay a workload against an OpenAI-compatible server
+        from .studies.bench import bench_main
+        return bench_main
+    from .studies.serve import main as serve_main
+    return serve_main
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["calibrate"]:  # its own parser lives with it (needs the torch extra)
-        from .backends.torch.calibrate_cli import calibrate_main
-        return calibrate_main(argv[1:])
-    if argv[:1] == ["bench"]:  # replay a workload against an OpenAI-compatible server
-        from .studies.bench import bench_main
-        return bench_main(argv[1:])
-    if argv[:1] == ["serve"]:  # an OpenAI-compatible server (needs the serve extra)
-        from .studies.serve import main as serve_main
-        return serve_main(argv[1:])
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _warn_one_line
+            if argv[:1] in (["calibrate"], ["bench"], ["serve"]):
+                # Their parsers get _Parser too: a bad option is the same one line as elsewhere.
+                return _delegated(argv[0])(argv[1:], parser_class=_Parser)
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            if args.command is None:
+                parser.print_help()
+                return 0
             return {"policies": cmd_policies, "presets": cmd_presets, "compare": cmd_compare,
                     "run": cmd_run, "sweep": cmd_sweep,
                     "capacity": cmd_capacity}[args.command](args)

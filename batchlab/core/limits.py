@@ -99,3 +99,15 @@ def _show(value) -> str:
     except Exception:   # a huge int can refuse repr (sys.int_info.str_digits_check_threshold)
         return f"a {type(value).__name__} too large to print"
     return text if len(text) <= 60 else f"{text[:40]}...({len(text)} characters)"
+
+
+def parse_settings(texts, where: str = "--set") -> dict:
+    """KEY=VALUE strings (repeated `--set` options) as a dict of strings, or a ConfigError
+    naming the one without '=' (dict(t.split('=')) would say 'sequence element #0')."""
+    out = {}
+    for text in texts:
+        key, sep, value = str(text).partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{where} expects KEY=VALUE, got {_show(text)}")
+        out[key.strip()] = value.strip()
+    return out

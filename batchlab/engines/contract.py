@@ -34,6 +34,16 @@ def check_workload(workload, engine: str):
     return workload
 
 
+def check_policy_object(policy, engine: str):
+    """A policy instance, or a ConfigError: a class passed by mistake would otherwise fail at
+    its first add() with 'missing 1 required positional argument', blamed on the policy."""
+    if isinstance(policy, type):
+        name = policy.__name__
+        raise ConfigError(f"{engine} needs a policy object, got the class {name}; pass an "
+                          f"instance, {name}(), or batchlab.load_policy(<its name>)")
+    return policy
+
+
 def index_devices(devices, engine: str) -> tuple[list, dict[str, int]]:
     """The device list and name -> position; `engine` names the caller in the error."""
     try:

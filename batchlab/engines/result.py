@@ -28,6 +28,7 @@ from pathlib import Path
 import attrs
 import numpy as np
 
+from ..core import limits
 from ..core.gaps import GapHistogram
 from ..core.table import FINISHED, RECORD_DTYPE, REJECTED, ABORTED
 from . import export
@@ -138,7 +139,18 @@ class Result:
 
     def summary(self, *, slo_ttft: float | None = None, slo_tpot: float | None = None,
                 price_per_device_hour: float | None = None) -> dict:
-        """The headline figures as a flat dict (units in the key names)."""
+        """The headline figures as a flat dict (units in the key names).
+
+        slo_ttft, slo_tpot: targets in seconds (> 0) for goodput and SLO attainment.
+        price_per_device_hour: USD, replacing the devices' own prices."""
+        # Checked up front: a string met numpy's UFuncTypeError, and -1 or nan gave a
+        # goodput of 0 that looked like a result.
+        for key, value in (("slo_ttft", slo_ttft), ("slo_tpot", slo_tpot)):
+            if value is not None:
+                limits.check_seconds(value, f"summary(): {key} (seconds)", positive=True)
+        if price_per_device_hour is not None:
+            limits.check_number(price_per_device_hour, "summary(): price_per_device_hour",
+                                low=0)
         rec, dev = self.records, self.devices
         fin = self.finished
         span = self.makespan

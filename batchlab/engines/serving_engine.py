@@ -18,8 +18,8 @@ from ..core.errors import ConfigError, PolicyError
 from ..core.protocols import policy_name
 from ..core.table import ABORTED, REJECTED, WAITING, RequestTable
 from .accounting import DeviceTotals
-from .contract import (call_policy, check_plan, check_rejectable, index_devices,
-                       launch_batches, tell_devices)
+from .contract import (call_policy, check_plan, check_policy_object, check_rejectable,
+                       index_devices, launch_batches, tell_devices)
 from .result import Result
 
 
@@ -28,7 +28,7 @@ class ServingEngine:
     endings go out through `deliver([(request id, kind, value), ...])`."""
 
     def __init__(self, policy, devices: Sequence):
-        self.policy, self.name = policy, policy_name(policy)
+        self.policy, self.name = check_policy_object(policy, "Server"), policy_name(policy)
         self.devices, self.index = index_devices(devices, "Server")
         unique = {}
         for d in self.devices:

@@ -38,8 +38,9 @@ from ..core.errors import ConfigError, PolicyError
 from ..core.protocols import policy_name
 from ..core.table import REJECTED, WAITING, RequestTable
 from .accounting import DeviceTotals
-from .contract import (call_policy, check_plan, check_rejectable, check_seed, follow_ups,
-                       check_workload, index_devices, launch_batches, request_of, stalled)
+from .contract import (call_policy, check_plan, check_policy_object, check_rejectable,
+                       check_seed, check_workload, follow_ups, index_devices, launch_batches,
+                       request_of, stalled)
 from .events import ARRIVAL, DONE, MOVED, PROGRESS, WAKE, WOKEN
 from .faults import Faults
 from .result import Result
@@ -56,7 +57,7 @@ class Simulator(FaultEvents):
     def __init__(self, policy, workload, devices: Sequence, *, seed: int = 0,
                  oracle: bool = False, progress=None, faults: Faults | None = None):
         self.seed, self.oracle = check_seed(seed), oracle
-        self.policy, self.name = policy, policy_name(policy)
+        self.policy, self.name = check_policy_object(policy, "simulate"), policy_name(policy)
         self.devices, self.index = index_devices(devices, "simulate")
         self.workload = check_workload(workload, "simulate").sample(np.random.default_rng(self.seed))
         wl = self.workload

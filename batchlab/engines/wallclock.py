@@ -43,9 +43,9 @@ from ..core.errors import ConfigError, PolicyError
 from ..core.protocols import policy_name
 from ..core.table import REJECTED, RequestTable
 from .accounting import DeviceTotals
-from .contract import (call_policy, check_plan, check_rejectable, check_seed, follow_ups,
-                       check_workload, index_devices, launch_batches, request_of, stalled,
-                       tell_devices)
+from .contract import (call_policy, check_plan, check_policy_object, check_rejectable,
+                       check_seed, check_workload, follow_ups, index_devices, launch_batches,
+                       request_of, stalled, tell_devices)
 from .result import Result
 
 MAX_IDLE_WAKES = 100_000
@@ -57,7 +57,7 @@ class WallClock:
     def __init__(self, policy, workload, devices: Sequence, *, realtime: bool = False,
                  seed: int = 0):
         self.seed = check_seed(seed)
-        self.policy, self.name = policy, policy_name(policy)
+        self.policy, self.name = check_policy_object(policy, "run_wallclock"), policy_name(policy)
         self.devices, self.index = index_devices(devices, "run_wallclock")
         self.realtime = bool(realtime)
         self.workload = wl = check_workload(workload, "run_wallclock").sample(

@@ -17,8 +17,8 @@ long request is not starved by a busy short bucket.
 
 Bucket edges: `buckets="exponential"` (min_len, 2 min_len, 4 min_len, ... up to max_len),
 `"linear"` (num_buckets evenly spaced edges up to max_len), or explicit edges such as
-`"256,1024,4096"`. Edges larger than the largest device's KV memory are replaced by that
-memory, the largest shape that fits. A request whose prompt + max_new_tokens exceeds the
+`"256,1024,4096"` (or `[256, 1024, 4096]` from Python or a TOML array). Edges larger than
+the largest device's KV memory are replaced by that memory, the largest shape that fits. A request whose prompt + max_new_tokens exceeds the
 largest edge is rejected up front. Running sequences
 that cannot grow into their next bucket are preempted (recomputed later), latest arrival
 first, as in continuous batching.
@@ -27,6 +27,7 @@ first, as in continuous batching.
 from __future__ import annotations
 
 import heapq
+import numbers
 
 import attrs
 import numpy as np
@@ -41,8 +42,10 @@ def _pick(instance, attribute, value):
         raise ValueError(f"{attribute.name} must be 'fullest' or 'oldest', got {value!r}")
 
 
-def bucket_edges(buckets: str, num_buckets: int, min_len: int, max_len: int) -> np.ndarray:
-    """The edges a `buckets` setting describes, increasing; ValueError names the field."""
+def bucket_edges(buckets, num_buckets: int, min_len: int, max_len: int) -> np.ndarray:
+    """The edges a `buckets` setting describes, increasing; ValueError names the field.
+    Explicit edges come as a string ('256,1024,4096', from the CLI) or a list of ints (from
+    Python or a TOML array)."""
     if buckets == "exponential":
         if min_len > max_len:
             raise ValueError(f"min_len ({min_len}) must not exceed max_len ({max_len})")
@@ -53,13 +56,20 @@ def bucket_edges(buckets: str, num_buckets: int, min_len: int, max_len: int) -> 
         return np.array(edges + [max_len], dtype=np.int64)
     if buckets == "linear":
         return -(-max_len * np.arange(1, num_buckets + 1, dtype=np.int64) // num_buckets)
-    try:
-        edges = np.array([int(x) for x in buckets.split(",") if x.strip()], dtype=np.int64)
-    except ValueError:
-        edges = np.zeros(0, dtype=np.int64)
+    edges = np.zeros(0, dtype=np.int64)   # not edges at all: the error below says what is
+    if isinstance(buckets, str):
+        try:
+            edges = np.array([int(x) for x in buckets.split(",") if x.strip()], dtype=np.int64)
+        except (ValueError, OverflowError):
+            pass
+    elif isinstance(buckets, (list, tuple)) and all(
+            isinstance(x, numbers.Integral) and not isinstance(x, bool) and 0 < x < 2**62
+            for x in buckets):
+        edges = np.array(buckets, dtype=np.int64)
     if edges.size == 0 or edges[0] < 1 or (np.diff(edges) <= 0).any():
         raise ValueError(f"buckets must be 'exponential', 'linear' or increasing positive "
-                         f"edges such as '256,1024,4096', got {buckets!r}")
+                         f"edges such as '256,1024,4096' or [256, 1024, 4096], got "
+                         f"{buckets!r}"[:300])
     return edges
 
 

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 import attrs
 import numpy as np
 
+from ..core import limits
 from ..core.errors import BatchlabError, ConfigError
 from ..core.table import ABORTED, FINISHED, RequestTable
 from ..engines.result import Result, device_table
@@ -84,6 +85,11 @@ async def _served_model(client, base: str) -> str:
     import httpx
     try:
         resp = await client.get(base + "/models")
+    except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout) as exc:
+        # Connected, but no answer within the per-request timeout: the server is up.
+        raise ConfigError(f"{base}/models did not answer in time ({type(exc).__name__}); "
+                          "the server is up but slow: raise the timeout (--timeout "
+                          "seconds)") from None
     except httpx.HTTPError as exc:
         raise ConfigError(f"cannot reach {base}/models ({type(exc).__name__}: {exc}); is the "
                           "server running at that address?") from None
@@ -162,6 +168,11 @@ async def run_bench(endpoint: str, workload, *, seed: int = 0, model: str | None
     """Replay `workload` (a Workload or WorkloadSpec) against `endpoint`; see the module."""
     import httpx
     base, url = completions_url(endpoint)
+    # Checked here, before anything is sent: a negative cap would make the semaphore below
+    # block for ever, and a timeout of 0 fails every request as if the server were down.
+    if max_concurrency is not None:
+        limits.check_count(max_concurrency, "max_concurrency")
+    limits.check_seconds(timeout, "timeout", positive=True)
     wl = workload.sample(np.random.default_rng(seed))
     n = wl.num_requests
     if vocab < 2:
@@ -172,9 +183,9 @@ async def run_bench(endpoint: str, workload, *, seed: int = 0, model: str | None
     table = RequestTable.for_requests(wl.prompt_tokens, wl.output_tokens)
     gaps: list[float] = []
     failures: list[str] = []
-    limits = httpx.Limits(max_connections=max_concurrency or max(n, 1), max_keepalive_connections=64)
+    pool = httpx.Limits(max_connections=max_concurrency or max(n, 1), max_keepalive_connections=64)
     async with httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=10.0),
-                                 limits=limits, trust_env=False) as client:
+                                 limits=pool, trust_env=False) as client:
         model = model or await _served_model(client, base)
         gate = asyncio.Semaphore(max_concurrency) if max_concurrency else None
         start = time.perf_counter()
@@ -249,19 +260,22 @@ def compare_table(rows: dict) -> str:
     return "\n".join(lines)
 
 
-def bench_main(argv) -> int:
-    """The `batchlab bench` command (see the module docstring)."""
+def bench_main(argv, parser_class=None) -> int:
+    """The `batchlab bench` command (see the module docstring); `parser_class` is the CLI's
+    argparse parser, whose errors are one line like every other command's."""
     import argparse
     import sys
     from . import scenario
-    ap = argparse.ArgumentParser(prog="batchlab bench", description="Replay a workload "
-                                 "against an OpenAI-compatible server and measure it.")
+    ap = (parser_class or argparse.ArgumentParser)(
+        prog="batchlab bench", description="Replay a workload against an OpenAI-compatible "
+        "server and measure it.")
     ap.add_argument("--endpoint", required=True, help="server URL, e.g. http://127.0.0.1:8000")
     ap.add_argument("--model", help="model name to request (default: the server's first)")
     ap.add_argument("--vocab", type=int, default=1000, help="prompt token ids are drawn "
                     "from [1, VOCAB) (default 1000)")
-    ap.add_argument("--max-concurrency", type=int, help="cap on requests in flight")
-    ap.add_argument("--timeout", type=float, default=600.0, help="per request, s")
+    ap.add_argument("--max-concurrency", type=int, help="cap on requests in flight "
+                    "(default: none)")
+    ap.add_argument("--timeout", type=float, default=600.0, help="per request, s (600)")
     for flag, kind, default in (("--trace", str, None), ("--time-scale", float, None),
                                 ("--limit", int, None), ("--arrival", str, "poisson"),
                                 ("--rate", float, None), ("--cv", float, None),
@@ -273,7 +287,7 @@ def bench_main(argv) -> int:
     ap.add_argument("--simulate", metavar="POLICY", help="also simulate POLICY on the same "
                     "workload and print both with the error")
     ap.add_argument("--set", dest="params", action="append", default=[], metavar="KEY=VALUE",
-                    help="a parameter of the simulated policy")
+                    help="a parameter of the simulated policy (with --simulate)")
     ap.add_argument("--affine", default="0.005,2e-4,1e-6", metavar="FIXED,PER_TOKEN,PER_CTX",
                     help="the simulated device's step time, s (default: `batchlab serve`'s)")
     ap.add_argument("--save", metavar="FILE.json", help="write the measured Result")
@@ -282,30 +296,28 @@ def bench_main(argv) -> int:
     try:
         params = {k.replace("-", "_"): getattr(args, k.replace("-", "_")) for k in (
             "trace", "time-scale", "limit", "arrival", "rate", "cv", "users", "think-time",
-            "requests", "prompt", "output", "max-new-tokens")}
-        workload = scenario.build_workload({k: v for k, v in params.items() if v is not None})
+            "requests", "prompt", "output", "max-new-tokens", "seed")}
+        params = {k: v for k, v in params.items() if v is not None}
+        _check_options(args, params)
+        params.pop("seed")
+        workload = scenario.build_workload(params)
+        # The simulated side is built before the measurement, so that a bad --simulate or
+        # --set is found in a second, not after the whole run against the server.
+        simulated = _simulated(args) if args.simulate else None
         run = bench(args.endpoint, workload, seed=args.seed, model=args.model,
                     vocab=args.vocab, timeout=args.timeout,
                     max_concurrency=args.max_concurrency)
         summary = run.summary()
         rows = {"measured": summary}
-        if args.simulate:
-            from ..backends.affine import affine_devices
+        if simulated is not None:
             from ..engines.simulator import simulate
-            from ..policies.discovery import load_policy
-            try:
-                fixed, per_token, per_ctx = (float(x) for x in args.affine.split(","))
-            except ValueError:
-                raise ConfigError(f"--affine must be FIXED,PER_TOKEN,PER_CTX seconds, got "
-                                  f"{args.affine!r}") from None
-            policy = load_policy(args.simulate, **dict(p.split("=", 1) for p in args.params))
-            sim = simulate(policy, workload, affine_devices(
-                1, fixed=fixed, per_token=per_token, per_context_token=per_ctx), seed=args.seed)
+            policy, devices = simulated
+            sim = simulate(policy, workload, devices, seed=args.seed)
             rows[f"simulated {args.simulate}"] = sim.summary()
         if args.save:
             run.result.to_json(args.save)
     except (BatchlabError, OSError) as exc:
-        print(f"batchlab: error: {exc}", file=sys.stderr)
+        print(f"batchlab: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     if args.json:
         from ..engines.result import _jsonable
@@ -321,3 +333,42 @@ def bench_main(argv) -> int:
               "failed (recorded as aborted)", file=sys.stderr)
         return 1
     return 0
+
+
+def _check_options(args, params: dict) -> None:
+    """The options' values, checked before anything is sent, each error naming its option."""
+    from . import scenario
+    if args.params and not args.simulate:
+        raise ConfigError(f"--set {args.params[0]} sets a parameter of the simulated policy, "
+                          "which runs only with --simulate POLICY; add --simulate or drop --set")
+    try:
+        scenario.check_params(params)
+    except ConfigError as exc:
+        # 'requests must be ...' -> '--requests must be ...': the option the user typed, not
+        # the workload class that would have caught it.
+        key, sep, rest = str(exc).partition(" must ")
+        if sep and key in params:
+            raise ConfigError(f"--{key.replace('_', '-')} must {rest}") from None
+        raise
+    if args.max_concurrency is not None:
+        limits.check_count(args.max_concurrency, "--max-concurrency")
+    limits.check_seconds(args.timeout, "--timeout", positive=True)
+    limits.check_int(args.vocab, "--vocab", low=2)
+
+
+def _simulated(args):
+    """(policy, devices) of --simulate, --set and --affine."""
+    from ..backends.affine import affine_devices
+    from ..policies.discovery import load_policy
+    try:
+        fixed, per_token, per_ctx = (float(x) for x in args.affine.split(","))
+    except ValueError:
+        raise ConfigError(f"--affine must be FIXED,PER_TOKEN,PER_CTX seconds, got "
+                          f"{args.affine!r}") from None
+    params = limits.parse_settings(args.params)
+    return load_policy(args.simulate, **params), affine_devices(
+        1, fixed=fixed, per_token=per_token, per_context_token=per_ctx)
+
+
+def _one_line(text) -> str:
+    return "; ".join(part.strip() for part in str(text).splitlines() if part.strip())

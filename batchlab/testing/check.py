@@ -184,7 +184,14 @@ def _simulate_in_processes(cases) -> dict | None:
     import warnings
 
     try:
-        payload = pickle.dumps(cases)
+        payload = _pickle_for_child(cases)
+    except _DefinedInMain as exc:
+        warnings.warn(f"check_determinism: skipped the check across processes, because "
+                      f"{exc.what} is defined in __main__ (a script, a notebook or python -c), "
+                      "which a fresh Python process cannot import; define it in a module "
+                      "(my_policy.py) and import it from there to include this check",
+                      stacklevel=3)
+        return None
     except Exception as exc:   # a lambda or a class defined inside a function
         warnings.warn(f"check_determinism: skipped the check across processes, because the "
                       f"policy factory cannot be pickled ({type(exc).__name__}: {exc}); pass "
@@ -207,6 +214,32 @@ def _simulate_in_processes(cases) -> dict | None:
                                f"failed: {last}")
         out[hash_seed] = pickle.loads(data)
     return out
+
+
+class _DefinedInMain(Exception):
+    def __init__(self, obj):
+        kind = "class" if isinstance(obj, type) else "function"
+        self.what = f"the {kind} {getattr(obj, '__qualname__', obj)!r}"
+        super().__init__(self.what)
+
+
+def _pickle_for_child(cases) -> bytes:
+    """pickle.dumps(cases), refusing classes and functions of __main__: pickle stores them
+    by name, and the child, whose __main__ is `-c`, could not find them."""
+    import io
+    import pickle
+    import types
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):   # called for every object pickled, classes included
+            if isinstance(obj, (type, types.FunctionType)) and \
+                    getattr(obj, "__module__", None) == "__main__":
+                raise _DefinedInMain(obj)
+            return None
+
+    buffer = io.BytesIO()
+    Pickler(buffer).dump(cases)
+    return buffer.getvalue()
 
 
 def _child() -> None:

@@ -131,7 +131,7 @@ def _length_tuple(values) -> tuple:
     return tuple(arr.tolist()) if arr.ndim == 1 else values
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class EmpiricalLength:
     """Resample, with replacement, from observed lengths (e.g. a trace's prompt lengths)."""
 
@@ -162,3 +162,10 @@ class EmpiricalLength:
 
     def describe(self) -> str:
         return f"empirical(n={len(self._array)}, mean={self.mean:.1f})"
+
+    def __repr__(self) -> str:
+        # A trace's lengths are tens of thousands of samples: printing a workload made from
+        # one printed them all. A few are shown as they are.
+        if len(self.samples) <= 8:
+            return f"EmpiricalLength(samples={self.samples!r})"
+        return f"EmpiricalLength(<{len(self.samples)} samples, mean {self.mean:.1f}>)"

@@ -40,7 +40,7 @@ def _pair_array(values) -> np.ndarray:
     return arr
 
 
-@attrs.frozen(eq=False)
+@attrs.frozen(eq=False, repr=False)
 class TraceLengths:
     """Observed (prompt, output) pairs; `sample_pairs` draws whole pairs.
 
@@ -92,6 +92,11 @@ class TraceLengths:
     def marginals(self) -> tuple[EmpiricalLength, EmpiricalLength]:
         """The prompt and output marginals (for descriptions and means; sampling uses pairs)."""
         return EmpiricalLength(self.prompt), EmpiricalLength(self.output)
+
+    def __repr__(self) -> str:
+        # Short, whatever the size of the trace: where the pairs came from, how many, the cap.
+        return (f"TraceLengths({self.source!r}, {self.num_pairs} pairs, "
+                f"max_tokens={self.max_tokens})")
 
     def describe(self) -> str:
         cap = "" if self.max_tokens is None else f", at most {self.max_tokens} tokens"

@@ -38,7 +38,7 @@ import attrs
 import numpy as np
 
 from ..affine import AffineDevice
-from ...core import Batch
+from ...core import Batch, limits
 from ...core.errors import ConfigError
 
 GiB = 2**30
@@ -126,6 +126,8 @@ def measure_host(device="cpu", *, size: int | None = None) -> dict:
 
 def measure_grid(device, shapes=None, *, repeats: int = 3, warmup: int = 1) -> list[Measurement]:
     """Time each shape on `device` (a TorchDevice) from fresh request ids."""
+    limits.check_int(repeats, "repeats", low=1)   # the median of no samples is an IndexError
+    limits.check_int(warmup, "warmup", low=0)
     shapes = default_shapes() if shapes is None else shapes
     ids = iter(range(10_000_000, 2**62))   # far from any run's ids
     if shapes:   # the first steps of a process pay one-off costs (allocations, kernels)

@@ -6,12 +6,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
 import attrs
 
-from ...core.errors import BatchlabError
+from ...core import limits
+from ...core.errors import BatchlabError, ConfigError
 from .calibrate import Profile, calibrate, default_shapes, write_profile
 
 
@@ -70,8 +72,8 @@ def format_fidelity(report: dict) -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+def build_parser(parser_class=None) -> argparse.ArgumentParser:
+    ap = (parser_class or argparse.ArgumentParser)(
         prog="batchlab calibrate",
         description="Measure step times of the torch backend over a grid of batch shapes, fit "
                     "the cost model (and an affine model) to them, write a profile, and check "
@@ -102,17 +104,28 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def calibrate_main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def calibrate_main(argv=None, parser_class=None) -> int:
+    """`batchlab calibrate`; `parser_class` is the CLI's argparse parser, whose errors are one
+    line like every other command's."""
+    args = build_parser(parser_class).parse_args(argv)
     try:
         import torch
     except ImportError:
-        print("batchlab calibrate: error: needs torch (pip install 'batchlab[torch]')",
+        print("batchlab: error: batchlab calibrate needs torch (pip install 'batchlab[torch]')",
               file=sys.stderr)
         return 2
     from .device import TorchDevice
+    from ...policies.discovery import load_policy
     from ...workloads import make_workload
     try:
+        # Every option checked before the measurement, which takes minutes: a mistake found
+        # after it (an unwritable --out, a bad --set) would throw the measurement away.
+        _check_options(args)
+        params = limits.parse_settings(args.params)
+        if not args.no_fidelity:
+            load_policy(args.policy, **params)
+            spec = make_workload("poisson", rate=args.rate, num_requests=args.requests,
+                                 prompt=args.prompt, output=args.output)
         if args.threads:
             torch.set_num_threads(args.threads)
         device = TorchDevice("dev0", args.model, args.kv_capacity, device=args.device)
@@ -132,9 +145,6 @@ def calibrate_main(argv=None) -> int:
         print(format_fit(rows, profile.fit))
         report = {"fit": profile.fit, "shapes": rows}
         if not args.no_fidelity:
-            spec = make_workload("poisson", rate=args.rate, num_requests=args.requests,
-                                 prompt=args.prompt, output=args.output)
-            params = dict(p.split("=", 1) for p in args.params)
             fresh = TorchDevice("dev0", args.model, args.kv_capacity, device=args.device)
             print(f"\nfidelity: {args.policy} on {args.requests} requests at {args.rate}/s, "
                   f"real ({'skipping idle gaps' if args.fast else 'real time'}) vs simulated",
@@ -150,10 +160,33 @@ def calibrate_main(argv=None) -> int:
         print(f"\nwrote {args.out}")
         if args.json:
             Path(args.json).write_text(json.dumps(report, indent=1, default=float))
-    except (BatchlabError, ValueError) as exc:
-        print(f"batchlab calibrate: error: {exc}", file=sys.stderr)
+    except (BatchlabError, ValueError, OSError) as exc:
+        text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"batchlab: error: {text}", file=sys.stderr)
         return 2
     return 0
+
+
+def _check_options(args) -> None:
+    """Each number in range and each output file writable, the error naming the option."""
+    if args.threads is not None:
+        limits.check_int(args.threads, "--threads", low=1, high=4096)
+    limits.check_tokens(args.kv_capacity, "--kv-capacity")
+    limits.check_int(args.repeats, "--repeats", low=1, high=10_000)
+    limits.check_number(args.rate, "--rate", above=0)
+    limits.check_count(args.requests, "--requests")
+    limits.check_seed(args.seed, "--seed")
+    for flag, path in (("--out", args.out), ("--json", args.json)):
+        if path is None:
+            continue
+        folder = Path(path).parent
+        if Path(path).is_dir():
+            raise ConfigError(f"{flag} {path} is a folder; give a file name")
+        if not folder.is_dir():
+            raise ConfigError(f"{flag} {path}: {folder} is not a folder (or does not exist); "
+                              "create it or write elsewhere")
+        if not os.access(folder, os.W_OK):
+            raise ConfigError(f"{flag} {path}: folder {folder} is not writable")
 
 
 if __name__ == "__main__":

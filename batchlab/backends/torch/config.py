@@ -148,4 +148,12 @@ def pick_device(device: str | None = None) -> torch.device:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"torch device {device!r} asked for, but CUDA is not available here")
-    return torch.device(device)
+    try:
+        picked = torch.device(device)
+    except (RuntimeError, TypeError):   # torch's own words list two dozen device types
+        raise ConfigError(f"unknown torch device {device!r}; use cpu, cuda or cuda:N") from None
+    if picked.type == "cuda" and picked.index is not None and \
+            picked.index >= torch.cuda.device_count():
+        raise ConfigError(f"torch device {device!r} asked for, but this machine has "
+                          f"{torch.cuda.device_count()} CUDA device(s), cuda:0 upwards")
+    return picked
