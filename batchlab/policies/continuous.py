@@ -116,7 +116,8 @@ class ContinuousBatching:
     _offered: dict = attrs.field(factory=dict, init=False)   # device name -> device, for hooks
     # [device, admitted so far] while admitting (a list: set in place, no attrs setattr hook)
     _admitting: list = attrs.field(factory=lambda: [None, 0], init=False)
-    _now: float = attrs.field(default=0.0, init=False)
+    # [now] of the last schedule call (a list: set in place, no attrs setattr hook)
+    _clock: list = attrs.field(factory=lambda: [0.0], init=False)
     # [moving average of multi-step batches that ran more than one step, plans skipped]
     _payoff: list = attrs.field(factory=lambda: [1.0, 0], init=False)
 
@@ -187,7 +188,7 @@ class ContinuousBatching:
                 self._running[device.name] = _Running()
             self._offered[device.name] = device
         rejected = self._reject_impossible()
-        self._now = now
+        self._clock[0] = now
         wake, todo = None, []
         for device in devices:
             if self.window > 0:
@@ -329,7 +330,7 @@ class ContinuousBatching:
         if self.admission_delay <= 0 or run.ids.size == 0 or not self._waiting:
             return True
         request = self._requests.get(self._waiting[0][-1])  # a stale head: admit, it is skipped
-        return request is None or self._now >= request.arrival + self.admission_delay
+        return request is None or self._clock[0] >= request.arrival + self.admission_delay
 
     def _take(self, need: np.ndarray, budget: int) -> np.ndarray:
         """Tokens each running row gets within the budget: decodes first (Sarathi's
@@ -379,7 +380,8 @@ class ContinuousBatching:
         ids, takes, knowns, keys = [], [], [], []
         device, admitting = self._offered[name], self._admitting
         cap, refused = self.max_num_seqs_on(device), []
-        alone = not (take > 1).any()  # no prefill in the batch yet
+        # no prefill in the batch yet (read only when prompts run whole)
+        alone = not self.chunked_prefill and not (take > 1).any()
         while self._waiting and run.ids.size + len(ids) < cap and left > 0:
             key, rank, rid = self._waiting[0]
             if rid not in self._requests or rid in self._where or self._key[rid] != (key, rank):
@@ -396,9 +398,8 @@ class ContinuousBatching:
                 chunk = known
             else:
                 break
-            if not kv.can_grow(rid, chunk):
+            if not kv.grow_if_fits(rid, chunk):
                 break
-            kv.grow(rid, chunk)
             heapq.heappop(self._waiting)
             self._known.pop(rid, None)
             self._where[rid] = name
@@ -431,6 +432,8 @@ class ContinuousBatching:
     def _reject_impossible(self) -> list[int]:
         """A request whose prompt + max_new_tokens exceeds every device's memory could be
         preempted forever; refuse it up front (its cap is visible, its true length is not)."""
+        if not self._unchecked:  # nothing added since the last call (most steps)
+            return []
         most = max(kv.num_blocks for kv in self._kv.values())
         too_big = [r.id for r in self._unchecked if r.id in self._requests  # not aborted
                    and -(-(r.prompt_tokens + r.max_new_tokens) // self.block_size) > most]
