@@ -320,3 +320,38 @@ def test_a_device_that_prices_the_wrong_number_of_steps_is_named():
     wl = Workload(np.zeros(1), [10], [40])
     with pytest.raises(ConfigError, match="run_steps was asked for .* steps and returned"):
         batchlab.simulate(load_policy("continuous"), wl, [_Sloppy(name="sloppy")])
+
+
+@given(rows=st.lists(st.tuples(st.integers(1, 50), st.integers(0, 5), st.integers(0, 3),
+                               st.integers(0, 60), st.integers(1, 8)),
+                     min_size=1, max_size=10))
+def test_table_complete_books_each_row_as_a_reference_loop_does(rows):
+    """RequestTable.complete takes a shortcut when every row emits (most steps); with a row
+    that does not (a prompt chunk short of the end, a recompute catching up) it masks. Both
+    against a plain loop over the rows: tokens, first/last token, max TBT, gaps, finishes."""
+    prompt = [p for p, _, _, _, _ in rows]
+    table = RequestTable.for_requests(prompt, [g + o for _, g, _, _, o in rows])
+    new, cached, ref = [], [], []
+    for i, (p, g, behind, extra, _) in enumerate(rows):
+        table.status[i], table.generated[i], table.home[i] = 1, g, 0
+        known = p + g  # prompt + generated: a row may feed up to here, or stop short
+        table.cached[i] = c = max(0, known - 1 - extra) if g else max(0, p - 1 - extra)
+        table.last_token[i] = 0.5 + i if g else np.nan
+        n = max(1, known - c - behind)
+        new.append(n)
+        cached.append(c)
+    before = {f: getattr(table, f).copy() for f in ("generated", "last_token", "max_tbt")}
+    emitted, finished, generated = table.complete(Batch(np.arange(len(rows)), new, cached), 9.0)
+    gaps = []
+    for i, (p, g, _, _, o) in enumerate(rows):
+        emits = cached[i] + new[i] - p + 1 > g
+        assert emitted[i] == emits and generated[i] == g + emits
+        assert table.generated[i] == g + emits and finished[i] == (g + emits >= g + o)
+        if emits and g:
+            gaps.append(9.0 - before["last_token"][i])
+            assert table.max_tbt[i] == gaps[-1] and table.last_token[i] == 9.0
+        elif emits:
+            assert table.first_token[i] == 9.0 and np.isnan(table.max_tbt[i])
+        else:
+            assert table.last_token[i] == before["last_token"][i] or g == 0
+    assert table.itl.num_gaps == len(gaps) and table.itl.total == sum(gaps)

@@ -137,17 +137,23 @@ class RequestTable:
         new_cached = batch.num_cached_tokens + batch.num_new_tokens
         before = self.generated[idx]
         emitted = new_cached - self.prompt[idx] + 1 > before
-        generated = before + emitted
-        first = emitted & (before == 0)
+        every = np.count_nonzero(emitted) == emitted.size  # most steps: no mask to apply
+        if every:
+            generated = before + 1
+            first = before == 0
+            later = idx[~first]
+        else:
+            generated = before + emitted
+            first = emitted & (before == 0)
+            later = idx[emitted & (before > 0)]
         if np.count_nonzero(first):
             self.first_token[idx[first]] = end
-        later = idx[emitted & (before > 0)]
         if later.size:
             gaps = end - self.last_token[later]
             self.itl.add(gaps)
             # fmax: NaN (no gap yet) loses against any real gap.
             self.max_tbt[later] = np.fmax(self.max_tbt[later], gaps)
-        self.last_token[idx[emitted]] = end
+        self.last_token[idx if every else idx[emitted]] = end
         self.generated[idx] = generated
         self.cached[idx] = new_cached
         self.in_flight[idx] = False
