@@ -190,8 +190,12 @@ class KVBlockManager:
     def free(self, ids, *, unique: bool = False) -> None:
         """Release every block the ids hold (unknown ids are fine). unique: as in `grow`."""
         ids = ids if unique else self._distinct(ids)
-        ids = ids[ids < len(self._held)]
-        self.num_free_blocks += int(self._held[ids].sum())
+        try:  # every id known (the usual case): no mask
+            held = self._held[ids]
+        except IndexError:  # ids past the array hold nothing
+            ids = ids[ids < len(self._held)]
+            held = self._held[ids]
+        self.num_free_blocks += int(held.sum())
         self._held[ids] = 0
 
     def _take(self, extra: int) -> None:

@@ -54,6 +54,9 @@ def _order(instance, attribute, value):
 
 
 _EMPTY = np.zeros(0, dtype=np.int64)
+# Positions 0..n-1, sliced for a batch of every running row (read-only: shared by all).
+_ROWS = np.arange(4096, dtype=np.int64)
+_ROWS.flags.writeable = False
 # Planning ahead is worth its reservation while at least PAYS_OFF of the recent multi-step
 # batches (a moving average over about 1 / EMA_WEIGHT of them) ran more than one step; below
 # that the policy plans ahead one time in PROBE_EVERY, to see when stretches run on again.
@@ -224,10 +227,11 @@ class ContinuousBatching:
         else:
             run.known[rows] = np.where(emitted, fed + 1, run.known[rows])
         finished = result.finished
-        if not (np.count_nonzero(finished) or self._aborted):
+        num_finished = np.count_nonzero(finished)
+        if not (num_finished or self._aborted):
             return  # nobody leaves the running set
         gone = np.zeros(run.ids.size, dtype=bool)
-        if finished.any():
+        if num_finished:
             gone[rows[finished]] = True
             done = batch.request_ids[finished]
             self._kv[name].free(done, unique=True)
@@ -238,7 +242,7 @@ class ContinuousBatching:
         if self._aborted:
             gone |= np.isin(run.ids, np.fromiter(self._aborted, np.int64))
             self._aborted.difference_update(batch.request_ids.tolist())
-        if gone.any():
+        if np.count_nonzero(gone):
             run.take(~gone)
 
     def check_valid(self) -> None:
@@ -266,7 +270,10 @@ class ContinuousBatching:
         # like vLLM: no admissions in a step that had to preempt
         if not preempted and self._admission_due(run):
             take = self._admit(name, run, kv, budget - int(take.sum()), take)
-        rows = np.flatnonzero(take)
+        if np.count_nonzero(take) == take.size:  # every row gets tokens (most steps)
+            rows = _ROWS[:take.size] if take.size <= _ROWS.size else np.arange(take.size)
+        else:
+            rows = np.flatnonzero(take)
         if rows.size == 0:
             return None
         run.scheduled = rows
