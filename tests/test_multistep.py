@@ -355,3 +355,35 @@ def test_table_complete_books_each_row_as_a_reference_loop_does(rows):
         else:
             assert table.last_token[i] == before["last_token"][i] or g == 0
     assert table.itl.num_gaps == len(gaps) and table.itl.total == sum(gaps)
+
+
+@given(left=st.lists(st.integers(1, 12), min_size=1, max_size=10), j=st.integers(2, 12))
+def test_table_complete_steps_counts_step_rows_as_the_stretch_does(left, j):
+    """complete_steps takes the rows in each step from the simulator's stretch where it has
+    counted them (a drop_finished batch whose rows leave), else counts them itself: the same
+    gaps and records either way."""
+    from batchlab.engines.stretch import Stretch
+    n = len(left)
+    left = np.array(left, dtype=np.int64)
+    batch = Batch.decode(np.arange(n), np.full(n, 10), num_steps=64, drop_finished=True)
+    stretch = Stretch(batch, AffineDevice(fixed=1.0), 0.0, left)
+    stretch.settle(np.inf)
+    j = min(j, stretch.num_run)
+    row_steps, ends = np.minimum(left, j), np.cumsum(np.linspace(1.0, 2.0, j))
+    if not (row_steps < j).any():
+        return  # every row ran every step: no counts taken
+    stretch.num_run = j
+    counted = stretch.step_totals()[0]
+    tables = [_table([10] * n, [1] * n) for _ in range(2)]
+    for t in tables:
+        t.output[:n] = 1 + left
+        t.last_token[:n] = 0.5
+    a = tables[0].complete_steps(batch, ends, row_steps)
+    b = tables[1].complete_steps(batch, ends, row_steps, counted)
+    assert all((x == y).all() for x, y in zip(a, b))
+    assert tables[0].itl.num_gaps == tables[1].itl.num_gaps
+    assert tables[0].itl.total == tables[1].itl.total
+    assert (tables[0].itl.counts == tables[1].itl.counts).all()
+    ra, rb = tables[0].records(), tables[1].records()
+    assert all(np.array_equal(ra[f], rb[f], equal_nan=ra[f].dtype.kind == "f")
+               for f in ra.dtype.names)
