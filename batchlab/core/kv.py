@@ -153,8 +153,11 @@ class KVBlockManager:
         a decode batch planned k steps ahead, in one pass over the blocks held."""
         if ids.size == 0:
             return max_steps
-        self._ensure_size(int(ids.max()) + 1)
-        held = self._held[ids]
+        try:  # distinct, non-negative ids: one past the array raises, none wraps around
+            held = self._held[ids]
+        except IndexError:
+            self._ensure_size(int(ids.max()) + 1)
+            held = self._held[ids]
         b = self.block_size
         want = -(-(num_tokens + max_steps) // b)
         extra = want - held

@@ -216,7 +216,9 @@ class ContinuousBatching:
         if batch.num_steps > 1:
             pay = self._payoff
             pay[0] += ((steps > 1) - pay[0]) * EMA_WEIGHT
-        fed = batch.num_cached_tokens + batch.num_new_tokens + (steps - 1)
+        fed = batch.num_cached_tokens + batch.num_new_tokens
+        if steps > 1:
+            fed = fed + (steps - 1)
         if steps < batch.num_steps:  # stopped early: give back the blocks reserved ahead
             self._kv[name].trim(batch.request_ids, fed, unique=True)  # rows: distinct ids
         run.computed[rows] = fed
