@@ -30,6 +30,19 @@ def test_percentiles_within_half_a_percent_of_the_exact_nearest_rank(gaps, q, sp
     hist.check_valid()
 
 
+def test_long_arrays_are_binned_in_pieces_as_in_one_pass():
+    """bin_of works through more than BIN_CHUNK gaps a piece at a time (for speed): the same
+    bins as the one-pass formula, edges, zeros and infinite gaps included."""
+    from batchlab.core import gaps as G
+    rng = np.random.default_rng(7)
+    gaps = np.exp(rng.uniform(np.log(1e-8), np.log(1e11), 3 * G.BIN_CHUNK + 5))
+    gaps[:4] = 0.0, np.inf, MIN_GAP, MIN_GAP * GROWTH ** (NUM_BINS - 1)
+    one_pass = np.fmin((np.log(np.maximum(gaps, MIN_GAP)) - G._LOG_MIN) * G._INV_LOG,
+                       NUM_BINS - 1).astype(np.int64)
+    assert np.array_equal(G.bin_of(gaps), one_pass)
+    assert np.array_equal(G.bin_of(gaps[:G.BIN_CHUNK]), one_pass[:G.BIN_CHUNK])
+
+
 def test_repeated_gaps_count_as_many():
     hist = GapHistogram()
     hist.add_repeated(np.array([0.01, 0.02]), 3)
