@@ -279,7 +279,7 @@ class Simulator(FaultEvents):
             full = StepResult(float(durations.sum()), StepCost(*total), emitted, finished,
                               generated, num_steps=len(ends))
         self._call("update", batch, full, self.now)
-        if finished.any():
+        if np.count_nonzero(finished):  # several times faster than any() on small arrays
             self._closed(batch.request_ids[finished])
             if self.progress is not None and self.table.num_closed >= self.progress_next:
                 self.progress_next = self.table.num_closed + self.progress_step

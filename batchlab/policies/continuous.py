@@ -114,7 +114,8 @@ class ContinuousBatching:
     _launched: dict = attrs.field(factory=dict, init=False)  # id(batch) -> device name
     _aborted: set = attrs.field(factory=set, init=False)     # aborted while in flight
     _unchecked: list = attrs.field(factory=list, init=False)
-    _rank: int = attrs.field(default=0, init=False)
+    # [arrival rank of the last request added] (a list: set in place, no attrs setattr hook)
+    _rank: list = attrs.field(factory=lambda: [0], init=False)
     _idle_since: dict = attrs.field(factory=dict, init=False)  # device name -> time
     _offered: dict = attrs.field(factory=dict, init=False)   # device name -> device, for hooks
     # [device, admitted so far] while admitting (a list: set in place, no attrs setattr hook)
@@ -157,15 +158,15 @@ class ContinuousBatching:
 
     # -- protocol -----------------------------------------------------------------------------
     def add(self, request: Request, now: float) -> None:
-        self._rank += 1
+        self._rank[0] = rank = self._rank[0] + 1
         key = self.rank_key(request)
         if isinstance(key, bool) or not isinstance(key, (int, float, np.integer, np.floating)) \
                 or key != key:
             raise PolicyError(self.name, "rank_key", f"rank_key must return a number (smaller "
                               f"runs first), got {key!r} for request {request.id}")
-        self._key[request.id] = (float(key), self._rank)
+        self._key[request.id] = (float(key), rank)
         self._requests[request.id] = request
-        heapq.heappush(self._waiting, (float(key), self._rank, request.id))
+        heapq.heappush(self._waiting, (float(key), rank, request.id))
         self._unchecked.append(request)
 
     def abort(self, request_id: int) -> None:
