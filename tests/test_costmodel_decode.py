@@ -67,3 +67,22 @@ def test_a_changed_step_model_turns_the_fast_path_off():
             duration, cost = sm.cost(batch)
             return duration * 1.01, cost
     assert DecodePricer.for_model(Skewed()) is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(name=st.sampled_from(sorted(DEVICES)),
+       rows=st.lists(st.integers(1, 300), min_size=1, max_size=40),
+       context=st.integers(0, 10**6), micro=st.integers(1, 4))
+def test_steps_priced_by_totals_equal_each_step_alone(name, rows, context, micro):
+    """A stretch whose rows leave prices its steps with per-step rows (arrays): each step
+    exactly as priced alone with int rows (the cached path), micro-batches capped at the
+    rows as the stretch caps them."""
+    pricer = DEVICES[name]._decode
+    rows = np.sort(np.array(rows, dtype=np.int64))[::-1].copy()
+    ctx = context + np.cumsum(rows)
+    m = micro if micro == 1 else np.minimum(rows, micro)
+    durations, costs = pricer.price_totals(rows, ctx, m)
+    for i in range(rows.size):
+        mi = 1 if micro == 1 else int(m[i])
+        d, c = pricer.price_totals(int(rows[i]), ctx[i:i + 1], mi)
+        assert durations[i] == d[0] and (costs[i] == c[0]).all()

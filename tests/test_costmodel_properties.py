@@ -186,3 +186,21 @@ def test_single_stage_fast_path_agrees_with_the_pipeline_path(kind, rows_, micro
     fast, general = sm._cost_one_stage(batch), sm._cost_pipeline(batch)
     assert fast[0] == pytest.approx(general[0], rel=1e-12)
     assert attrs.asdict(fast[1]) == pytest.approx(attrs.asdict(general[1]), rel=1e-12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=rows, decodes=st.integers(0, 24), padded=st.booleans())
+def test_features_from_batch_totals_match_the_array_sums(rows, decodes, padded):
+    """A Batch's features use its precomputed totals (the simulator's fast path); anything
+    else shaped like a batch sums its arrays: the same seven numbers, bit for bit."""
+    from batchlab.costmodel import batch_features
+    rows = rows + [(1, c) for _, c in rows[:decodes]]  # mixed batches too
+    batch = _batch(rows)
+    if padded:
+        batch = attrs.evolve(batch, padded_len=int(max(n + c for n, c in rows)))
+
+    class Plain:  # not a Batch: no totals to trust
+        num_new_tokens, num_cached_tokens = batch.num_new_tokens, batch.num_cached_tokens
+        padded_len = batch.padded_len
+
+    assert batch_features(batch) == batch_features(Plain())

@@ -219,3 +219,20 @@ def test_bad_migrations_are_named(migrations, message):
     with pytest.raises(PolicyError, match=message) as info:
         simulate(policy, open_workload([0.0], [50], [2]), devs)
     assert info.value.rule == "migration"
+
+
+@pytest.mark.parametrize("make", [
+    lambda v: np.array(v, dtype=np.int64),                 # what policies pass: copied as is
+    lambda v: list(v),                                     # everything else: converted
+    lambda v: np.array(v, dtype=np.int32),
+    lambda v: np.array(v, dtype=np.int64).reshape(1, -1),
+])
+def test_batch_rows_are_fresh_read_only_int64_copies(make):
+    ids, new, cached = make([3, 1, 2]), make([1, 1, 5]), make([7, 8, 0])
+    batch = Batch(ids, new, cached)
+    for got, given in ((batch.request_ids, ids), (batch.num_new_tokens, new),
+                       (batch.num_cached_tokens, cached)):
+        assert got.dtype == np.int64 and got.ndim == 1 and not got.flags.writeable
+        assert got.tolist() == np.ravel(given).tolist()
+        assert not np.shares_memory(got, given) if isinstance(given, np.ndarray) else True
+    assert batch.num_tokens == 7 and batch.num_context_tokens == 22

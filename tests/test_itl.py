@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from batchlab import AffineDevice, affine_devices, load_policy, simulate
-from batchlab.core.gaps import MIN_GAP, NUM_BINS, GROWTH, GapHistogram
+from batchlab.core.gaps import MIN_GAP, NUM_BINS, GROWTH, GapHistogram, bin_of
 from batchlab.studies.summary import format_summary
 from batchlab.workloads import Workload, make_workload
 
@@ -28,6 +28,19 @@ def test_percentiles_within_half_a_percent_of_the_exact_nearest_rank(gaps, q, sp
     assert hist.percentile(q) == pytest.approx(exact, rel=0.005)
     assert hist.mean == pytest.approx(gaps.mean(), rel=1e-9)
     hist.check_valid()
+
+
+def test_long_arrays_are_binned_in_pieces_as_in_one_pass():
+    """bin_of works through more than BIN_CHUNK gaps a piece at a time (for speed): the same
+    bins as the one-pass formula, edges, zeros and infinite gaps included."""
+    from batchlab.core import gaps as G
+    rng = np.random.default_rng(7)
+    gaps = np.exp(rng.uniform(np.log(1e-8), np.log(1e11), 3 * G.BIN_CHUNK + 5))
+    gaps[:4] = 0.0, np.inf, MIN_GAP, MIN_GAP * GROWTH ** (NUM_BINS - 1)
+    one_pass = np.fmin((np.log(np.maximum(gaps, MIN_GAP)) - G._LOG_MIN) * G._INV_LOG,
+                       NUM_BINS - 1).astype(np.int64)
+    assert np.array_equal(G.bin_of(gaps), one_pass)
+    assert np.array_equal(G.bin_of(gaps[:G.BIN_CHUNK]), one_pass[:G.BIN_CHUNK])
 
 
 def test_repeated_gaps_count_as_many():
@@ -112,3 +125,31 @@ def test_a_run_without_token_gaps_reports_nan():
     s = r.summary()
     assert r.itl.num_gaps == 0
     assert all(math.isnan(s[k]) for k in ("itl_mean_s", "itl_p50_s", "itl_p90_s", "itl_p99_s"))
+
+
+@given(entries=st.lists(st.tuples(st.lists(_IN_RANGE, min_size=1, max_size=20),
+                                  st.sampled_from(["once", "repeated", "weighted"]),
+                                  st.integers(1, 9)), min_size=1, max_size=30))
+def test_mixed_entries_count_as_each_gap_booked_by_hand(entries):
+    """Entries booked once, repeated (a stretch: every row sees a step) and weighted (rows
+    leaving) are spread to per-gap weights when binned: the counts, number and maximum
+    those gaps give one by one, and the sum of gap x weight."""
+    hist, by_hand = GapHistogram(), []
+    for gaps, how, k in entries:
+        gaps = np.array(gaps)
+        if how == "once":
+            hist.add(gaps)
+            weights = np.ones(gaps.size, dtype=np.int64)
+        elif how == "repeated":
+            hist.add_repeated(gaps, k)
+            weights = np.full(gaps.size, k)
+        else:
+            weights = np.arange(gaps.size) % k + 1
+            hist.add_weighted(gaps, weights)
+        by_hand.append((gaps, weights))
+    gaps = np.concatenate([g for g, _ in by_hand])
+    weights = np.concatenate([w for _, w in by_hand])
+    counts = np.zeros(NUM_BINS, dtype=np.int64)
+    np.add.at(counts, bin_of(gaps), weights)
+    assert np.array_equal(hist.counts, counts) and hist.num_gaps == int(weights.sum())
+    assert hist.total == float((gaps * weights).sum()) and hist.max == gaps.max()

@@ -33,6 +33,16 @@ def test_out_of_blocks_raises_and_changes_nothing():
     kv.check_valid()
 
 
+def test_grow_if_fits_on_a_new_id_past_the_array():
+    kv = KVBlockManager(10, block_size=4)
+    assert kv.grow_if_fits(500, 8) and kv.num_held(500) == 2 and kv.num_free_blocks == 8
+    assert not kv.grow_if_fits(501, 40)  # 10 blocks, 8 free: nothing changes
+    assert kv.num_held(501) == 0 and kv.num_free_blocks == 8
+    with pytest.raises(ValueError, match="non-negative"):
+        kv.grow_if_fits(-1, 4)
+    kv.check_valid()
+
+
 def test_repeated_id_in_one_call_is_an_error():
     kv = KVBlockManager(10)
     with pytest.raises(ValueError, match="twice"):
@@ -66,6 +76,32 @@ class KVMachine(RuleBasedStateMachine):
             self.kv.grow(np.array(ids, dtype=np.int64), tokens)
             for rid in ids:
                 self.model[rid] = max(-(-tokens // 8), self.model.get(rid, 0))
+
+    @rule(rid=st.integers(0, 20), tokens=st.integers(0, 200))
+    def grow_if_fits(self, rid, tokens):
+        # The one-call admission (can_grow, then grow) agrees with the model and changes
+        # nothing when it does not fit.
+        need = -(-tokens // 8)
+        extra = max(need - self.model.get(rid, 0), 0)
+        fits = extra <= 40 - sum(self.model.values())
+        assert self.kv.grow_if_fits(rid, tokens) == fits
+        if fits:
+            self.model[rid] = max(need, self.model.get(rid, 0))
+
+    @rule(ids=st.lists(st.integers(0, 150), unique=True, min_size=1, max_size=5),
+          tokens=st.integers(1, 40))
+    def grow_unique_new_ids(self, ids, tokens):
+        # unique=True (a policy's running set), ids past the held array (64 at first): the
+        # array grows when indexing it fails, never wraps around.
+        fits = self.kv.can_grow(np.array(ids, dtype=np.int64), tokens)
+        if fits:
+            self.kv.grow(np.array(ids, dtype=np.int64), np.full(len(ids), tokens), unique=True)
+            for rid in ids:
+                self.model[rid] = max(-(-tokens // 8), self.model.get(rid, 0))
+        else:
+            with pytest.raises(MemoryError):
+                self.kv.grow(np.array(ids, dtype=np.int64), np.full(len(ids), tokens),
+                             unique=True)
 
     @precondition(lambda self: self.model)
     @rule(data=st.data())

@@ -320,3 +320,70 @@ def test_a_device_that_prices_the_wrong_number_of_steps_is_named():
     wl = Workload(np.zeros(1), [10], [40])
     with pytest.raises(ConfigError, match="run_steps was asked for .* steps and returned"):
         batchlab.simulate(load_policy("continuous"), wl, [_Sloppy(name="sloppy")])
+
+
+@given(rows=st.lists(st.tuples(st.integers(1, 50), st.integers(0, 5), st.integers(0, 3),
+                               st.integers(0, 60), st.integers(1, 8)),
+                     min_size=1, max_size=10))
+def test_table_complete_books_each_row_as_a_reference_loop_does(rows):
+    """RequestTable.complete takes a shortcut when every row emits (most steps); with a row
+    that does not (a prompt chunk short of the end, a recompute catching up) it masks. Both
+    against a plain loop over the rows: tokens, first/last token, max TBT, gaps, finishes."""
+    prompt = [p for p, _, _, _, _ in rows]
+    table = RequestTable.for_requests(prompt, [g + o for _, g, _, _, o in rows])
+    new, cached, ref = [], [], []
+    for i, (p, g, behind, extra, _) in enumerate(rows):
+        table.status[i], table.generated[i], table.home[i] = 1, g, 0
+        known = p + g  # prompt + generated: a row may feed up to here, or stop short
+        table.cached[i] = c = max(0, known - 1 - extra) if g else max(0, p - 1 - extra)
+        table.last_token[i] = 0.5 + i if g else np.nan
+        n = max(1, known - c - behind)
+        new.append(n)
+        cached.append(c)
+    before = {f: getattr(table, f).copy() for f in ("generated", "last_token", "max_tbt")}
+    emitted, finished, generated = table.complete(Batch(np.arange(len(rows)), new, cached), 9.0)
+    gaps = []
+    for i, (p, g, _, _, o) in enumerate(rows):
+        emits = cached[i] + new[i] - p + 1 > g
+        assert emitted[i] == emits and generated[i] == g + emits
+        assert table.generated[i] == g + emits and finished[i] == (g + emits >= g + o)
+        if emits and g:
+            gaps.append(9.0 - before["last_token"][i])
+            assert table.max_tbt[i] == gaps[-1] and table.last_token[i] == 9.0
+        elif emits:
+            assert table.first_token[i] == 9.0 and np.isnan(table.max_tbt[i])
+        else:
+            assert table.last_token[i] == before["last_token"][i] or g == 0
+    assert table.itl.num_gaps == len(gaps) and table.itl.total == sum(gaps)
+
+
+@given(left=st.lists(st.integers(1, 12), min_size=1, max_size=10), j=st.integers(2, 12))
+def test_table_complete_steps_counts_step_rows_as_the_stretch_does(left, j):
+    """complete_steps takes the rows in each step from the simulator's stretch where it has
+    counted them (a drop_finished batch whose rows leave), else counts them itself: the same
+    gaps and records either way."""
+    from batchlab.engines.stretch import Stretch
+    n = len(left)
+    left = np.array(left, dtype=np.int64)
+    batch = Batch.decode(np.arange(n), np.full(n, 10), num_steps=64, drop_finished=True)
+    stretch = Stretch(batch, AffineDevice(fixed=1.0), 0.0, left)
+    stretch.settle(np.inf)
+    j = min(j, stretch.num_run)
+    row_steps, ends = np.minimum(left, j), np.cumsum(np.linspace(1.0, 2.0, j))
+    if not (row_steps < j).any():
+        return  # every row ran every step: no counts taken
+    stretch.num_run = j
+    counted = stretch.step_totals()[0]
+    tables = [_table([10] * n, [1] * n) for _ in range(2)]
+    for t in tables:
+        t.output[:n] = 1 + left
+        t.last_token[:n] = 0.5
+    a = tables[0].complete_steps(batch, ends, row_steps)
+    b = tables[1].complete_steps(batch, ends, row_steps, counted)
+    assert all((x == y).all() for x, y in zip(a, b))
+    assert tables[0].itl.num_gaps == tables[1].itl.num_gaps
+    assert tables[0].itl.total == tables[1].itl.total
+    assert (tables[0].itl.counts == tables[1].itl.counts).all()
+    ra, rb = tables[0].records(), tables[1].records()
+    assert all(np.array_equal(ra[f], rb[f], equal_nan=ra[f].dtype.kind == "f")
+               for f in ra.dtype.names)

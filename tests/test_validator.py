@@ -31,6 +31,13 @@ CASES = [
     ("known", "request 1 has not arrived yet",
      [lambda now, d, a: Plan({"dev0": Batch([1], [10], [0])})]),
     ("unique", "request 0 appears more than once", [plan(Batch([0, 0], [5, 5], [0, 0]))]),
+    # ids in increasing order are checked without a sort, others with one: both ways
+    ("unique", "request 1 appears more than once",
+     [plan(Batch([1, 0, 1], [5, 5, 5], [0, 0, 0]))]),
+    ("known", "request 7 was never added", [plan(Batch([0, 7], [1, 1], [0, 0]))]),
+    ("known", "request 7 was never added", [plan(Batch([7, 0], [1, 1], [0, 0]))]),
+    ("known", "request -1 was never added", [plan(Batch([-1, 0], [1, 1], [0, 0]))]),
+    ("known", "request -1 was never added", [plan(Batch([0, -1], [1, 1], [0, 0]))]),
     ("tokens", "feeds 0 new tokens", [plan(Batch([0], [0], [0]))]),
     ("tokens", "claims -1 cached tokens", [plan(Batch([0], [1], [-1]))]),
     ("tokens", "only 10 exist", [plan(Batch([0], [11], [0]))]),

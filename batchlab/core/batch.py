@@ -18,7 +18,10 @@ import numpy as np
 
 
 def _int_array(values) -> np.ndarray:
-    arr = np.array(values, dtype=np.int64, copy=True).reshape(-1)
+    if type(values) is np.ndarray and values.dtype == np.int64 and values.ndim == 1:
+        arr = values.copy()  # what policies pass: the same fresh copy, without np.array's work
+    else:
+        arr = np.array(values, dtype=np.int64, copy=True).reshape(-1)
     arr.flags.writeable = False
     return arr
 

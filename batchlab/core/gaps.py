@@ -30,8 +30,18 @@ _INV_LOG = 1.0 / math.log(GROWTH)
 _LOG_MIN = math.log(MIN_GAP)
 
 
+# Gaps binned per pass: a pass over a longer array makes temporaries that fall out of cache
+# (and are mapped afresh each time), which made binning 65,536 gaps about 4x slower.
+BIN_CHUNK = 1 << 14
+
+
 def bin_of(gaps: np.ndarray) -> np.ndarray:
     """The bin of each gap (seconds), clipped to the histogram's range."""
+    if gaps.ndim == 1 and gaps.size > BIN_CHUNK:  # element-wise: the same bins in pieces
+        out = np.empty(gaps.size, dtype=np.int64)
+        for i in range(0, gaps.size, BIN_CHUNK):
+            out[i:i + BIN_CHUNK] = bin_of(gaps[i:i + BIN_CHUNK])
+        return out
     raw = (np.log(np.maximum(gaps, MIN_GAP)) - _LOG_MIN) * _INV_LOG  # gaps >= 0: no warning
     # Clipped before the cast: an infinite gap must land in the last bin, not wrap around.
     return np.fmin(raw, NUM_BINS - 1).astype(np.int64)

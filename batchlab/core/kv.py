@@ -100,11 +100,32 @@ class KVBlockManager:
         ids = ids if unique else self._distinct(ids)
         if ids.size == 0:
             return
-        self._ensure_size(int(ids.max()) + 1)
-        held = self._held[ids]
+        try:  # ids are non-negative here: one past the array raises, none wraps around
+            held = self._held[ids]
+        except IndexError:  # a new id: grow the array first (max() only then)
+            self._ensure_size(int(ids.max()) + 1)
+            held = self._held[ids]
         want = np.maximum(self.blocks_for(num_tokens), held)
         self._take(int((want - held).sum()))
         self._held[ids] = want
+
+    def grow_if_fits(self, rid: int, num_tokens: int) -> bool:
+        """`grow(rid, num_tokens)` for one id if `can_grow` says yes, in one call; returns
+        whether it grew (nothing changes when it does not fit). A policy admitting a request
+        asks both for every admission."""
+        rid = int(rid)
+        if rid < 0:
+            raise ValueError(f"request ids must be non-negative, got {rid}")
+        if rid >= len(self._held):
+            self._ensure_size(rid + 1)
+        need = -(-int(num_tokens) // self.block_size)
+        extra = need - int(self._held[rid])
+        if extra > self.num_free_blocks:
+            return False
+        if extra > 0:
+            self.num_free_blocks -= extra
+            self._held[rid] = need
+        return True
 
     def num_steps_fit(self, ids, num_tokens, max_steps: int) -> int:
         """The most steps k <= max_steps (at least 0) for which every id can grow by k tokens
@@ -132,8 +153,11 @@ class KVBlockManager:
         a decode batch planned k steps ahead, in one pass over the blocks held."""
         if ids.size == 0:
             return max_steps
-        self._ensure_size(int(ids.max()) + 1)
-        held = self._held[ids]
+        try:  # distinct, non-negative ids: one past the array raises, none wraps around
+            held = self._held[ids]
+        except IndexError:
+            self._ensure_size(int(ids.max()) + 1)
+            held = self._held[ids]
         b = self.block_size
         want = -(-(num_tokens + max_steps) // b)
         extra = want - held
@@ -169,8 +193,12 @@ class KVBlockManager:
     def free(self, ids, *, unique: bool = False) -> None:
         """Release every block the ids hold (unknown ids are fine). unique: as in `grow`."""
         ids = ids if unique else self._distinct(ids)
-        ids = ids[ids < len(self._held)]
-        self.num_free_blocks += int(self._held[ids].sum())
+        try:  # every id known (the usual case): no mask
+            held = self._held[ids]
+        except IndexError:  # ids past the array hold nothing
+            ids = ids[ids < len(self._held)]
+            held = self._held[ids]
+        self.num_free_blocks += int(held.sum())
         self._held[ids] = 0
 
     def _take(self, extra: int) -> None:

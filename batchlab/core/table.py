@@ -137,17 +137,23 @@ class RequestTable:
         new_cached = batch.num_cached_tokens + batch.num_new_tokens
         before = self.generated[idx]
         emitted = new_cached - self.prompt[idx] + 1 > before
-        generated = before + emitted
-        first = emitted & (before == 0)
+        every = np.count_nonzero(emitted) == emitted.size  # most steps: no mask to apply
+        if every:
+            generated = before + 1
+            first = before == 0
+            later = idx[~first]
+        else:
+            generated = before + emitted
+            first = emitted & (before == 0)
+            later = idx[emitted & (before > 0)]
         if np.count_nonzero(first):
             self.first_token[idx[first]] = end
-        later = idx[emitted & (before > 0)]
         if later.size:
             gaps = end - self.last_token[later]
             self.itl.add(gaps)
             # fmax: NaN (no gap yet) loses against any real gap.
             self.max_tbt[later] = np.fmax(self.max_tbt[later], gaps)
-        self.last_token[idx[emitted]] = end
+        self.last_token[idx if every else idx[emitted]] = end
         self.generated[idx] = generated
         self.cached[idx] = new_cached
         self.in_flight[idx] = False
@@ -162,12 +168,14 @@ class RequestTable:
             self.num_closed += done.size
         return emitted, finished, generated
 
-    def complete_steps(self, batch: Batch, ends: np.ndarray, row_steps=None):
+    def complete_steps(self, batch: Batch, ends: np.ndarray, row_steps=None, step_rows=None):
         """Book `len(ends)` steps of a multi-step batch, ending at `ends`: the same records as
         `complete` once per step. Every row emits one token per step (the engine checked that
         at launch): step 1 is the batch as planned, the later ones decode.
         row_steps: per row, how many of the steps it ran (a row of a `drop_finished` batch
-        leaves at its last token); None: every row ran them all."""
+        leaves at its last token); None: every row ran them all.
+        step_rows: with row_steps, the rows in each step, if the caller has counted them
+        (the simulator's stretch has); else they are counted here."""
         idx = batch.request_ids
         j = len(ends)
         before = self.generated[idx]
@@ -186,8 +194,10 @@ class RequestTable:
                 self.itl.add_repeated(steps, idx.size)
                 gap = np.fmax(gap, steps.max())  # fmax: NaN (no gap yet) loses
             else:  # step s + 2 is a gap of the rows that ran more than s + 1 steps
-                ran = np.searchsorted(np.sort(row_steps), np.arange(2, j + 1))
-                self.itl.add_weighted(steps, idx.size - ran)
+                if step_rows is None:
+                    ran = np.searchsorted(np.sort(row_steps), np.arange(2, j + 1))
+                    step_rows = np.concatenate(((idx.size,), idx.size - ran))
+                self.itl.add_weighted(steps, step_rows[1:j])
                 longest = np.maximum.accumulate(steps)  # a row's longest later gap
                 # A row that ran one step has no later gap: index -1 is then replaced.
                 gap = np.where(row_steps > 1, np.fmax(gap, longest[row_steps - 2]), gap)

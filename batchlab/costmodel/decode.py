@@ -91,6 +91,8 @@ class DecodePricer:
         sum cached where rows and micro-batches are ints, the same values either way."""
         k = len(context)
         s = self._scale / micro
+        # x 1.0 changes no bit (ints become the same floats in the product): skip it
+        unscaled = isinstance(s, float) and s == 1.0
         if isinstance(rows, int) and isinstance(micro, int):
             base = self._bases.get((rows, micro))
             if base is None:
@@ -98,8 +100,9 @@ class DecodePricer:
                 if len(self._bases) < 4096:
                     self._bases[rows, micro] = base
         else:
-            base = self._A + np.multiply.outer(rows * s, self._B)
-        out = base + np.multiply.outer(context * s, self._C)  # (k, 4 quantities x n ops)
+            base = self._A + np.multiply.outer(rows if unscaled else rows * s, self._B)
+        out = base + np.multiply.outer(context if unscaled else context * s, self._C)
+        # out: (k, 4 quantities x n ops)
         out = out.reshape(k, 4, self._n)  # per step: compute, memory, FLOPs, bytes of each op
         comp_op, mem_op = out[:, 0], out[:, 1]
         bound = comp_op >= mem_op
@@ -107,9 +110,9 @@ class DecodePricer:
         np.multiply(mem_op, bound, out=comp_op)   # row 0 its compute-bound share
         # One reduction along each contiguous row: the same sums whatever k is.
         comp, time, flops, nbytes = (out * self._K0).sum(axis=2).T
-        comm = self._comm0 + self._comm1 * (rows / micro)
+        one = isinstance(micro, int) and micro == 1  # x 1 and / 1 change no bit: skip them
+        comm = self._comm0 + self._comm1 * (rows if one else rows / micro)
         costs = np.zeros((k, 10))
-        one = isinstance(micro, int) and micro == 1  # x 1 changes no bit: skip it
         if one:
             costs[:, 0] = comp
             costs[:, 1] = time - comp

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from batchlab.core import Batch
+
 
 def batch_features(batch) -> tuple[float, float, float, float, float, float, float]:
     """(T, R, TP, CP, AP, RD, CD): tokens fed, rows, prefill tokens, prefill context keys,
@@ -24,22 +26,27 @@ def batch_features(batch) -> tuple[float, float, float, float, float, float, flo
         return 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
     padded = batch.padded_len
     if padded is None:
-        s_new = int(new.sum())
+        if isinstance(batch, Batch):  # its sums are taken once, at construction: exact ints
+            s_new = batch.num_tokens
+            s_cached = batch.num_context_tokens - s_new
+        else:
+            s_new, s_cached = int(new.sum()), int(cached.sum())
         if s_new == rows:  # every row feeds exactly one token (n >= 1): a pure decode batch
-            return float(rows), float(rows), 0.0, 0.0, 0.0, float(rows), float(cached.sum() + rows)
+            return float(rows), float(rows), 0.0, 0.0, 0.0, float(rows), float(s_cached + rows)
         pre = new > 1
         n_pre = int(np.count_nonzero(pre))
         if n_pre == rows:  # pure prefill (or chunked prefill) batch
             tp = float(s_new)
-            cp = float(cached.sum()) + tp
+            cp = float(s_cached) + tp
             ap = float(new @ cached) + 0.5 * (float(new @ new) + tp)
             return tp, float(rows), tp, cp, ap, 0.0, 0.0
         n, c = new[pre], cached[pre]
-        tp = float(n.sum())
-        cp = float(c.sum()) + tp
-        ap = float(n @ c) + 0.5 * (float(n @ n) + tp)
         rd = rows - n_pre
-        cd = float(cached.sum()) - float(c.sum()) + rd
+        tp = float(s_new - rd)  # decode rows feed one token each
+        c_sum = float(c.sum())
+        cp = c_sum + tp
+        ap = float(n @ c) + 0.5 * (float(n @ n) + tp)
+        cd = float(s_cached) - c_sum + rd
         return tp + rd, float(rows), tp, cp, ap, float(rd), cd
     pre = new > 1
     n_pre = int(np.count_nonzero(pre))

@@ -271,15 +271,16 @@ class Simulator(FaultEvents):
                 self._progressed(emitted)
         else:
             ends, durations, costs = stretch.ends, stretch.durations, stretch.costs
-            row_steps = stretch.row_steps()
-            emitted, finished, generated = self.table.complete_steps(batch, ends, row_steps)
-            self.totals.book_steps(d, batch, durations, costs, stretch.step_totals())
+            row_steps, totals = stretch.row_steps(), stretch.step_totals()
+            emitted, finished, generated = self.table.complete_steps(
+                batch, ends, row_steps, None if totals is None else totals[0])
+            self.totals.book_steps(d, batch, durations, costs, totals)
             total = costs.sum(axis=0).tolist()
             total[-1] = int(total[-1])  # padded tokens
             full = StepResult(float(durations.sum()), StepCost(*total), emitted, finished,
                               generated, num_steps=len(ends))
         self._call("update", batch, full, self.now)
-        if finished.any():
+        if np.count_nonzero(finished):  # several times faster than any() on small arrays
             self._closed(batch.request_ids[finished])
             if self.progress is not None and self.table.num_closed >= self.progress_next:
                 self.progress_next = self.table.num_closed + self.progress_step

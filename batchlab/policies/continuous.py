@@ -54,6 +54,9 @@ def _order(instance, attribute, value):
 
 
 _EMPTY = np.zeros(0, dtype=np.int64)
+# Positions 0..n-1, sliced for a batch of every running row (read-only: shared by all).
+_ROWS = np.arange(4096, dtype=np.int64)
+_ROWS.flags.writeable = False
 # Planning ahead is worth its reservation while at least PAYS_OFF of the recent multi-step
 # batches (a moving average over about 1 / EMA_WEIGHT of them) ran more than one step; below
 # that the policy plans ahead one time in PROBE_EVERY, to see when stretches run on again.
@@ -111,12 +114,14 @@ class ContinuousBatching:
     _launched: dict = attrs.field(factory=dict, init=False)  # id(batch) -> device name
     _aborted: set = attrs.field(factory=set, init=False)     # aborted while in flight
     _unchecked: list = attrs.field(factory=list, init=False)
-    _rank: int = attrs.field(default=0, init=False)
+    # [arrival rank of the last request added] (a list: set in place, no attrs setattr hook)
+    _rank: list = attrs.field(factory=lambda: [0], init=False)
     _idle_since: dict = attrs.field(factory=dict, init=False)  # device name -> time
     _offered: dict = attrs.field(factory=dict, init=False)   # device name -> device, for hooks
     # [device, admitted so far] while admitting (a list: set in place, no attrs setattr hook)
     _admitting: list = attrs.field(factory=lambda: [None, 0], init=False)
-    _now: float = attrs.field(default=0.0, init=False)
+    # [now] of the last schedule call (a list: set in place, no attrs setattr hook)
+    _clock: list = attrs.field(factory=lambda: [0.0], init=False)
     # [moving average of multi-step batches that ran more than one step, plans skipped]
     _payoff: list = attrs.field(factory=lambda: [1.0, 0], init=False)
 
@@ -153,15 +158,15 @@ class ContinuousBatching:
 
     # -- protocol -----------------------------------------------------------------------------
     def add(self, request: Request, now: float) -> None:
-        self._rank += 1
+        self._rank[0] = rank = self._rank[0] + 1
         key = self.rank_key(request)
         if isinstance(key, bool) or not isinstance(key, (int, float, np.integer, np.floating)) \
                 or key != key:
             raise PolicyError(self.name, "rank_key", f"rank_key must return a number (smaller "
                               f"runs first), got {key!r} for request {request.id}")
-        self._key[request.id] = (float(key), self._rank)
+        self._key[request.id] = (float(key), rank)
         self._requests[request.id] = request
-        heapq.heappush(self._waiting, (float(key), self._rank, request.id))
+        heapq.heappush(self._waiting, (float(key), rank, request.id))
         self._unchecked.append(request)
 
     def abort(self, request_id: int) -> None:
@@ -187,7 +192,7 @@ class ContinuousBatching:
                 self._running[device.name] = _Running()
             self._offered[device.name] = device
         rejected = self._reject_impossible()
-        self._now = now
+        self._clock[0] = now
         wake, todo = None, []
         for device in devices:
             if self.window > 0:
@@ -212,7 +217,9 @@ class ContinuousBatching:
         if batch.num_steps > 1:
             pay = self._payoff
             pay[0] += ((steps > 1) - pay[0]) * EMA_WEIGHT
-        fed = batch.num_cached_tokens + batch.num_new_tokens + (steps - 1)
+        fed = batch.num_cached_tokens + batch.num_new_tokens
+        if steps > 1:
+            fed = fed + (steps - 1)
         if steps < batch.num_steps:  # stopped early: give back the blocks reserved ahead
             self._kv[name].trim(batch.request_ids, fed, unique=True)  # rows: distinct ids
         run.computed[rows] = fed
@@ -223,10 +230,11 @@ class ContinuousBatching:
         else:
             run.known[rows] = np.where(emitted, fed + 1, run.known[rows])
         finished = result.finished
-        if not (np.count_nonzero(finished) or self._aborted):
+        num_finished = np.count_nonzero(finished)
+        if not (num_finished or self._aborted):
             return  # nobody leaves the running set
         gone = np.zeros(run.ids.size, dtype=bool)
-        if finished.any():
+        if num_finished:
             gone[rows[finished]] = True
             done = batch.request_ids[finished]
             self._kv[name].free(done, unique=True)
@@ -237,7 +245,7 @@ class ContinuousBatching:
         if self._aborted:
             gone |= np.isin(run.ids, np.fromiter(self._aborted, np.int64))
             self._aborted.difference_update(batch.request_ids.tolist())
-        if gone.any():
+        if np.count_nonzero(gone):
             run.take(~gone)
 
     def check_valid(self) -> None:
@@ -265,7 +273,10 @@ class ContinuousBatching:
         # like vLLM: no admissions in a step that had to preempt
         if not preempted and self._admission_due(run):
             take = self._admit(name, run, kv, budget - int(take.sum()), take)
-        rows = np.flatnonzero(take)
+        if np.count_nonzero(take) == take.size:  # every row gets tokens (most steps)
+            rows = _ROWS[:take.size] if take.size <= _ROWS.size else np.arange(take.size)
+        else:
+            rows = np.flatnonzero(take)
         if rows.size == 0:
             return None
         run.scheduled = rows
@@ -329,7 +340,7 @@ class ContinuousBatching:
         if self.admission_delay <= 0 or run.ids.size == 0 or not self._waiting:
             return True
         request = self._requests.get(self._waiting[0][-1])  # a stale head: admit, it is skipped
-        return request is None or self._now >= request.arrival + self.admission_delay
+        return request is None or self._clock[0] >= request.arrival + self.admission_delay
 
     def _take(self, need: np.ndarray, budget: int) -> np.ndarray:
         """Tokens each running row gets within the budget: decodes first (Sarathi's
@@ -379,7 +390,8 @@ class ContinuousBatching:
         ids, takes, knowns, keys = [], [], [], []
         device, admitting = self._offered[name], self._admitting
         cap, refused = self.max_num_seqs_on(device), []
-        alone = not (take > 1).any()  # no prefill in the batch yet
+        # no prefill in the batch yet (read only when prompts run whole)
+        alone = not self.chunked_prefill and not (take > 1).any()
         while self._waiting and run.ids.size + len(ids) < cap and left > 0:
             key, rank, rid = self._waiting[0]
             if rid not in self._requests or rid in self._where or self._key[rid] != (key, rank):
@@ -396,9 +408,8 @@ class ContinuousBatching:
                 chunk = known
             else:
                 break
-            if not kv.can_grow(rid, chunk):
+            if not kv.grow_if_fits(rid, chunk):
                 break
-            kv.grow(rid, chunk)
             heapq.heappop(self._waiting)
             self._known.pop(rid, None)
             self._where[rid] = name
@@ -431,6 +442,8 @@ class ContinuousBatching:
     def _reject_impossible(self) -> list[int]:
         """A request whose prompt + max_new_tokens exceeds every device's memory could be
         preempted forever; refuse it up front (its cap is visible, its true length is not)."""
+        if not self._unchecked:  # nothing added since the last call (most steps)
+            return []
         most = max(kv.num_blocks for kv in self._kv.values())
         too_big = [r.id for r in self._unchecked if r.id in self._requests  # not aborted
                    and -(-(r.prompt_tokens + r.max_new_tokens) // self.block_size) > most]
