@@ -85,12 +85,12 @@ def test_run_deployment_refuses_what_it_fixes(capsys, extra, culprits):
     assert f"drop {culprits} " in err
 
 
-def test_a_sweep_point_with_a_deployment_and_a_model_is_an_error():
-    from batchlab import ConfigError
+def test_settings_a_deployment_overrides_are_named():
+    # Commands refuse them when typed beside --deployment; a sweep point that inherits them
+    # from [base] builds the deployment (tests/test_inherited_settings.py).
     from batchlab.studies import scenario
-    with pytest.raises(ConfigError, match="drop model, gpus"):
-        scenario.build_devices({"deployment": "deepseek-v3-production", "model": "llama-3-8b",
-                                "gpus": 8})
+    assert scenario.conflicts({"deployment": "deepseek-v3-production", "model": "llama-3-8b",
+                               "gpus": 8}) == ["model", "gpus"]
 
 
 @pytest.mark.parametrize("option, value", [("--duration", "0"), ("--duration", "-1"),
@@ -204,13 +204,11 @@ def test_devices_beside_a_cost_model_is_an_error(capsys, command):
     assert "--devices counts affine teaching devices" in err and "--dp" in err
 
 
-def test_a_sweep_point_with_trace_and_rate_is_an_error(trace):
-    from batchlab import ConfigError
+def test_settings_a_trace_overrides_are_named(trace):
     from batchlab.studies import scenario
-    with pytest.raises(ConfigError, match="drop rate"):
-        scenario.build_workload({"trace": trace, "rate": 3.0})
-    with pytest.raises(ConfigError, match="devices counts affine"):
-        scenario.build_devices({"model": "llama-3-8b", "gpu": "h100", "devices": 2})
+    assert scenario.conflicts({"trace": trace, "rate": 3.0, "seed": 1}) == ["rate"]
+    assert scenario.build_workload({"trace": trace, "rate": 3.0}).num_requests == \
+        scenario.build_workload({"trace": trace}).num_requests
 
 
 @pytest.mark.parametrize("argv, words", [

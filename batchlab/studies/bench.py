@@ -277,11 +277,11 @@ def bench_main(argv, parser_class=None) -> int:
                     "(default: none)")
     ap.add_argument("--timeout", type=float, default=600.0, help="per request, s (600)")
     for flag, kind, default in (("--trace", str, None), ("--time-scale", float, None),
-                                ("--limit", int, None), ("--arrival", str, "poisson"),
+                                ("--limit", int, None), ("--arrival", str, None),
                                 ("--rate", float, None), ("--cv", float, None),
                                 ("--users", int, None), ("--think-time", float, None),
-                                ("--requests", int, 100), ("--prompt", str, "uniform:16:128"),
-                                ("--output", str, "uniform:8:64"),
+                                ("--requests", int, None), ("--prompt", str, None),
+                                ("--output", str, None),
                                 ("--max-new-tokens", int, None), ("--seed", int, 0)):
         ap.add_argument(flag, type=kind, default=default)
     ap.add_argument("--simulate", metavar="POLICY", help="also simulate POLICY on the same "
@@ -300,6 +300,8 @@ def bench_main(argv, parser_class=None) -> int:
         params = {k: v for k, v in params.items() if v is not None}
         _check_options(args, params)
         params.pop("seed")
+        if not params.get("trace"):  # sampled traffic: bench's own defaults, not run's
+            params = {**SAMPLED_DEFAULTS, **params}
         workload = scenario.build_workload(params)
         # The simulated side is built before the measurement, so that a bad --simulate or
         # --set is found in a second, not after the whole run against the server.
@@ -335,9 +337,19 @@ def bench_main(argv, parser_class=None) -> int:
     return 0
 
 
+# Sampled traffic when no --trace is given (small requests: a quick check of a server).
+SAMPLED_DEFAULTS = {"arrival": "poisson", "requests": 100, "prompt": "uniform:16:128",
+                    "output": "uniform:8:64"}
+
+
 def _check_options(args, params: dict) -> None:
     """The options' values, checked before anything is sent, each error naming its option."""
     from . import scenario
+    ignored = scenario.conflicts(params)
+    if ignored:  # a trace gives its own arrivals and lengths
+        raise ConfigError(f"--trace {params['trace']} replays the trace's arrivals and "
+                          f"lengths; drop {', '.join('--' + k.replace('_', '-') for k in ignored)}"
+                          " (--time-scale speeds it up, --limit shortens it)")
     if args.params and not args.simulate:
         raise ConfigError(f"--set {args.params[0]} sets a parameter of the simulated policy, "
                           "which runs only with --simulate POLICY; add --simulate or drop --set")

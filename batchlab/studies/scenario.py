@@ -136,9 +136,22 @@ def build_policy(params: dict):
     return load_policy(_get(params, "policy"), **policy_params)
 
 
-# What a trace gives itself: beside it these would be silently ignored.
+# What a trace gives itself: beside it these settings do not apply. A sweep point or a compare
+# cell inherits settings from [base] or [run] that were meant for the other points, so here a
+# trace (or a deployment, below) takes precedence over them; the commands refuse them where
+# the user typed both (`conflicts`), since there they would be silently ignored.
 _TRACE_FIXES = ("arrival", "rate", "cv", "users", "think_time", "requests", "prompt", "output",
                 "max_tokens")
+
+
+def conflicts(params: dict) -> list[str]:
+    """Settings in `params` that its trace or deployment would override (the ones a command
+    refuses when the user gave both); [] if none."""
+    if params.get("trace"):
+        return [k for k in _TRACE_FIXES if params.get(k) is not None]
+    if params.get("deployment"):
+        return [k for k in _DEPLOYMENT_FIXES if params.get(k) is not None]
+    return []
 
 
 def build_workload(params: dict):
@@ -146,10 +159,6 @@ def build_workload(params: dict):
         if params.get("lengths"):
             raise ConfigError("trace replays a trace's arrivals and lengths; lengths takes only "
                               "its lengths, with synthetic arrivals; give one or the other")
-        ignored = [k for k in _TRACE_FIXES if params.get(k) is not None]
-        if ignored:
-            raise ConfigError(f"trace replays its own arrivals and lengths; drop "
-                              f"{', '.join(ignored)} (time_scale and limit shape a trace)")
         from ..workloads.traces import load_trace
         scale = params.get("time_scale")
         return load_trace(params["trace"], time_scale=1.0 if scale is None else scale,
@@ -187,13 +196,7 @@ _DEPLOYMENT_FIXES = ("model", "gpu", "gpus", "tp", "ep", "pp", "dp", "price", "r
 def build_devices(params: dict):
     if params.get("deployment"):
         from .. import costmodel
-        # The deployment fixes its model, GPUs, layout and price; any of these beside it would
-        # be silently ignored, so say which to drop.
-        fixed = [k for k in _DEPLOYMENT_FIXES if params.get(k) is not None]
-        if fixed:
-            raise ConfigError(f"deployment {params['deployment']!r} fixes its own model, GPUs, "
-                              f"layout and price; drop {', '.join(fixed)} (or drop deployment "
-                              "and describe the devices with model and gpu)")
+        # It fixes its own model, GPUs, layout and price (see `conflicts`).
         units = {k: params[k] for k in ("prefill_units", "decode_units")
                  if params.get(k) is not None}
         return costmodel.make_deployment(params["deployment"], **units,
@@ -207,9 +210,6 @@ def build_devices(params: dict):
         if not (model and gpu):
             raise ConfigError("the cost model needs both a model and a gpu preset (see "
                               "`batchlab presets`)")
-        if params.get("devices") is not None:  # it would be silently ignored
-            raise ConfigError("devices counts affine teaching devices; with a model and a gpu "
-                              "give replicas with dp, or GPUs per replica with gpus")
         kw = {k: params[k] for k in ("tp", "ep", "efficiency", "runtime", "overlap",
                                      "redundant_experts") if params.get(k) is not None}
         if params.get("routing"):
