@@ -28,7 +28,12 @@ def __getattr__(name):
     # it, without importing hypothesis (which the kit needs) for everyone who imports batchlab.
     if name == "testing":
         import importlib
-        return importlib.import_module(".testing", __name__)
+        try:
+            return importlib.import_module(".testing", __name__)
+        except ImportError as exc:
+            # An AttributeError, so hasattr() and getattr(..., default) answer instead of
+            # raising where the kit's extra (hypothesis) is not installed; it says why.
+            raise AttributeError(f"batchlab.testing is not available: {exc}") from exc
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

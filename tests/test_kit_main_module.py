@@ -52,3 +52,18 @@ def test_testing_is_an_attribute_of_batchlab_after_a_plain_import():
     assert batchlab.testing.check_policy is not None
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         batchlab.nope
+
+
+def test_testing_without_the_kit_extra_is_an_attribute_error():
+    """hasattr/getattr with a default must answer, not raise, where hypothesis is missing."""
+    import subprocess
+    import sys
+    code = ("import sys; sys.modules['hypothesis'] = None\n"
+            "import batchlab\n"
+            "assert not hasattr(batchlab, 'testing')\n"
+            "assert getattr(batchlab, 'testing', None) is None\n"
+            "try:\n    batchlab.testing\nexcept AttributeError as e:\n    print(e)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "pip install 'batchlab[kit]'" in done.stdout
