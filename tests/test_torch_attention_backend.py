@@ -32,3 +32,21 @@ def test_attention_runs_with_cudnn_switched_off(monkeypatch):
     dev.run(Batch.decode(np.array([0, 1]), np.array([8, 8])))
     assert seen and not any(seen)
     assert torch.backends.cuda.cudnn_sdp_enabled() == before  # restored after the step
+
+
+def test_an_outer_choice_of_attention_kernel_is_respected(monkeypatch):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    seen = []
+    real = model_module.F.scaled_dot_product_attention
+
+    def spy(*args, **kw):
+        seen.append((torch.backends.cuda.flash_sdp_enabled(),
+                     torch.backends.cuda.math_sdp_enabled()))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(model_module.F, "scaled_dot_product_attention", spy)
+    dev = TorchDevice("a", "tiny-dense", 4096, device="cpu")
+    dev.register(0, 8)
+    with sdpa_kernel(SDPBackend.MATH):
+        dev.run(Batch([0], [8], [0]))
+    assert seen and all(s == (False, True) for s in seen)

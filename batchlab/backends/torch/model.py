@@ -187,6 +187,16 @@ def pack(ids: np.ndarray, cached: np.ndarray, num_new: np.ndarray, num_fed: np.n
 # step: on an H200 (torch 2.11) each call took 22 ms of host time for 12 us on the GPU,
 # so a decode step of a 2-layer model took 56 ms whatever the batch.
 _ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+_ENABLED = {SDPBackend.FLASH_ATTENTION: torch.backends.cuda.flash_sdp_enabled,
+            SDPBackend.EFFICIENT_ATTENTION: torch.backends.cuda.mem_efficient_sdp_enabled,
+            SDPBackend.MATH: torch.backends.cuda.math_sdp_enabled}
+
+
+def _attention_backends() -> list:
+    """Of _ATTENTION, those the caller has not switched off (an outer `sdpa_kernel` is
+    respected; math if nothing else is left). `sdpa_kernel` sets process-wide switches for
+    the duration of a step: run one device's steps at a time per process (as the engines do)."""
+    return [b for b in _ATTENTION if _ENABLED[b]()] or [SDPBackend.MATH]
 
 
 class TinyTransformer:
@@ -309,7 +319,7 @@ class TinyTransformer:
         w_slot = p.slots[p.row] if all_real else p.slots[p.row[p.real]]
         w_pos = p.pos if all_real else p.pos[p.real]
         x = self.embed[p.ids]
-        with sdpa_kernel(_ATTENTION):
+        with sdpa_kernel(_attention_backends()):
             return self._layers(p, pool, x, cos, sin, w_slot, w_pos, all_real)
 
     def _layers(self, p: Packed, pool: KVPool, x, cos, sin, w_slot, w_pos, all_real):
