@@ -153,3 +153,9 @@ def test_mixed_entries_count_as_each_gap_booked_by_hand(entries):
     np.add.at(counts, bin_of(gaps), weights)
     assert np.array_equal(hist.counts, counts) and hist.num_gaps == int(weights.sum())
     assert hist.total == float((gaps * weights).sum()) and hist.max == gaps.max()
+
+
+def test_a_gap_booked_zero_times_is_not_the_longest():
+    hist = GapHistogram()
+    hist.add_weighted(np.array([0.01, 5e12]), np.array([3, 0]))
+    assert hist.num_gaps == 3 and hist.max == 0.01

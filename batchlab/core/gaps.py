@@ -99,12 +99,12 @@ class GapHistogram:
         pending = self._pending
         gaps = np.concatenate([g for g, _ in pending])
         bins = bin_of(gaps)
-        self._max = max(self._max, float(np.fmax.reduce(gaps)))
         # Most entries are booked once (single steps): their weight array is never built.
         weighted = [(i, t) for i, (_, t) in enumerate(pending)
                     if not (isinstance(t, int) and t == 1)]
         if not weighted:
             self._counts += np.bincount(bins, minlength=NUM_BINS)
+            self._max = max(self._max, float(np.fmax.reduce(gaps)))
             self._num_gaps += gaps.size
             self._total += float(gaps.sum())  # the same sum as gaps x 1, bit for bit
         else:
@@ -113,6 +113,9 @@ class GapHistogram:
             for i, t in weighted:
                 times[starts[i]:starts[i + 1]] = t
             np.add.at(self._counts, bins, times)
+            booked = gaps[times > 0]  # a gap booked 0 times (a weight of 0) is not a gap
+            if booked.size:
+                self._max = max(self._max, float(np.fmax.reduce(booked)))
             self._num_gaps += int(times.sum())
             self._total += float((gaps * times).sum())
         pending.clear()

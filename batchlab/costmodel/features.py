@@ -19,7 +19,8 @@ from batchlab.core import Batch
 
 def batch_features(batch) -> tuple[float, float, float, float, float, float, float]:
     """(T, R, TP, CP, AP, RD, CD): tokens fed, rows, prefill tokens, prefill context keys,
-    prefill query-key pairs, decode rows, decode context keys (padding included)."""
+    prefill query-key pairs, decode rows, decode context keys (padding included). Every row
+    feeds at least one token (engines check it); a row of 0 would count as a decode."""
     new, cached = batch.num_new_tokens, batch.num_cached_tokens
     rows = len(new)
     if rows == 0:
