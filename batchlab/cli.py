@@ -219,7 +219,7 @@ def cmd_capacity(args) -> int:
     try:
         scenario.check_params(params)
     except ConfigError as exc:
-        raise ConfigError(_as_option(str(exc))) from None
+        raise ConfigError(scenario.as_option(str(exc))) from None
     if args.devices is not None and (args.model or args.gpu):
         raise ConfigError(DEVICES_WITH_MODEL)
     slo = SLO.parse(args.slo) if args.slo else SLO.from_config(None)
@@ -312,10 +312,11 @@ def _params(args) -> dict:
     try:
         scenario.check_params({k: v for k, v in params.items() if v is not None})
     except ConfigError as exc:
-        raise ConfigError(_as_option(str(exc))) from None
+        raise ConfigError(scenario.as_option(str(exc))) from None
     if args.deployment:
         # It fixes these itself; given beside it they would be silently ignored.
-        fixed = [_option(k) for k in scenario._DEPLOYMENT_FIXES if params.get(k) is not None]
+        fixed = [scenario.option(k) for k in scenario.DEPLOYMENT_FIXES
+                 if params.get(k) is not None]
         if fixed:
             raise ConfigError(f"--deployment {args.deployment} fixes its own model, GPUs, "
                               f"layout and price; drop {', '.join(fixed)} (or drop --deployment "
@@ -324,8 +325,8 @@ def _params(args) -> dict:
         raise ConfigError(DEVICES_WITH_MODEL)
     for flag in ("gpus", "tp", "ep", "pp", "dp", "efficiency", "overlap", "redundant_experts"):
         if params[flag] is not None and not (args.model or args.gpu or args.deployment):
-            raise ConfigError(f"{_option(flag)} needs --model and --gpu (it is a cost-model "
-                              "setting; the affine device has none)")
+            raise ConfigError(f"{scenario.option(flag)} needs --model and --gpu (it is a "
+                              "cost-model setting; the affine device has none)")
     if args.limit is not None and not args.trace:
         raise ConfigError("--limit applies to --trace only; use --requests for sampled traffic")
     if args.time_scale is not None and not args.trace:
@@ -333,7 +334,8 @@ def _params(args) -> dict:
                           "traffic")
     if args.trace:
         # The trace gives the arrivals and lengths; these would be silently ignored.
-        ignored = [_option(k) for k in scenario._TRACE_FIXES if params.get(k) is not None]
+        ignored = [scenario.option(k) for k in scenario.TRACE_FIXES
+                   if params.get(k) is not None]
         if ignored:
             raise ConfigError(f"--trace {args.trace} replays the trace's arrivals and lengths; "
                               f"drop {', '.join(ignored)} (--time-scale speeds it up, --limit "
@@ -344,18 +346,6 @@ def _params(args) -> dict:
 
 DEVICES_WITH_MODEL = ("--devices counts affine teaching devices; with --model and --gpu give "
                       "replicas with --dp, or GPUs per replica with --gpus")
-
-
-def _option(key: str) -> str:
-    return f"--{key.replace('_', '-')}"
-
-
-def _as_option(message: str) -> str:
-    """'gpus must be ...' -> '--gpus must be ...': name the option as the user typed it."""
-    key, sep, rest = message.partition(" ")
-    if sep and (key in scenario.KEYS):
-        return f"{_option(key)} {rest}"
-    return message
 
 
 def _check_processes(args) -> None:

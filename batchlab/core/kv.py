@@ -88,11 +88,7 @@ class KVBlockManager:
         set), which skips their check on a hot path.
         """
         if isinstance(ids, (int, np.integer)):  # the common scalar case, without arrays
-            rid, need = int(ids), -(-int(num_tokens) // self.block_size)
-            if rid < 0:
-                raise ValueError(f"request ids must be non-negative, got {rid}")
-            self._ensure_size(rid + 1)
-            extra = need - int(self._held[rid])
+            rid, need, extra = self._one(ids, num_tokens)
             if extra > 0:
                 self._take(extra)
                 self._held[rid] = need
@@ -100,11 +96,7 @@ class KVBlockManager:
         ids = ids if unique else self._distinct(ids)
         if ids.size == 0:
             return
-        try:  # ids are non-negative here: one past the array raises, none wraps around
-            held = self._held[ids]
-        except IndexError:  # a new id: grow the array first (max() only then)
-            self._ensure_size(int(ids.max()) + 1)
-            held = self._held[ids]
+        held = self._held_by(ids)
         want = np.maximum(self.blocks_for(num_tokens), held)
         self._take(int((want - held).sum()))
         self._held[ids] = want
@@ -113,13 +105,7 @@ class KVBlockManager:
         """`grow(rid, num_tokens)` for one id if `can_grow` says yes, in one call; returns
         whether it grew (nothing changes when it does not fit). A policy admitting a request
         asks both for every admission."""
-        rid = int(rid)
-        if rid < 0:
-            raise ValueError(f"request ids must be non-negative, got {rid}")
-        if rid >= len(self._held):
-            self._ensure_size(rid + 1)
-        need = -(-int(num_tokens) // self.block_size)
-        extra = need - int(self._held[rid])
+        rid, need, extra = self._one(rid, num_tokens)
         if extra > self.num_free_blocks:
             return False
         if extra > 0:
@@ -153,11 +139,7 @@ class KVBlockManager:
         a decode batch planned k steps ahead, in one pass over the blocks held."""
         if ids.size == 0:
             return max_steps
-        try:  # distinct, non-negative ids: one past the array raises, none wraps around
-            held = self._held[ids]
-        except IndexError:
-            self._ensure_size(int(ids.max()) + 1)
-            held = self._held[ids]
+        held = self._held_by(ids)
         b = self.block_size
         want = -(-(num_tokens + max_steps) // b)
         extra = want - held
@@ -200,6 +182,26 @@ class KVBlockManager:
             held = self._held[ids]
         self.num_free_blocks += int(held.sum())
         self._held[ids] = 0
+
+    def _one(self, rid, num_tokens) -> tuple[int, int, int]:
+        """(id, blocks it needs for num_tokens, blocks beyond those it holds) of one id, the
+        table grown to hold it."""
+        rid = int(rid)
+        if rid < 0:
+            raise ValueError(f"request ids must be non-negative, got {rid}")
+        if rid >= len(self._held):
+            self._ensure_size(rid + 1)
+        need = -(-int(num_tokens) // self.block_size)
+        return rid, need, need - int(self._held[rid])
+
+    def _held_by(self, ids: np.ndarray) -> np.ndarray:
+        """Blocks held by distinct, non-negative ids, the table grown to hold them (an id one
+        past its end raises and none wraps around, so max() is taken only for a new id)."""
+        try:
+            return self._held[ids]
+        except IndexError:
+            self._ensure_size(int(ids.max()) + 1)
+            return self._held[ids]
 
     def _take(self, extra: int) -> None:
         if extra > self.num_free_blocks:

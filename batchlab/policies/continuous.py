@@ -54,9 +54,6 @@ def _order(instance, attribute, value):
 
 
 _EMPTY = np.zeros(0, dtype=np.int64)
-# Positions 0..n-1, sliced for a batch of every running row (read-only: shared by all).
-_ROWS = np.arange(4096, dtype=np.int64)
-_ROWS.flags.writeable = False
 # Planning ahead is worth its reservation while at least PAYS_OFF of the recent multi-step
 # batches (a moving average over about 1 / EMA_WEIGHT of them) ran more than one step; below
 # that the policy plans ahead one time in PROBE_EVERY, to see when stretches run on again.
@@ -274,7 +271,7 @@ class ContinuousBatching:
         if not preempted and self._admission_due(run):
             take = self._admit(name, run, kv, budget - int(take.sum()), take)
         if np.count_nonzero(take) == take.size:  # every row gets tokens (most steps)
-            rows = _ROWS[:take.size] if take.size <= _ROWS.size else np.arange(take.size)
+            rows = np.arange(take.size)
         else:
             rows = np.flatnonzero(take)
         if rows.size == 0:

@@ -348,20 +348,15 @@ def _check_options(args, params: dict) -> None:
     ignored = scenario.conflicts(params)
     if ignored:  # a trace gives its own arrivals and lengths
         raise ConfigError(f"--trace {params['trace']} replays the trace's arrivals and "
-                          f"lengths; drop {', '.join('--' + k.replace('_', '-') for k in ignored)}"
+                          f"lengths; drop {', '.join(scenario.option(k) for k in ignored)}"
                           " (--time-scale speeds it up, --limit shortens it)")
     if args.params and not args.simulate:
         raise ConfigError(f"--set {args.params[0]} sets a parameter of the simulated policy, "
                           "which runs only with --simulate POLICY; add --simulate or drop --set")
     try:
         scenario.check_params(params)
-    except ConfigError as exc:
-        # 'requests must be ...' -> '--requests must be ...': the option the user typed, not
-        # the workload class that would have caught it.
-        key, sep, rest = str(exc).partition(" must ")
-        if sep and key in params:
-            raise ConfigError(f"--{key.replace('_', '-')} must {rest}") from None
-        raise
+    except ConfigError as exc:  # named by the option the user typed
+        raise ConfigError(scenario.as_option(str(exc))) from None
     if args.max_concurrency is not None:
         limits.check_count(args.max_concurrency, "--max-concurrency")
     limits.check_seconds(args.timeout, "--timeout", positive=True)

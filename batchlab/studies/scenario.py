@@ -140,17 +140,31 @@ def build_policy(params: dict):
 # cell inherits settings from [base] or [run] that were meant for the other points, so here a
 # trace (or a deployment, below) takes precedence over them; the commands refuse them where
 # the user typed both (`conflicts`), since there they would be silently ignored.
-_TRACE_FIXES = ("arrival", "rate", "cv", "users", "think_time", "requests", "prompt", "output",
+TRACE_FIXES = ("arrival", "rate", "cv", "users", "think_time", "requests", "prompt", "output",
                 "max_tokens")
+
+
+def option(key: str) -> str:
+    """The command-line option of a setting: 'think_time' -> '--think-time'."""
+    return f"--{key.replace('_', '-')}"
+
+
+def as_option(message: str) -> str:
+    """'gpus must be ...' -> '--gpus must be ...': an error about a setting, worded with the
+    option the user typed on a command line."""
+    key, sep, rest = message.partition(" ")
+    if sep and key in KEYS:
+        return f"{option(key)} {rest}"
+    return message
 
 
 def conflicts(params: dict) -> list[str]:
     """Settings in `params` that its trace or deployment would override (the ones a command
     refuses when the user gave both); [] if none."""
     if params.get("trace"):
-        return [k for k in _TRACE_FIXES if params.get(k) is not None]
+        return [k for k in TRACE_FIXES if params.get(k) is not None]
     if params.get("deployment"):
-        return [k for k in _DEPLOYMENT_FIXES if params.get(k) is not None]
+        return [k for k in DEPLOYMENT_FIXES if params.get(k) is not None]
     return []
 
 
@@ -189,7 +203,7 @@ def build_workload(params: dict):
                          max_new_tokens=params.get("max_new_tokens"))
 
 
-_DEPLOYMENT_FIXES = ("model", "gpu", "gpus", "tp", "ep", "pp", "dp", "price", "routing",
+DEPLOYMENT_FIXES = ("model", "gpu", "gpus", "tp", "ep", "pp", "dp", "price", "routing",
                      "attention_gpus", "ffn_gpus", "redundant_experts", "devices")
 
 
