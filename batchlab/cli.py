@@ -64,10 +64,12 @@ def _one_line(text) -> str:
 
 
 def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
-    return key.strip(), value.strip()
+    # One KEY=VALUE as the delegated commands read them (limits.parse_settings), for argparse.
+    try:
+        (pair,) = limits.parse_settings([text], where="").items()
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).strip()) from None
+    return pair
 
 
 PROGRESS_HELP = ("draw the progress bar on stderr even when it is not a terminal (default: "
