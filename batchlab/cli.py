@@ -33,9 +33,6 @@ from .studies.progress import Progress
 from .studies.summary import format_summary
 
 DEFAULT_POLICY = "continuous"
-AFFINE_KIND = ("affine teaching device (fixed + per-token step time, no GPU; --model and --gpu "
-               "for the roofline cost model)")
-
 
 def _finite(kind):
     def parse(text):
@@ -378,10 +375,7 @@ def cmd_run(args) -> int:
         result = scenario.run(params, progress=progress)
     summary = result.summary(slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot)
     if not (args.model or args.gpu or args.deployment):
-        # Say so: its numbers are a teaching model's, not a GPU's ("GPUs 1" would mislead).
-        summary = {**summary, "device_kind": AFFINE_KIND}
-        summary.pop("num_gpus", None)
-        summary.pop("output_tokens_per_s_per_gpu", None)  # no GPU to divide by
+        summary = scenario.without_gpus(summary)  # its numbers are a teaching model's
     if args.records:
         result.to_csv(args.records)
     if args.parquet:

@@ -16,7 +16,8 @@ import pytest
 
 import batchlab
 from batchlab import ConfigError, affine_devices, simulate
-from batchlab.cli import AFFINE_KIND, main
+from batchlab.cli import main
+from batchlab.studies.scenario import AFFINE_KIND
 from batchlab.studies import compare, sweep
 from batchlab.studies.progress import Progress
 from batchlab.workloads import Workload

@@ -219,3 +219,17 @@ def test_cli_sweep_on_a_local_ray_instance_gives_the_local_table(tmp_path, capsy
     local = (tmp_path / "local" / "results.csv").read_text()
     assert local == (tmp_path / "ray" / "results.csv").read_text()
     assert "does not fit" in local.splitlines()[-1]
+
+
+def test_a_row_on_the_teaching_device_counts_no_gpus():
+    """The affine teaching device stands for no GPU: its rows say what it is and leave the
+    GPU count and tokens per GPU empty; a cost-model point keeps both."""
+    from batchlab.studies import scenario
+    affine = {**BASE, "rate": 8.0, "policy": "continuous", "seed": 0}
+    row = scenario.summarize(affine, scenario.run(affine))
+    assert row["device_kind"] == scenario.AFFINE_KIND and row["num_devices"] == 1
+    assert "num_gpus" not in row and "output_tokens_per_s_per_gpu" not in row
+    model = {**affine, "requests": 5, "model": "llama-3-8b", "gpu": "h100"}
+    row = scenario.summarize(model, scenario.run(model))
+    assert row["num_gpus"] == 1 and row["output_tokens_per_s_per_gpu"] > 0
+    assert "device_kind" not in row

@@ -254,10 +254,12 @@ def format_capacity(cap: Capacity, *, as_json: bool = False) -> str:
     capped = " (the search's max_rate: the real capacity is higher)" if cap.is_capped else ""
     # The affine teaching device has no GPU and, unless given --price, no price: say so rather
     # than print "1 GPU(s)" and "$nan".
-    is_affine = not any(cap.params.get(k) for k in ("model", "gpu", "deployment"))
-    per = "device" if is_affine else "GPU"
-    where = (f"{cap.num_gpus} affine teaching device(s) (no GPU)" if is_affine else
-             f"{cap.num_gpus} GPU(s)") + f": goodput {cap.goodput_rps_per_gpu:.3g} req/s per {per}"
+    if scenario.on_teaching_device(cap.params):
+        n = int(row.get("num_devices") or 1)
+        where = (f"{n} affine teaching device(s) (no GPU): goodput "
+                 f"{cap.capacity_rps / n:.3g} req/s per device")
+    else:
+        where = f"{cap.num_gpus} GPU(s): goodput {cap.goodput_rps_per_gpu:.3g} req/s per GPU"
     usd = cap.usd_per_million_output_tokens
     cost = (f"${usd:.3g} per million output tokens" if math.isfinite(usd) else
             "no $ per million output tokens (the devices have no price; give --price)")

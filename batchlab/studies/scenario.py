@@ -254,6 +254,24 @@ def build_devices(params: dict):
     return affine_devices(count, price_per_hour=params.get("price"))
 
 
+AFFINE_KIND = ("affine teaching device (fixed + per-token step time, no GPU; --model and --gpu "
+               "for the roofline cost model)")
+
+
+def on_teaching_device(params: dict) -> bool:
+    """Whether `params` run on the affine teaching device: no model, gpu or deployment."""
+    return not any(params.get(k) for k in ("model", "gpu", "deployment"))
+
+
+def without_gpus(summary: dict) -> dict:
+    """A teaching-device run's summary: it says what the device is and counts no GPUs
+    ("1 GPU" and tokens per GPU would mislead: the affine device stands for none)."""
+    out = {k: v for k, v in summary.items()
+           if k not in ("num_gpus", "output_tokens_per_s_per_gpu")}
+    out["device_kind"] = AFFINE_KIND
+    return out
+
+
 def run(params: dict, *, progress=None):
     """Build and simulate the run `params` describes; returns the Result."""
     check_params(params)
@@ -269,4 +287,6 @@ def summarize(params: dict, result) -> dict:
     summary = result.summary(slo_ttft=params.get("slo_ttft"), slo_tpot=params.get("slo_tpot"))
     # Overloaded: the queue grew during the run, so its latencies measure the run's length.
     summary["overloaded"] = is_overloaded(result.records)
+    if on_teaching_device(params):
+        summary = without_gpus(summary)
     return {**params, **{k: v for k, v in summary.items() if k not in params}}
