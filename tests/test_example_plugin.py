@@ -81,6 +81,7 @@ def _example_test(name):
 def test_the_examples_own_tests_pass(installed):
     own = _example_test("test_spf")
     own.test_found_by_name_and_runs_everything()
+    own.test_by_hand_shortest_first_budget_and_aborts()
     own.test_conforms()
     machine = _example_test("test_spf_state").Driven
     run_state_machine_as_test(machine, settings=settings(max_examples=25))

@@ -233,3 +233,10 @@ def test_a_row_on_the_teaching_device_counts_no_gpus():
     row = scenario.summarize(model, scenario.run(model))
     assert row["num_gpus"] == 1 and row["output_tokens_per_s_per_gpu"] > 0
     assert "device_kind" not in row
+    # The API says the same: the affine device counts 0 GPUs, so nothing per GPU.
+    from batchlab import affine_devices, load_policy, simulate
+    from batchlab.workloads import make_workload
+    summary = simulate(load_policy("continuous"), make_workload("poisson", rate=2.0,
+                       num_requests=20), affine_devices(1)).summary()
+    assert summary["num_gpus"] == 0 and math.isnan(summary["output_tokens_per_s_per_gpu"])
+    assert summary["output_tokens_per_s_per_device"] > 0

@@ -42,7 +42,9 @@ class AffineDevice:
     per_context_token: float = attrs.field(default=3e-7, validator=_non_negative)
     kv_capacity_tokens: int = attrs.field(default=131_072, validator=_positive_int)
     price_per_hour: float | None = None
-    num_gpus: int = 1
+    # A teaching model stands for no GPU: per-GPU figures of its runs are NaN, not a made-up
+    # "1 GPU" (give a count to compare it with GPU devices on a per-GPU basis).
+    num_gpus: int = 0
     # About 0.5 MB of KV per token (7B, fp16) over a 50 GB/s link: 10 us per token.
     kv_transfer_per_token: float = attrs.field(default=1e-5, validator=_non_negative)
 
