@@ -219,26 +219,39 @@ class ContinuousBatching:
             fed = fed + (steps - 1)
         if steps < batch.num_steps:  # stopped early: give back the blocks reserved ahead
             self._kv[name].trim(batch.request_ids, fed, unique=True)  # rows: distinct ids
-        run.computed[rows] = fed
+        # The batch ran every row (most steps): rows is 0..n-1 (the running set cannot change
+        # while its batch is in flight), so fed, a fresh array, replaces the column whole.
+        whole = rows.size == run.ids.size
+        if whole:
+            run.computed = fed
+        else:
+            run.computed[rows] = fed
         # An emitted token is known from now on: it is fed at the next step.
         emitted = result.emitted
         if np.count_nonzero(emitted) == emitted.size:  # every row (always, in a stretch)
-            run.known[rows] = fed + 1
+            if whole:
+                run.known = fed + 1
+            else:
+                run.known[rows] = fed + 1
         else:
             run.known[rows] = np.where(emitted, fed + 1, run.known[rows])
         finished = result.finished
         num_finished = np.count_nonzero(finished)
         if not (num_finished or self._aborted):
             return  # nobody leaves the running set
-        gone = np.zeros(run.ids.size, dtype=bool)
         if num_finished:
-            gone[rows[finished]] = True
             done = batch.request_ids[finished]
             self._kv[name].free(done, unique=True)
             for rid in done.tolist():
                 self._requests.pop(rid, None)
                 self._where.pop(rid, None)
                 self._key.pop(rid, None)
+        if whole and not self._aborted:  # rows is 0..n-1: the rows not finished stay
+            run.take(np.logical_not(finished))
+            return
+        gone = np.zeros(run.ids.size, dtype=bool)
+        if num_finished:
+            gone[rows[finished]] = True
         if self._aborted:
             gone |= np.isin(run.ids, np.fromiter(self._aborted, np.int64))
             self._aborted.difference_update(batch.request_ids.tolist())
