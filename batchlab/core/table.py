@@ -118,12 +118,18 @@ class RequestTable:
     def launch(self, batch: Batch, device_index: int, now: float) -> None:
         """Book a validated batch as started on a device at `now`."""
         idx = batch.request_ids
-        restarted = (batch.num_cached_tokens == 0) & (self.cached[idx] > 0)
-        if np.count_nonzero(restarted):
+        have = self.cached[idx]
+        num_have = np.count_nonzero(have)
+        # Validated, a row continues from the tokens cached or recomputes from 0: rows
+        # restarted are the cached ones beyond the batch's nonzero counts (most steps: none,
+        # and no mask is built).
+        if num_have != np.count_nonzero(batch.num_cached_tokens):
+            restarted = (batch.num_cached_tokens == 0) & (have > 0)
             self.preemptions[idx[restarted]] += 1
-        never = np.isnan(self.first_scheduled[idx])
-        if np.count_nonzero(never):
-            self.first_scheduled[idx[never]] = now
+        if num_have < idx.size:  # a row with a cache was scheduled before: only others are new
+            never = np.isnan(self.first_scheduled[idx])
+            if np.count_nonzero(never):
+                self.first_scheduled[idx[never]] = now
         self.in_flight[idx] = True
         self.home[idx] = device_index
 
