@@ -66,6 +66,7 @@ MAX_PENDING = 1 << 16
 # Most gaps a flush bins in the histogram's kept arrays: what is held once an entry of up to
 # BIN_CHUNK gaps (a step's rows) brings it to MAX_PENDING.
 SCRATCH = MAX_PENDING + BIN_CHUNK
+_FLOAT64 = np.dtype(np.float64)
 
 
 @attrs.define
@@ -120,8 +121,9 @@ class GapHistogram:
         pending, n = self._pending, self._num_pending
         arrays = [g for g, _ in pending]
         # The usual flush (float64 gaps, as engines book them): into arrays kept from the
-        # last one. Other dtypes, or a very long entry: arrays of their own, as before.
-        if n <= SCRATCH and all(g.dtype == np.float64 for g in arrays):
+        # last one. Other dtypes, or a very long entry: arrays of their own, as before
+        # (`is`: cheaper than ==; an equal dtype that is another object takes that path).
+        if n <= SCRATCH and all(g.dtype is _FLOAT64 for g in arrays):
             if self._scratch is None:
                 self._scratch = (np.empty(SCRATCH), np.empty(SCRATCH, dtype=np.int64),
                                  np.empty(BIN_CHUNK))
