@@ -108,6 +108,37 @@ def test_abort_of_waiting_running_and_in_flight_requests():
     assert sorted(nxt.request_ids.tolist()) == [0, 2]    # 1 and 3 are gone
 
 
+def test_update_of_a_whole_batch_matches_the_row_by_row_path():
+    """update's fast path (the batch ran every running row: the columns are replaced and the
+    unfinished rows kept) leaves the same running set as the general path (scatter by row,
+    a mask of the rows gone), which an abort pending elsewhere forces."""
+    import copy
+
+    from batchlab.core import StepResult
+    dev = AffineDevice()
+    policy = load_policy("continuous", max_num_steps=1)
+    for rid in range(5):
+        policy.add(batchlab.Request(rid, 0.0, 20 + rid, 8), 0.0)
+    for t in (0.0, 0.1):  # a prefill step, then a decode step in which two rows finish
+        batch = policy.schedule(t, [dev]).batches["dev0"]
+        n = batch.num_seqs
+        finished = np.zeros(n, bool) if t == 0.0 else np.array([False, True, False, True, False])
+        result = StepResult(0.1, emitted=np.ones(n, bool), finished=finished,
+                            num_generated=np.full(n, 1 + (t > 0), np.int64))
+        fast, general = policy, copy.deepcopy(policy)
+        general._aborted.add(99)  # no such row: only forces the general path
+        fast.update(batch, result, t + 0.1)
+        general.update(batch, result, t + 0.1)
+        a, b = fast._running["dev0"], general._running["dev0"]
+        for column in ("ids", "computed", "known", "key", "rank"):
+            assert np.array_equal(getattr(a, column), getattr(b, column)), column
+        assert np.array_equal(fast._kv["dev0"]._held, general._kv["dev0"]._held)
+        fast.check_valid()
+    assert fast._running["dev0"].ids.tolist() == [0, 2, 4]
+    assert fast._running["dev0"].computed.tolist() == [21, 23, 25]
+    assert fast._running["dev0"].known.tolist() == [22, 24, 26]
+
+
 def test_window_trades_latency_for_tokens_per_expert_on_a_moe_model():
     """The MoE story: waiting up to 200 ms to gather a fuller step (instead of 5 ms) feeds
     each touched expert many more tokens, and costs time to first token."""

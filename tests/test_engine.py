@@ -236,3 +236,26 @@ def test_batch_rows_are_fresh_read_only_int64_copies(make):
         assert got.tolist() == np.ravel(given).tolist()
         assert not np.shares_memory(got, given) if isinstance(given, np.ndarray) else True
     assert batch.num_tokens == 7 and batch.num_context_tokens == 22
+
+
+def test_launch_counts_restarts_and_first_schedules_row_by_row():
+    """RequestTable.launch skips building the restart mask when the cached rows add up, and
+    the never-scheduled check when every row has a cache; rows of every kind at once (new,
+    continuing, recomputed from 0) and batches with none of each book what the row-by-row
+    rule says: a restart where the batch says 0 and the table holds tokens, a first schedule
+    where there was none."""
+    from batchlab.core.table import RequestTable, WAITING
+    table = RequestTable.for_requests([8] * 5, [4] * 5)
+    table.status[:] = WAITING
+    table.cached[:] = [0, 9, 9, 0, 9]                 # 1, 2 and 4 have run before
+    table.first_scheduled[:] = [np.nan, 1.0, 1.0, np.nan, 1.0]
+    for ids, cached, restarts, firsts in (
+            ([0, 1, 2], [0, 9, 0], [0, 0, 1], [2.0, 1.0, 1.0]),  # new, continuing, restart
+            ([1, 4], [9, 9], [0, 0], [1.0, 1.0]),                # none restarts, none new
+            ([1, 4], [0, 0], [1, 1], [1.0, 1.0]),                # both restart
+            ([3], [0], [0], [2.0])):                             # new only
+        table.launch(Batch(ids, [1] * len(ids), cached), 0, 2.0)
+        assert table.preemptions[ids].tolist() == restarts, ids
+        assert table.first_scheduled[ids].tolist() == firsts
+        table.in_flight[:] = False
+    assert table.preemptions.tolist()[:5] == [0, 1, 1, 0, 1]

@@ -43,6 +43,38 @@ def test_long_arrays_are_binned_in_pieces_as_in_one_pass():
     assert np.array_equal(G.bin_of(gaps[:G.BIN_CHUNK]), one_pass[:G.BIN_CHUNK])
 
 
+def test_flushes_into_kept_arrays_book_as_fresh_arrays_do(monkeypatch):
+    """A flush bins into arrays the histogram keeps from the last one (speed): over many
+    flushes of different sizes, weighted entries among them, the same counts, number, sum
+    and longest gap as flushes into fresh arrays (SCRATCH 0), bit for bit."""
+    from batchlab.core import gaps as G
+    rng = np.random.default_rng(11)
+    entries = []
+    for i in range(700):
+        gaps = rng.lognormal(-3, 2, int(rng.integers(1, 400)))
+        times = 1 if i % 5 else (int(rng.integers(0, 4)) if i % 2 else
+                                 rng.integers(0, 3, gaps.size))
+        entries.append((gaps, times))
+
+    def booked():
+        hist = GapHistogram()
+        for gaps, times in entries:
+            if isinstance(times, int):
+                hist.add_repeated(gaps, times)
+            else:
+                hist.add_weighted(gaps, times)
+        return hist
+
+    kept = booked()
+    assert kept._scratch is not None  # flushed at least once, into kept arrays
+    kept.flush()
+    assert kept._scratch is None  # a finished histogram keeps none
+    monkeypatch.setattr(G, "SCRATCH", 0)
+    fresh = booked().flush()
+    assert np.array_equal(kept.counts, fresh.counts)
+    assert (kept.num_gaps, kept.total, kept.max) == (fresh.num_gaps, fresh.total, fresh.max)
+
+
 def test_repeated_gaps_count_as_many():
     hist = GapHistogram()
     hist.add_repeated(np.array([0.01, 0.02]), 3)

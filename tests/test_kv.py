@@ -43,6 +43,17 @@ def test_grow_if_fits_on_a_new_id_past_the_array():
     kv.check_valid()
 
 
+@pytest.mark.parametrize("block_size", [1, 3, 16])
+def test_hot_path_block_count_is_blocks_for(block_size):
+    """grow, trim and reserve_steps round up with (n + b - 1) // b on int64 arrays; it must
+    agree with blocks_for's -(-n // b) everywhere, negative and boundary counts included."""
+    kv = KVBlockManager(10, block_size=block_size)
+    n = np.arange(-3 * block_size - 2, 5 * block_size + 3, dtype=np.int64)
+    assert np.array_equal(kv._blocks(n), kv.blocks_for(n))
+    assert kv._blocks(7) == kv.blocks_for(7) and kv._blocks([5, 6]).tolist() == \
+        kv.blocks_for([5, 6]).tolist()  # not an int64 array: blocks_for itself
+
+
 def test_repeated_id_in_one_call_is_an_error():
     kv = KVBlockManager(10)
     with pytest.raises(ValueError, match="twice"):

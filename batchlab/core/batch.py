@@ -22,7 +22,7 @@ def _int_array(values) -> np.ndarray:
         arr = values.copy()  # what policies pass: the same fresh copy, without np.array's work
     else:
         arr = np.array(values, dtype=np.int64, copy=True).reshape(-1)
-    arr.flags.writeable = False
+    arr.setflags(write=False)  # cheaper than setting arr.flags.writeable (no flags object)
     return arr
 
 
@@ -72,11 +72,13 @@ class Batch:
                 f"request_ids={n}, num_new_tokens={len(self.num_new_tokens)}, "
                 f"num_cached_tokens={len(self.num_cached_tokens)}"
             )
-        new = int(self.num_new_tokens.sum())
+        # np.add.reduce: .sum() without its Python-level wrapper (the same integer sums).
+        new = int(np.add.reduce(self.num_new_tokens))
         # num_tokens: new tokens fed through the model this step (without padding).
         object.__setattr__(self, "num_tokens", new)
         # num_context_tokens: tokens the rows attend over after the step (cached + new).
-        object.__setattr__(self, "num_context_tokens", new + int(self.num_cached_tokens.sum()))
+        object.__setattr__(self, "num_context_tokens",
+                           new + int(np.add.reduce(self.num_cached_tokens)))
 
     @classmethod
     def decode(cls, request_ids, num_cached_tokens, **kw) -> "Batch":

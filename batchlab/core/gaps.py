@@ -35,21 +35,38 @@ _LOG_MIN = math.log(MIN_GAP)
 BIN_CHUNK = 1 << 14
 
 
-def bin_of(gaps: np.ndarray) -> np.ndarray:
-    """The bin of each gap (seconds), clipped to the histogram's range."""
-    if gaps.ndim == 1 and gaps.size > BIN_CHUNK:  # element-wise: the same bins in pieces
-        out = np.empty(gaps.size, dtype=np.int64)
-        for i in range(0, gaps.size, BIN_CHUNK):
-            out[i:i + BIN_CHUNK] = bin_of(gaps[i:i + BIN_CHUNK])
-        return out
-    raw = (np.log(np.maximum(gaps, MIN_GAP)) - _LOG_MIN) * _INV_LOG  # gaps >= 0: no warning
-    # Clipped before the cast: an infinite gap must land in the last bin, not wrap around.
-    return np.fmin(raw, NUM_BINS - 1).astype(np.int64)
+def bin_of(gaps: np.ndarray, out: np.ndarray | None = None,
+           work: np.ndarray | None = None) -> np.ndarray:
+    """The bin of each gap (seconds), clipped to the histogram's range.
+    out: an int64 array of gaps.size for the bins; work: a float64 array of at least
+    min(gaps.size, BIN_CHUNK) elements to compute in. Given, nothing is allocated (a
+    histogram reuses its own: fresh arrays of this size are mapped afresh at every flush)."""
+    if gaps.ndim != 1:
+        return bin_of(gaps.reshape(-1)).reshape(gaps.shape)
+    n = gaps.size
+    if out is None:
+        out = np.empty(n, dtype=np.int64)
+    if work is None:
+        work = np.empty(min(n, BIN_CHUNK))
+    for i in range(0, n, BIN_CHUNK):  # element-wise: the same bins in pieces, in place
+        part = work[:min(BIN_CHUNK, n - i)]
+        np.maximum(gaps[i:i + BIN_CHUNK], MIN_GAP, out=part)  # gaps >= 0: no warning in log
+        np.log(part, out=part)
+        part -= _LOG_MIN
+        part *= _INV_LOG
+        # Clipped before the cast: an infinite gap must land in the last bin, not wrap around.
+        np.fmin(part, NUM_BINS - 1, out=part)
+        out[i:i + part.size] = part  # truncated to int64, as astype would
+    return out
 
 
 # Gaps held before they are binned: binning in bulk costs a few numpy calls per batch of
 # gaps instead of per step (the simulator books gaps at every step it completes).
 MAX_PENDING = 1 << 16
+# Most gaps a flush bins in the histogram's kept arrays: what is held once an entry of up to
+# BIN_CHUNK gaps (a step's rows) brings it to MAX_PENDING.
+SCRATCH = MAX_PENDING + BIN_CHUNK
+_FLOAT64 = np.dtype(np.float64)
 
 
 @attrs.define
@@ -66,6 +83,9 @@ class GapHistogram:
     _max: float = 0.0  # the longest gap: what a percentile in the open-ended last bin reports
     _pending: list = attrs.field(factory=list, repr=False)  # (gaps, times each)
     _num_pending: int = attrs.field(default=0, repr=False)
+    # (gaps, bins, work) arrays a flush of up to SCRATCH gaps works in, made at the first
+    # flush and dropped by `flush()`; None: none yet.
+    _scratch: tuple | None = attrs.field(default=None, init=False, repr=False, eq=False)
 
     def add(self, gaps: np.ndarray) -> None:
         """Book each gap once."""
@@ -89,16 +109,30 @@ class GapHistogram:
 
     def flush(self) -> "GapHistogram":
         """Bin the gaps held back so far (a finished run's histogram keeps no pending
-        arrays: it is smaller to keep and to send between processes); returns itself."""
+        arrays nor scratch: it is smaller to keep and to send between processes); returns
+        itself."""
         self._flush()
+        self._scratch = None
         return self
 
     def _flush(self) -> None:
         if not self._pending:
             return
-        pending = self._pending
-        gaps = np.concatenate([g for g, _ in pending])
-        bins = bin_of(gaps)
+        pending, n = self._pending, self._num_pending
+        arrays = [g for g, _ in pending]
+        # The usual flush (float64 gaps, as engines book them): into arrays kept from the
+        # last one. Other dtypes, or a very long entry: arrays of their own, as before
+        # (`is`: cheaper than ==; an equal dtype that is another object takes that path).
+        if n <= SCRATCH and all(g.dtype is _FLOAT64 for g in arrays):
+            if self._scratch is None:
+                self._scratch = (np.empty(SCRATCH), np.empty(SCRATCH, dtype=np.int64),
+                                 np.empty(BIN_CHUNK))
+            into, into_bins, work = self._scratch
+            gaps = np.concatenate(arrays, out=into[:n])
+            bins = bin_of(gaps, into_bins[:n], work)
+        else:
+            gaps = np.concatenate(arrays)
+            bins = bin_of(gaps)
         # Most entries are booked once (single steps): their weight array is never built.
         weighted = [(i, t) for i, (_, t) in enumerate(pending)
                     if not (isinstance(t, int) and t == 1)]

@@ -118,12 +118,18 @@ class RequestTable:
     def launch(self, batch: Batch, device_index: int, now: float) -> None:
         """Book a validated batch as started on a device at `now`."""
         idx = batch.request_ids
-        restarted = (batch.num_cached_tokens == 0) & (self.cached[idx] > 0)
-        if np.count_nonzero(restarted):
+        have = self.cached[idx]
+        num_have = np.count_nonzero(have)
+        # Validated, a row continues from the tokens cached or recomputes from 0: rows
+        # restarted are the cached ones beyond the batch's nonzero counts (most steps: none,
+        # and no mask is built).
+        if num_have != np.count_nonzero(batch.num_cached_tokens):
+            restarted = (batch.num_cached_tokens == 0) & (have > 0)
             self.preemptions[idx[restarted]] += 1
-        never = np.isnan(self.first_scheduled[idx])
-        if np.count_nonzero(never):
-            self.first_scheduled[idx[never]] = now
+        if num_have < idx.size:  # a row with a cache was scheduled before: only others are new
+            never = np.isnan(self.first_scheduled[idx])
+            if np.count_nonzero(never):
+                self.first_scheduled[idx[never]] = now
         self.in_flight[idx] = True
         self.home[idx] = device_index
 
@@ -136,17 +142,19 @@ class RequestTable:
         idx = batch.request_ids
         new_cached = batch.num_cached_tokens + batch.num_new_tokens
         before = self.generated[idx]
-        emitted = new_cached - self.prompt[idx] + 1 > before
+        emitted = new_cached >= self.prompt[idx] + before  # a length not reached before
         every = np.count_nonzero(emitted) == emitted.size  # most steps: no mask to apply
         if every:
             generated = before + 1
             first = before == 0
-            later = idx[~first]
+            num_first = np.count_nonzero(first)
+            later = idx[~first] if num_first else idx  # no row's first token: no gather
         else:
             generated = before + emitted
             first = emitted & (before == 0)
+            num_first = np.count_nonzero(first)
             later = idx[emitted & (before > 0)]
-        if np.count_nonzero(first):
+        if num_first:
             self.first_token[idx[first]] = end
         if later.size:
             gaps = end - self.last_token[later]
@@ -198,17 +206,22 @@ class RequestTable:
                     ran = np.searchsorted(np.sort(row_steps), np.arange(2, j + 1))
                     step_rows = np.concatenate(((idx.size,), idx.size - ran))
                 self.itl.add_weighted(steps, step_rows[1:j])
-                longest = np.maximum.accumulate(steps)  # a row's longest later gap
-                # A row that ran one step has no later gap: index -1 is then replaced.
-                gap = np.where(row_steps > 1, np.fmax(gap, longest[row_steps - 2]), gap)
+                # A row's longest later gap after s + 1 steps, at index s; NaN at 0: a row
+                # that ran one step has no later gap, and fmax keeps its first gap as it is.
+                longest = np.empty(j)
+                longest[0] = np.nan
+                longest[1:] = steps
+                np.fmax.accumulate(longest, out=longest)
+                gap = np.fmax(gap, longest[row_steps - 1])
         self.max_tbt[idx] = np.fmax(self.max_tbt[idx], gap)
         fed = batch.num_cached_tokens + batch.num_new_tokens
         if row_steps is None:
             self.last_token[idx] = ends[-1]
             self.cached[idx] = fed + (j - 1)
         else:
-            self.last_token[idx] = ends[row_steps - 1]
-            self.cached[idx] = fed + (row_steps - 1)
+            last = row_steps - 1  # each row's last step
+            self.last_token[idx] = ends[last]
+            self.cached[idx] = fed + last
         self.generated[idx] = generated
         self.in_flight[idx] = False
         finished = generated >= self.output[idx]
@@ -220,7 +233,9 @@ class RequestTable:
             self.home[done] = -1
             self.num_finished += done.size
             self.num_closed += done.size
-        return np.ones(idx.size, dtype=bool), finished, generated
+        emitted = np.empty(idx.size, dtype=bool)  # np.ones: the same behind a Python wrapper
+        emitted.fill(True)
+        return emitted, finished, generated
 
     def start_migration(self, rid: int) -> None:
         self.in_flight[rid] = True

@@ -219,26 +219,39 @@ class ContinuousBatching:
             fed = fed + (steps - 1)
         if steps < batch.num_steps:  # stopped early: give back the blocks reserved ahead
             self._kv[name].trim(batch.request_ids, fed, unique=True)  # rows: distinct ids
-        run.computed[rows] = fed
+        # The batch ran every row (most steps): rows is 0..n-1 (the running set cannot change
+        # while its batch is in flight), so fed, a fresh array, replaces the column whole.
+        whole = rows.size == run.ids.size
+        if whole:
+            run.computed = fed
+        else:
+            run.computed[rows] = fed
         # An emitted token is known from now on: it is fed at the next step.
         emitted = result.emitted
         if np.count_nonzero(emitted) == emitted.size:  # every row (always, in a stretch)
-            run.known[rows] = fed + 1
+            if whole:
+                run.known = fed + 1
+            else:
+                run.known[rows] = fed + 1
         else:
             run.known[rows] = np.where(emitted, fed + 1, run.known[rows])
         finished = result.finished
         num_finished = np.count_nonzero(finished)
         if not (num_finished or self._aborted):
             return  # nobody leaves the running set
-        gone = np.zeros(run.ids.size, dtype=bool)
         if num_finished:
-            gone[rows[finished]] = True
             done = batch.request_ids[finished]
             self._kv[name].free(done, unique=True)
             for rid in done.tolist():
                 self._requests.pop(rid, None)
                 self._where.pop(rid, None)
                 self._key.pop(rid, None)
+        if whole and not self._aborted:  # rows is 0..n-1: the rows not finished stay
+            run.take(np.logical_not(finished))
+            return
+        gone = np.zeros(run.ids.size, dtype=bool)
+        if num_finished:
+            gone[rows[finished]] = True
         if self._aborted:
             gone |= np.isin(run.ids, np.fromiter(self._aborted, np.int64))
             self._aborted.difference_update(batch.request_ids.tolist())
@@ -384,21 +397,25 @@ class ContinuousBatching:
                take: np.ndarray) -> np.ndarray:
         """Admit waiting requests while budget, sequence cap and memory allow; returns the
         take of every row, the admitted ones included, in the running set's new order."""
-        ids, takes, knowns, keys = [], [], [], []
+        ids, takes, knowns, keys, ranks = [], [], [], [], []
         device, admitting = self._offered[name], self._admitting
         cap, refused = self.max_num_seqs_on(device), []
         # no prefill in the batch yet (read only when prompts run whole)
         alone = not self.chunked_prefill and not (take > 1).any()
-        while self._waiting and run.ids.size + len(ids) < cap and left > 0:
-            key, rank, rid = self._waiting[0]
-            if rid not in self._requests or rid in self._where or self._key[rid] != (key, rank):
-                heapq.heappop(self._waiting)  # aborted, finished or already running
+        # Locals: this loop runs for every admission and for the head that does not fit.
+        waiting, requests, where, key_of = self._waiting, self._requests, self._where, self._key
+        known_of, may_admit, room = self._known, self.may_admit, cap - run.ids.size
+        while waiting and len(ids) < room and left > 0:
+            key, rank, rid = waiting[0]
+            request = requests.get(rid)
+            if request is None or rid in where or key_of[rid] != (key, rank):
+                heapq.heappop(waiting)  # aborted, finished or already running
                 continue
             admitting[0], admitting[1] = name, len(ids)  # so num_running_on counts them
-            if not self.may_admit(self._requests[rid], device):
-                refused.append(heapq.heappop(self._waiting))  # keeps its place: pushed back
+            if not may_admit(request, device):
+                refused.append(heapq.heappop(waiting))  # keeps its place: pushed back
                 continue
-            known = self._known.get(rid) or self._requests[rid].prompt_tokens
+            known = known_of.get(rid) or request.prompt_tokens
             if self.chunked_prefill:
                 chunk = min(known, left)
             elif known <= left or (alone and not ids):
@@ -407,17 +424,18 @@ class ContinuousBatching:
                 break
             if not kv.grow_if_fits(rid, chunk):
                 break
-            heapq.heappop(self._waiting)
-            self._known.pop(rid, None)
-            self._where[rid] = name
+            heapq.heappop(waiting)
+            known_of.pop(rid, None)
+            where[rid] = name
             ids.append(rid)
             takes.append(chunk)
             knowns.append(known)
-            keys.append(self._key[rid])
+            keys.append(key)  # its _key entry: checked equal above
+            ranks.append(rank)
             left -= chunk
         admitting[0], admitting[1] = None, 0
         for entry in refused:
-            heapq.heappush(self._waiting, entry)
+            heapq.heappush(waiting, entry)
         if not ids:
             return take
         num_before = run.ids.size
@@ -425,10 +443,11 @@ class ContinuousBatching:
         run.ids = np.concatenate((run.ids, ids))
         run.computed = np.concatenate((run.computed, [0] * len(ids)))
         run.known = np.concatenate((run.known, knowns))
-        run.key = np.concatenate((run.key, [k for k, _ in keys]))
-        run.rank = np.concatenate((run.rank, [r for _, r in keys]))
+        run.key = np.concatenate((run.key, keys))
+        run.rank = np.concatenate((run.rank, ranks))
         take = np.concatenate((take, takes))
-        if num_before and (run.key[num_before - 1], run.rank[num_before - 1]) > keys[0]:
+        head = keys[0], ranks[0]  # the first admitted: the best ranked of them
+        if num_before and (run.key[num_before - 1], run.rank[num_before - 1]) > head:
             # A recomputed or high-priority request jumped in (both parts are sorted: the
             # running rows already, the admitted ones as they left the heap).
             order = np.lexsort((run.rank, run.key))
