@@ -367,12 +367,16 @@ def _progress(args, what: str) -> Progress:
 def cmd_run(args) -> int:
     params = _params(args)
     progress = _progress(args, "simulating")
+    try:
+        if args.timeline:
+            from .studies.timeline import run_with_timeline
+            result, recorder = run_with_timeline(params, progress=progress)
+        else:
+            result = scenario.run(params, progress=progress)
+    except ConfigError as exc:  # worded with the option the user typed (--cv, not cv)
+        raise ConfigError(scenario.as_option(str(exc))) from None
     if args.timeline:
-        from .studies.timeline import run_with_timeline
-        result, recorder = run_with_timeline(params, progress=progress)
         recorder.write(args.timeline, result)
-    else:
-        result = scenario.run(params, progress=progress)
     summary = result.summary(slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot)
     if not (args.model or args.gpu or args.deployment):
         summary = scenario.without_gpus(summary)  # its numbers are a teaching model's

@@ -109,7 +109,7 @@ API = [
     ("arrival-unknown", lambda t: make_workload("sometimes", rate=1.0), ConfigError,
      "arrival 'sometimes' is unknown"),
     ("rate-missing", lambda t: make_workload("poisson"), ConfigError,
-     "arrival 'poisson' needs rate"),
+     "rate (requests per second) is needed by arrival 'poisson'"),
     ("length-spec", lambda t: make_workload(rate=1.0, prompt="lognormal:abc"), ConfigError,
      "length 'lognormal:abc' is not understood"),
     ("workload-empty", lambda t: Workload([], [], []), ConfigError, "has no requests"),

@@ -297,3 +297,14 @@ def test_a_closed_pipe_ends_the_run_quietly(capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdout", ClosedPipe())
     assert main(["run", "--requests", "5"]) == 141  # 128 + SIGPIPE, as a shell reports it
     assert "error" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--arrival", "gamma", "--rate", "2"], "--cv (coefficient of variation"),
+    (["--arrival", "poisson", "--rate", "2", "--cv", "2"],
+     "--cv is not used by arrival 'poisson'"),
+    (["--arrival", "closed", "--rate", "2"], "--rate is not used by arrival 'closed'"),
+])
+def test_run_names_the_arrival_option_it_needs_or_does_not_use(capsys, argv, message):
+    err = _error(capsys, ["run", "--requests", "5", *argv])
+    assert message in err and "\n" not in err.strip()

@@ -237,14 +237,16 @@ def make_workload(arrival="poisson", *, num_requests: int = 100, rate: float | N
             ("rate", rate, not closed), ("cv", cv, kind == "gamma"),
             ("users", users, kind == "closed"), ("think_time", think_time, closed))
             if value is not None and not used]
+        # Each message starts with the setting it is about, so that a command line can name
+        # its option instead (`studies.scenario.as_option`).
         if unused:
-            raise ConfigError(f"arrival {arrival!r} does not use {', '.join(unused)}; drop it "
-                              "or pick an arrival process that does")
+            raise ConfigError(f"{unused[0]} is not used by arrival {arrival!r}; drop it or "
+                              "pick an arrival process that uses it")
         if not closed and rate is None:
-            raise ConfigError(f"arrival {arrival!r} needs rate (requests per second)")
+            raise ConfigError(f"rate (requests per second) is needed by arrival {arrival!r}")
         if kind == "gamma" and cv is None:
-            raise ConfigError("arrival 'gamma' needs cv (coefficient of variation of the "
-                              "inter-arrival times; 1 is Poisson)")
+            raise ConfigError("cv (coefficient of variation of the inter-arrival times; 1 is "
+                              "Poisson) is needed by arrival 'gamma'")
         process = {
             "poisson": lambda: Poisson(rate),
             "gamma": lambda: Gamma(rate, cv),
