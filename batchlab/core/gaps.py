@@ -11,7 +11,9 @@ between MIN_GAP (1 microsecond) and MIN_GAP * 1.01**(NUM_BINS - 1) (about 1e10 s
 run: simulated times are at most `core.limits.MAX_SECONDS`, 1e9 s, apart); a gap below that
 range counts in the first bin, one above (or an infinite one) in the last, and a percentile
 that falls in the last bin is reported as the longest gap seen, so no percentile is ever
-shown below the gaps it stands for. The mean is exact (a running sum, up to float rounding).
+shown below the gaps it stands for. The mean is exact (a running sum, up to float rounding;
+so it may differ in its last bits between single-step and multi-step runs of one workload,
+whose records are identical: a gap a stretch books k times is added as gap x k).
 Memory: NUM_BINS int64 counts (30 kB), plus up to MAX_PENDING gaps not binned yet (see
 `GapHistogram`).
 """
