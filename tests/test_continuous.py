@@ -82,6 +82,23 @@ def test_request_larger_than_memory_is_rejected_not_lost():
     assert (s["num_finished"], s["num_rejected"]) == (1, 1)
 
 
+def test_rejection_measures_against_the_largest_device_seen_so_far():
+    """The largest device's block count is kept as devices are first offered (not recounted
+    at each call): a request too big for the devices seen yet is rejected, and once a larger
+    device has been offered, one that fits it is not."""
+    policy = load_policy("continuous", block_size=16)
+    small = AffineDevice(name="small", kv_capacity_tokens=160)      # 10 blocks
+    large = AffineDevice(name="large", kv_capacity_tokens=1600)     # 100 blocks
+    policy.add(batchlab.Request(0, 0.0, 100, 61), 0.0)   # 161 tokens: 11 blocks
+    assert policy.schedule(0.0, [small]).rejected == (0,)
+    policy.add(batchlab.Request(1, 0.1, 100, 60), 0.1)   # 160 tokens: 10 blocks, fits small
+    policy.add(batchlab.Request(2, 0.1, 1000, 600), 0.1)  # 100 blocks: only on large
+    policy.add(batchlab.Request(3, 0.1, 1000, 601), 0.1)  # 101 blocks: nowhere
+    assert policy.schedule(0.1, [large]).rejected == (3,)
+    policy.add(batchlab.Request(4, 0.2, 1000, 601), 0.2)
+    assert policy.schedule(0.2, []).rejected == (4,)
+
+
 @pytest.mark.parametrize("params", [{"order": "random"}, {"max_num_seqs": 0},
                                     {"max_num_batched_tokens": -5}])
 def test_bad_parameters_are_config_errors(params):

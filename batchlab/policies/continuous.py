@@ -121,6 +121,9 @@ class ContinuousBatching:
     _clock: list = attrs.field(factory=lambda: [0.0], init=False)
     # [moving average of multi-step batches that ran more than one step, plans skipped]
     _payoff: list = attrs.field(factory=lambda: [1.0, 0], init=False)
+    # [most KV blocks of any device seen] (set as each device is first offered: devices do
+    # not change during a run; a list: set in place, no attrs setattr hook)
+    _most_blocks: list = attrs.field(factory=lambda: [0], init=False)
 
     # -- hooks: override in a subclass (see the module docstring) -----------------------------
     def rank_key(self, request: Request) -> float:
@@ -184,9 +187,10 @@ class ContinuousBatching:
     def schedule(self, now: float, devices) -> Plan:
         for device in devices:  # every device is idle, hence offered, at the first call
             if device.name not in self._kv:
-                self._kv[device.name] = KVBlockManager.for_capacity(
+                self._kv[device.name] = kv = KVBlockManager.for_capacity(
                     device.kv_capacity_tokens, self.block_size)
                 self._running[device.name] = _Running()
+                self._most_blocks[0] = max(self._most_blocks[0], kv.num_blocks)
             self._offered[device.name] = device
         rejected = self._reject_impossible()
         self._clock[0] = now
@@ -460,7 +464,7 @@ class ContinuousBatching:
         preempted forever; refuse it up front (its cap is visible, its true length is not)."""
         if not self._unchecked:  # nothing added since the last call (most steps)
             return []
-        most = max(kv.num_blocks for kv in self._kv.values())
+        most = self._most_blocks[0]  # max(kv.num_blocks for kv in self._kv.values())
         too_big = [r.id for r in self._unchecked if r.id in self._requests  # not aborted
                    and -(-(r.prompt_tokens + r.max_new_tokens) // self.block_size) > most]
         self._unchecked.clear()
