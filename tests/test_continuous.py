@@ -125,6 +125,51 @@ def test_abort_of_waiting_running_and_in_flight_requests():
     assert sorted(nxt.request_ids.tolist()) == [0, 2]    # 1 and 3 are gone
 
 
+def test_running_rows_appended_into_spare_room_match_concatenated_columns():
+    """_Running.append writes admitted rows into room kept beyond the live rows (one row by
+    items, several by slices, the buffers outgrown past 64 rows), copying a column rebound
+    since (a take, update's whole columns) first: the columns always equal those built by
+    concatenation, and a column handed out before stays as it was."""
+    from batchlab.policies.continuous import _Running
+
+    rng = np.random.default_rng(5)
+    run, want = _Running(), {c: np.zeros(0) for c in ("ids", "computed", "known", "key", "rank")}
+    next_id = 0
+    for step in range(400):
+        before = run.ids
+        copy = before.copy()
+        k = int(rng.choice([1, 1, 1, 2, 7]))
+        ids = list(range(next_id, next_id + k))
+        next_id += k
+        known = rng.integers(1, 100, k).tolist()
+        key = rng.random(k).tolist()
+        rank = rng.integers(0, 1000, k).tolist()
+        run.append(ids, known, key, rank)
+        for column, rows in (("ids", ids), ("computed", [0] * k), ("known", known),
+                             ("key", key), ("rank", rank)):
+            want[column] = np.concatenate((want[column], rows))
+        assert np.array_equal(before, copy)  # untouched by the append
+        what = rng.integers(0, 4)
+        if what == 0:  # update rebinds computed and known whole
+            run.computed = run.computed + 1
+            run.known = run.known + 2
+            want["computed"] = want["computed"] + 1
+            want["known"] = want["known"] + 2
+        elif what == 1 or run.ids.size > 150:  # rows finish
+            keep = rng.random(run.ids.size) < 0.7
+            run.take(keep)
+            want = {c: v[keep] for c, v in want.items()}
+        elif what == 2:  # a reorder (lexsort after admissions)
+            order = rng.permutation(run.ids.size)
+            run.take(order)
+            want = {c: v[order] for c, v in want.items()}
+        for column, values in want.items():
+            got = getattr(run, column)
+            assert got.dtype == (np.float64 if column == "key" else np.int64), column
+            assert np.array_equal(got, values), (step, column)
+    assert run._buffers[0].size > 64  # outgrown at least once
+
+
 def test_update_of_a_whole_batch_matches_the_row_by_row_path():
     """update's fast path (the batch ran every running row: the columns are replaced and the
     unfinished rows kept) leaves the same running set as the general path (scatter by row,
