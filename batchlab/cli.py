@@ -34,6 +34,7 @@ from .studies.summary import format_summary
 
 DEFAULT_POLICY = "continuous"
 
+
 def _finite(kind):
     def parse(text):
         try:
@@ -374,11 +375,11 @@ def cmd_run(args) -> int:
         else:
             result = scenario.run(params, progress=progress)
     except ConfigError as exc:  # worded with the option the user typed (--cv, not cv)
-        raise ConfigError(scenario.as_option(str(exc))) from None
+        raise ConfigError(scenario.as_option(str(exc), scenario.ARRIVAL_KEYS)) from None
     if args.timeline:
         recorder.write(args.timeline, result)
     summary = result.summary(slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot)
-    if not (args.model or args.gpu or args.deployment):
+    if scenario.on_teaching_device(params):
         summary = scenario.without_gpus(summary)  # its numbers are a teaching model's
     if args.records:
         result.to_csv(args.records)

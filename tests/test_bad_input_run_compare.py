@@ -308,3 +308,10 @@ def test_a_closed_pipe_ends_the_run_quietly(capsys, monkeypatch):
 def test_run_names_the_arrival_option_it_needs_or_does_not_use(capsys, argv, message):
     err = _error(capsys, ["run", "--requests", "5", *argv])
     assert message in err and "\n" not in err.strip()
+
+
+def test_run_leaves_a_policy_parameter_error_naming_the_policy(capsys):
+    """Only the arrival settings are reworded as options: a policy's own error names the
+    policy (the user typed --set, not --policy)."""
+    err = _error(capsys, ["run", "--requests", "5", "--set", "max_num_seqs=0"])
+    assert "error: policy 'continuous': max_num_seqs must be > 0" in err

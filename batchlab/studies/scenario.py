@@ -149,11 +149,16 @@ def option(key: str) -> str:
     return f"--{key.replace('_', '-')}"
 
 
-def as_option(message: str) -> str:
-    """'gpus must be ...' -> '--gpus must be ...': an error about a setting, worded with the
-    option the user typed on a command line."""
+# The settings of the arrival process: make_workload's errors about them start with the
+# setting's name (a policy's or a model's errors name the policy or the model instead).
+ARRIVAL_KEYS = ("arrival", "rate", "cv", "users", "think_time")
+
+
+def as_option(message: str, keys=KEYS) -> str:
+    """'gpus must be ...' -> '--gpus must be ...': an error about a setting (one of `keys`),
+    worded with the option the user typed on a command line."""
     key, sep, rest = message.partition(" ")
-    if sep and key in KEYS:
+    if sep and key in keys:
         return f"{option(key)} {rest}"
     return message
 
