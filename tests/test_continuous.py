@@ -126,14 +126,14 @@ def test_abort_of_waiting_running_and_in_flight_requests():
 
 
 def test_running_rows_appended_into_spare_room_match_concatenated_columns():
-    """_Running.append writes admitted rows into room kept beyond the live rows (one row by
+    """RunningRows.append writes admitted rows into room kept beyond the live rows (one row by
     items, several by slices, the buffers outgrown past 64 rows), copying a column rebound
     since (a take, update's whole columns) first: the columns always equal those built by
     concatenation, and a column handed out before stays as it was."""
-    from batchlab.policies.continuous import _Running
+    from batchlab.policies.running import RunningRows
 
     rng = np.random.default_rng(5)
-    run, want = _Running(), {c: np.zeros(0) for c in ("ids", "computed", "known", "key", "rank")}
+    run, want = RunningRows(), {c: np.zeros(0) for c in ("ids", "computed", "known", "key", "rank")}
     next_id = 0
     for step in range(400):
         before = run.ids

@@ -46,6 +46,7 @@ import numpy as np
 from ..core import Batch, KVBlockManager, Plan, PolicyError, Request
 from ..core.reoffer import plan_devices
 from ..core.validators import positive, seconds
+from .running import RunningRows
 
 
 def _order(instance, attribute, value):
@@ -53,69 +54,10 @@ def _order(instance, attribute, value):
         raise ValueError(f"{attribute.name} must be 'fcfs' or 'priority', got {value!r}")
 
 
-_EMPTY = np.zeros(0, dtype=np.int64)
 # Planning ahead is worth its reservation while at least PAYS_OFF of the recent multi-step
 # batches (a moving average over about 1 / EMA_WEIGHT of them) ran more than one step; below
 # that the policy plans ahead one time in PROBE_EVERY, to see when stretches run on again.
 PAYS_OFF, EMA_WEIGHT, PROBE_EVERY = 0.35, 0.125, 8
-
-
-@attrs.define
-class _Running:
-    """One device's running sequences, sorted best rank first.
-
-    A column is either an array of its own or, after `append`, a view of the first rows of
-    a buffer with room beyond them: admitting writes into the room instead of concatenating
-    a fresh array per column (about 2 us a step that admits). Any other change may bind a
-    column to a fresh array (`take`, update's whole columns); `append` copies such a column
-    into its buffer first. Nothing but this object keeps a column across calls (Batch copies
-    what it is given)."""
-
-    ids: np.ndarray = _EMPTY
-    computed: np.ndarray = _EMPTY   # tokens in the KV cache
-    known: np.ndarray = _EMPTY      # prompt + generated so far: what could be fed
-    key: np.ndarray = _EMPTY        # sort key (smaller runs first)
-    rank: np.ndarray = _EMPTY       # arrival rank: breaks ties of key
-    scheduled: np.ndarray | None = None  # positions of the rows of the batch in flight
-    _buffers: tuple | None = attrs.field(default=None, init=False, repr=False)
-
-    def take(self, keep: np.ndarray) -> None:
-        self.ids, self.computed = self.ids[keep], self.computed[keep]
-        self.known, self.key = self.known[keep], self.key[keep]
-        self.rank = self.rank[keep]
-
-    def append(self, ids: list, known: list, key: list, rank: list) -> None:
-        """Add rows (nothing computed yet) after the others."""
-        n = self.ids.size
-        m = n + len(ids)
-        buffers = self._buffers
-        if buffers is None or buffers[0].size < m:
-            size = max(2 * m, 64)  # doubling: a buffer is outgrown a few times a run
-            buffers = self._buffers = (
-                np.empty(size, np.int64), np.empty(size, np.int64), np.empty(size, np.int64),
-                np.empty(size, np.float64), np.empty(size, np.int64))
-        b_ids, b_computed, b_known, b_key, b_rank = buffers
-        # A column that is no longer the view append left (rebound since: a take, update's
-        # whole columns) is copied into its buffer first. Written out, not looped: this runs
-        # at every step that admits.
-        if self.ids.base is not b_ids:
-            b_ids[:n] = self.ids
-        if self.computed.base is not b_computed:
-            b_computed[:n] = self.computed
-        if self.known.base is not b_known:
-            b_known[:n] = self.known
-        if self.key.base is not b_key:
-            b_key[:n] = self.key
-        if self.rank.base is not b_rank:
-            b_rank[:n] = self.rank
-        if m == n + 1:  # one admitted (most steps that admit): items, cheaper than slices
-            b_ids[n], b_computed[n], b_known[n], b_key[n], b_rank[n] = (
-                ids[0], 0, known[0], key[0], rank[0])
-        else:
-            b_ids[n:m], b_computed[n:m], b_known[n:m], b_key[n:m], b_rank[n:m] = (
-                ids, 0, known, key, rank)
-        self.ids, self.computed, self.known = b_ids[:m], b_computed[:m], b_known[:m]
-        self.key, self.rank = b_key[:m], b_rank[:m]
 
 
 @attrs.define
@@ -147,7 +89,7 @@ class ContinuousBatching:
     _key: dict = attrs.field(factory=dict, init=False)       # id -> (sort key, rank)
     _known: dict = attrs.field(factory=dict, init=False)     # id -> known tokens if preempted
     _where: dict = attrs.field(factory=dict, init=False)     # id -> device name if running
-    _running: dict = attrs.field(factory=dict, init=False)   # device name -> _Running
+    _running: dict = attrs.field(factory=dict, init=False)   # device name -> RunningRows
     _kv: dict = attrs.field(factory=dict, init=False)        # device name -> KVBlockManager
     _launched: dict = attrs.field(factory=dict, init=False)  # id(batch) -> device name
     _aborted: set = attrs.field(factory=set, init=False)     # aborted while in flight
@@ -230,7 +172,7 @@ class ContinuousBatching:
             if device.name not in self._kv:
                 self._kv[device.name] = kv = KVBlockManager.for_capacity(
                     device.kv_capacity_tokens, self.block_size)
-                self._running[device.name] = _Running()
+                self._running[device.name] = RunningRows()
                 self._most_blocks[0] = max(self._most_blocks[0], kv.num_blocks)
             self._offered[device.name] = device
         rejected = self._reject_impossible()
@@ -378,7 +320,7 @@ class ContinuousBatching:
         pay[1] += 1
         return pay[1] % PROBE_EVERY == 0
 
-    def _steps_ahead(self, run: _Running, kv: KVBlockManager, fed: np.ndarray) -> int:
+    def _steps_ahead(self, run: RunningRows, kv: KVBlockManager, fed: np.ndarray) -> int:
         """How many steps this batch of every running row may be planned ahead, and reserve
         them. fed: each row's tokens after this step (reserved already); every row emits.
 
@@ -391,7 +333,7 @@ class ContinuousBatching:
         """
         return 1 + kv.reserve_steps(run.ids, fed, self.max_num_steps - 1)
 
-    def _admission_due(self, run: _Running) -> bool:
+    def _admission_due(self, run: RunningRows) -> bool:
         if self.admission_delay <= 0 or run.ids.size == 0 or not self._waiting:
             return True
         request = self._requests.get(self._waiting[0][-1])  # a stale head: admit, it is skipped
@@ -417,7 +359,7 @@ class ContinuousBatching:
             whole[first[0]] = True
         return np.where(whole, prefill, take)
 
-    def _fit_running(self, run: _Running, kv: KVBlockManager, budget: int):
+    def _fit_running(self, run: RunningRows, kv: KVBlockManager, budget: int):
         """Preempt the lowest-ranked rows until what this step feeds to the running rows
         fits in memory, and reserve it; returns (whether it preempted, tokens per row)."""
         preempted = False
@@ -438,7 +380,7 @@ class ContinuousBatching:
             preempted = True
             self._num_preempted += 1
 
-    def _admit(self, name, run: _Running, kv: KVBlockManager, left: int,
+    def _admit(self, name, run: RunningRows, kv: KVBlockManager, left: int,
                take: np.ndarray) -> np.ndarray:
         """Admit waiting requests while budget, sequence cap and memory allow; returns the
         take of every row, the admitted ones included, in the running set's new order."""
