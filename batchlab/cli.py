@@ -315,8 +315,7 @@ def _params(args) -> dict:
         raise ConfigError(scenario.as_option(str(exc))) from None
     if args.deployment:
         # It fixes these itself; given beside it they would be silently ignored.
-        fixed = [scenario.option(k) for k in scenario.DEPLOYMENT_FIXES
-                 if params.get(k) is not None]
+        fixed = [scenario.option(k) for k in scenario.conflicts(params, by="deployment")]
         if fixed:
             raise ConfigError(f"--deployment {args.deployment} fixes its own model, GPUs, "
                               f"layout and price; drop {', '.join(fixed)} (or drop --deployment "
@@ -334,8 +333,7 @@ def _params(args) -> dict:
                           "traffic")
     if args.trace:
         # The trace gives the arrivals and lengths; these would be silently ignored.
-        ignored = [scenario.option(k) for k in scenario.TRACE_FIXES
-                   if params.get(k) is not None]
+        ignored = [scenario.option(k) for k in scenario.conflicts(params, by="trace")]
         if ignored:
             raise ConfigError(f"--trace {args.trace} replays the trace's arrivals and lengths; "
                               f"drop {', '.join(ignored)} (--time-scale speeds it up, --limit "

@@ -163,14 +163,16 @@ def as_option(message: str, keys=KEYS) -> str:
     return message
 
 
-def conflicts(params: dict) -> list[str]:
+def conflicts(params: dict, by: str | None = None) -> list[str]:
     """Settings in `params` that its trace or deployment would override (the ones a command
-    refuses when the user gave both); [] if none."""
-    if params.get("trace"):
-        return [k for k in TRACE_FIXES if params.get(k) is not None]
-    if params.get("deployment"):
-        return [k for k in DEPLOYMENT_FIXES if params.get(k) is not None]
-    return []
+    refuses when the user gave both); [] if none. by: "trace" or "deployment" to ask about
+    that one alone (default: the trace if there is one, else the deployment)."""
+    if by is None:
+        by = "trace" if params.get("trace") else "deployment"
+    if not params.get(by):
+        return []
+    fixes = TRACE_FIXES if by == "trace" else DEPLOYMENT_FIXES
+    return [k for k in fixes if params.get(k) is not None]
 
 
 def build_workload(params: dict):
