@@ -204,3 +204,18 @@ def test_features_from_batch_totals_match_the_array_sums(rows, decodes, padded):
         padded_len = batch.padded_len
 
     assert batch_features(batch) == batch_features(Plain())
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=rows, decodes=st.integers(1, 24))
+def test_features_of_a_few_prompts_in_python_match_the_array_sums(rows, decodes):
+    """A mixed step with up to _FEW_PROMPTS prompts sums them as Python ints; more take
+    numpy's int64 sums: the same seven numbers, bit for bit, either way."""
+    from batchlab.costmodel import features
+    batch = _batch(rows + [(1, c) for _, c in rows[:decodes]])
+    few = features.batch_features(batch)
+    saved, features._FEW_PROMPTS = features._FEW_PROMPTS, -1  # every batch by arrays
+    try:
+        assert features.batch_features(batch) == few
+    finally:
+        features._FEW_PROMPTS = saved

@@ -44,11 +44,12 @@ class Stretch:
         self.batch, self.device, self.start = batch, device, start
         self.left = left
         k = int(batch.num_steps)
-        first_out = int(left.min())  # the step after which the first row is done
+        # ufunc reductions: what .min()/.max() call, without their Python-level wrappers
+        first_out = int(np.minimum.reduce(left))  # the step after which the first row is done
         if not batch.drop_finished:
             k = min(k, first_out)
         else:
-            k = min(k, int(left.max()))
+            k = min(k, int(np.maximum.reduce(left)))
             if chained is not None and chained.any():
                 k = min(k, int(left[chained].min()))
         self.num_steps = k  # the most steps it may run
@@ -74,12 +75,17 @@ class Stretch:
     def _count_rows(self) -> None:
         """Rows in each step and their context (exact ints), for rows that leave."""
         k = self.num_steps
-        order = np.argsort(self.left, kind="stable")
-        base = (self.batch.num_cached_tokens + self.batch.num_new_tokens)[order]
-        tail = np.concatenate((np.cumsum(base[::-1])[::-1], [0]))  # sums from row i on
-        first = np.searchsorted(self.left[order], np.arange(1, k + 1))  # first row in step s
-        self.rows = self.batch.num_seqs - first
-        self.context = tail[first] + self.rows * np.arange(k)
+        base = self.batch.num_cached_tokens + self.batch.num_new_tokens
+        # Rows that leave after step s, and their tokens, counted by s (rows with more steps
+        # left than k run all k): the rows in step s are those no earlier step let go.
+        last = np.minimum(self.left, k)
+        gone = np.bincount(last, minlength=k + 1).cumsum()
+        # Token sums as float64 weights: exact while below 2**53, which a batch's context,
+        # bounded by a device's memory, is far from.
+        gone_tokens = np.bincount(last, weights=base, minlength=k + 1).cumsum()
+        self.rows = self.batch.num_seqs - gone[:k]
+        stay = self.batch.num_context_tokens - gone_tokens[:k].astype(np.int64)
+        self.context = stay + self.rows * np.arange(k)
 
     @property
     def first_end(self) -> float:
@@ -205,7 +211,7 @@ class Stretch:
                 and getattr(costs, "shape", None) == (k, len(COST_FIELDS))):
             ends = np.cumsum(np.concatenate(((self.end,), durations)))[1:]  # sequential sums
         # Every duration >= 0 (NaN fails it) and a finite last end: all finite, in two checks.
-        if ends is None or not (durations.min() >= 0 and math.isfinite(ends[-1])):
+        if ends is None or not (np.minimum.reduce(durations) >= 0 and math.isfinite(ends[-1])):
             raise ConfigError(
                 f"device {self.device.name!r}: {method} was asked for {k} steps and returned "
                 f"durations of shape {getattr(durations, 'shape', None)} and costs of shape "
