@@ -50,6 +50,16 @@ class DecodePricer:
         self._comm0 = (layers + dense) * ar_l if ar_s else 0.0
         self._comm1 = (layers + dense) * self._scale * self._h_bytes * ar_s if ar_s else 0.0
         self._bases: dict = {}  # (rows, micro-batches) -> A + B * scaled rows: few shapes
+        # One micro-batch: cost columns from (compute, time, FLOPs, bytes) per step in one
+        # product. Each column has at most two terms, each exact (x 1, x -1) or the one
+        # rounding the element-wise form makes (x scale); the rest are exact zeros. So any
+        # summation order a BLAS kernel takes gives the element-wise form's bits:
+        # compute, time - compute, FLOPs x scale, bytes x scale.
+        w = np.zeros((4, 10))
+        w[0, 0] = 1.0
+        w[1, 1], w[0, 1] = 1.0, -1.0
+        w[2, 4] = w[3, 5] = self._size
+        self._one_batch = w
 
     @classmethod
     def for_model(cls, step_model) -> "DecodePricer | None":
@@ -109,22 +119,24 @@ class DecodePricer:
         np.maximum(comp_op, mem_op, out=mem_op)   # row 1 becomes the op's roofline time
         np.multiply(mem_op, bound, out=comp_op)   # row 0 its compute-bound share
         # One reduction along each contiguous row: the same sums whatever k is.
-        comp, time, flops, nbytes = (out * self._K0).sum(axis=2).T
+        sums = np.add.reduce(out * self._K0, axis=2)  # = .sum, without its wrapper
+        comp, time, flops, nbytes = sums.T
         one = isinstance(micro, int) and micro == 1  # x 1 and / 1 change no bit: skip them
         comm = self._comm0 + self._comm1 * (rows if one else rows / micro)
-        costs = np.zeros((k, 10))
         if one:
-            costs[:, 0] = comp
-            costs[:, 1] = time - comp
-            costs[:, 2] = comm
-            costs[:, 3] = self._ovh + self._step_overhead
-            duration = (time + self._ovh + comm) + self._step_overhead
-        else:
-            costs[:, 0] = micro * comp
-            costs[:, 1] = micro * (time - comp)
-            costs[:, 2] = micro * comm
-            costs[:, 3] = micro * self._ovh + self._step_overhead
-            duration = micro * (time + self._ovh + comm) + self._step_overhead
+            costs = sums @ self._one_batch  # (see __init__) all but two columns
+            if isinstance(rows, int):  # comm the same at every step
+                costs[:, 2:4] = (comm, self._ovh + self._step_overhead)
+            else:
+                costs[:, 2] = comm
+                costs[:, 3] = self._ovh + self._step_overhead
+            return (time + self._ovh + comm) + self._step_overhead, costs
+        costs = np.zeros((k, 10))
+        costs[:, 0] = micro * comp
+        costs[:, 1] = micro * (time - comp)
+        costs[:, 2] = micro * comm
+        costs[:, 3] = micro * self._ovh + self._step_overhead
+        duration = micro * (time + self._ovh + comm) + self._step_overhead
         scale = self._size * micro
         costs[:, 4] = flops * scale
         costs[:, 5] = nbytes * scale
