@@ -86,3 +86,23 @@ def test_steps_priced_by_totals_equal_each_step_alone(name, rows, context, micro
         mi = 1 if micro == 1 else int(m[i])
         d, c = pricer.price_totals(int(rows[i]), ctx[i:i + 1], mi)
         assert durations[i] == d[0] and (costs[i] == c[0]).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(name=st.sampled_from(sorted(DEVICES)),
+       rows=st.lists(st.integers(1, 300), min_size=1, max_size=40),
+       context=st.integers(0, 10**6), same_rows=st.booleans())
+def test_one_micro_batch_costs_by_product_equal_the_element_wise_form(name, rows, context,
+                                                                     same_rows):
+    """One micro-batch builds its cost columns in one matrix product; a micro-batch count
+    that is not a Python int takes the element-wise form (x 1 and / 1 change no bit): the
+    same bytes, whatever the number of steps."""
+    pricer = DEVICES[name]._decode
+    rows = np.sort(np.array(rows, dtype=np.int64))[::-1].copy()
+    ctx = context + np.cumsum(rows)
+    if same_rows:  # every step the same rows: an int (the cached path)
+        rows = int(rows[0])
+    fast = pricer.price_totals(rows, ctx, 1)
+    general = pricer.price_totals(rows, ctx, np.int64(1))
+    assert fast[0].tobytes() == general[0].tobytes()
+    assert fast[1].tobytes() == general[1].tobytes()
