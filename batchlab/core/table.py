@@ -20,6 +20,7 @@ import attrs
 import numpy as np
 
 from .batch import Batch
+from .fastnp import count_nonzero
 from .gaps import GapHistogram
 
 # Request states.
@@ -119,16 +120,16 @@ class RequestTable:
         """Book a validated batch as started on a device at `now`."""
         idx = batch.request_ids
         have = self.cached[idx]
-        num_have = np.count_nonzero(have)
+        num_have = count_nonzero(have)
         # Validated, a row continues from the tokens cached or recomputes from 0: rows
         # restarted are the cached ones beyond the batch's nonzero counts (most steps: none,
         # and no mask is built).
-        if num_have != np.count_nonzero(batch.num_cached_tokens):
+        if num_have != count_nonzero(batch.num_cached_tokens):
             restarted = (batch.num_cached_tokens == 0) & (have > 0)
             self.preemptions[idx[restarted]] += 1
         if num_have < idx.size:  # a row with a cache was scheduled before: only others are new
             never = np.isnan(self.first_scheduled[idx])
-            if np.count_nonzero(never):
+            if count_nonzero(never):
                 self.first_scheduled[idx[never]] = now
         self.in_flight[idx] = True
         self.home[idx] = device_index
@@ -143,16 +144,16 @@ class RequestTable:
         new_cached = batch.num_cached_tokens + batch.num_new_tokens
         before = self.generated[idx]
         emitted = new_cached >= self.prompt[idx] + before  # a length not reached before
-        every = np.count_nonzero(emitted) == emitted.size  # most steps: no mask to apply
+        every = count_nonzero(emitted) == emitted.size  # most steps: no mask to apply
         if every:
             generated = before + 1
             first = before == 0
-            num_first = np.count_nonzero(first)
+            num_first = count_nonzero(first)
             later = idx[~first] if num_first else idx  # no row's first token: no gather
         else:
             generated = before + emitted
             first = emitted & (before == 0)
-            num_first = np.count_nonzero(first)
+            num_first = count_nonzero(first)
             later = idx[emitted & (before > 0)]
         if num_first:
             self.first_token[idx[first]] = end
@@ -166,7 +167,7 @@ class RequestTable:
         self.cached[idx] = new_cached
         self.in_flight[idx] = False
         finished = generated >= self.output[idx]
-        if np.count_nonzero(finished):
+        if count_nonzero(finished):
             done = idx[finished]
             self.finish[done] = end
             self.status[done] = FINISHED
@@ -191,7 +192,7 @@ class RequestTable:
         # A row's first gap; NaN for a row without a token before (its last_token is NaN).
         gap = ends[0] - self.last_token[idx]
         first = before == 0
-        if np.count_nonzero(first):
+        if count_nonzero(first):
             self.first_token[idx[first]] = ends[0]
             self.itl.add(gap[~first])
         else:
@@ -225,7 +226,7 @@ class RequestTable:
         self.generated[idx] = generated
         self.in_flight[idx] = False
         finished = generated >= self.output[idx]
-        if np.count_nonzero(finished):
+        if count_nonzero(finished):
             done = idx[finished]
             self.finish[done] = ends[-1] if row_steps is None else ends[row_steps[finished] - 1]
             self.status[done] = FINISHED

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .batch import Batch
+from .fastnp import count_nonzero
 from .errors import PolicyError
 from .table import FINISHED, PENDING, STATUS_NAMES, WAITING, RequestTable
 
@@ -25,9 +26,9 @@ def check_batch(batch, device, device_index: int, table: RequestTable, policy: s
     ids, new, cached = batch.request_ids, batch.num_new_tokens, batch.num_cached_tokens
     # Each request once, and every id known: rows in increasing id order (a policy that
     # keeps arrival order, as most do: ids count up with arrivals) show both without a sort.
-    if np.count_nonzero(ids[1:] <= ids[:-1]):
+    if count_nonzero(ids[1:] <= ids[:-1]):
         ordered = np.sort(ids)
-        distinct = not np.count_nonzero(ordered[1:] == ordered[:-1])
+        distinct = not count_nonzero(ordered[1:] == ordered[:-1])
     else:
         ordered, distinct = ids, True
     if ordered[0] < 0 or ordered[-1] >= table.size:
@@ -40,7 +41,7 @@ def check_batch(batch, device, device_index: int, table: RequestTable, policy: s
             & (fresh | ((cached == table.cached[ids]) & (table.home[ids] == device_index)))
             & (lengths <= known))
     # count_nonzero is several times faster than .all()/.any() on small arrays.
-    ok = (np.count_nonzero(good) == len(good) and distinct
+    ok = (count_nonzero(good) == len(good) and distinct
           and 1 <= batch.num_micro_batches <= batch.num_seqs)
     if batch.padded_len is None:
         need = batch.num_context_tokens  # the rows' cached + new, summed by the Batch once
@@ -68,7 +69,7 @@ def _can_repeat(batch: Batch, table: RequestTable, known=None) -> bool:
         ids = batch.request_ids
         known = table.prompt[ids] + table.generated[ids]
     return (batch.padded_len is None
-            and not np.count_nonzero(batch.num_cached_tokens + batch.num_new_tokens != known))
+            and not count_nonzero(batch.num_cached_tokens + batch.num_new_tokens != known))
 
 
 def _diagnose(batch, device, device_index: int, table: RequestTable, policy: str) -> None:

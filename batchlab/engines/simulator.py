@@ -35,6 +35,7 @@ import numpy as np
 
 from ..core import Request, StepCost, StepResult
 from ..core.errors import ConfigError, PolicyError
+from ..core.fastnp import count_nonzero
 from ..core.protocols import policy_name
 from ..core.table import REJECTED, WAITING, RequestTable
 from .accounting import DeviceTotals
@@ -264,7 +265,7 @@ class Simulator(FaultEvents):
         self.num_idle += 1
         if stretch is None:
             emitted, finished, generated = self.table.complete(batch, self.now)
-            self.totals.book(d, batch, result, np.count_nonzero(emitted))
+            self.totals.book(d, batch, result, count_nonzero(emitted))
             full = StepResult(result.duration, result.cost, emitted, finished, generated,
                               result.tokens)
             if self.faults is not None:
@@ -281,7 +282,7 @@ class Simulator(FaultEvents):
             full = StepResult(float(np.add.reduce(durations)), StepCost(*total), emitted,
                               finished, generated, num_steps=len(ends))
         self._call("update", batch, full, self.now)
-        if np.count_nonzero(finished):  # several times faster than any() on small arrays
+        if count_nonzero(finished):  # several times faster than any() on small arrays
             if self.has_follow_ups:  # else no finish sends a next request: nothing to push
                 self._closed(batch.request_ids[finished])
             if self.progress is not None and self.table.num_closed >= self.progress_next:

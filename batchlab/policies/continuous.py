@@ -44,6 +44,7 @@ import attrs
 import numpy as np
 
 from ..core import Batch, KVBlockManager, Plan, PolicyError, Request
+from ..core.fastnp import count_nonzero
 from ..core.reoffer import plan_devices
 from ..core.validators import positive, seconds
 from .running import RunningRows
@@ -215,7 +216,7 @@ class ContinuousBatching:
             run.computed[rows] = fed
         # An emitted token is known from now on: it is fed at the next step.
         emitted = result.emitted
-        if np.count_nonzero(emitted) == emitted.size:  # every row (always, in a stretch)
+        if count_nonzero(emitted) == emitted.size:  # every row (always, in a stretch)
             if whole:
                 run.known = fed + 1
             else:
@@ -223,7 +224,7 @@ class ContinuousBatching:
         else:
             run.known[rows] = np.where(emitted, fed + 1, run.known[rows])
         finished = result.finished
-        num_finished = np.count_nonzero(finished)
+        num_finished = count_nonzero(finished)
         if not (num_finished or self._aborted):
             return  # nobody leaves the running set
         if num_finished:
@@ -242,7 +243,7 @@ class ContinuousBatching:
         if self._aborted:
             gone |= np.isin(run.ids, np.fromiter(self._aborted, np.int64))
             self._aborted.difference_update(batch.request_ids.tolist())
-        if np.count_nonzero(gone):
+        if count_nonzero(gone):
             run.take(~gone)
 
     def check_valid(self) -> None:
@@ -270,7 +271,7 @@ class ContinuousBatching:
         # like vLLM: no admissions in a step that had to preempt
         if not preempted and self._admission_due(run):
             take = self._admit(name, run, kv, budget - int(take.sum()), take)
-        if np.count_nonzero(take) == take.size:  # every row gets tokens (most steps)
+        if count_nonzero(take) == take.size:  # every row gets tokens (most steps)
             rows = np.arange(take.size)
         else:
             rows = np.flatnonzero(take)
@@ -286,7 +287,7 @@ class ContinuousBatching:
             fed = run.computed + take
             # Every row must complete what it knows, so emit, at the first step: a running
             # prompt's chunk can be a single leftover budget token and not finish it.
-            emits = not np.count_nonzero(fed != run.known)
+            emits = not count_nonzero(fed != run.known)
             if emits and num_running == rows.size and int(take.sum()) == rows.size:
                 if self.admission_delay == 0 or not self._waiting:  # all decode, none admitted
                     steps = self._steps_ahead(run, kv, fed)
@@ -345,10 +346,10 @@ class ContinuousBatching:
         and recomputes in rank order. Unchunked, a prefill runs whole or waits; the first one
         runs even if it alone exceeds the budget, or it could never run."""
         decode = need == 1
-        if need.size <= budget and np.count_nonzero(decode) == need.size:
+        if need.size <= budget and count_nonzero(decode) == need.size:
             return decode.astype(np.int64)  # every row a decode within budget: one token each
         take = (decode & (np.cumsum(decode) <= budget)).astype(np.int64)
-        left = budget - int(np.count_nonzero(take))
+        left = budget - int(count_nonzero(take))
         prefill = np.where(decode, 0, need)
         before = np.cumsum(prefill) - prefill
         if self.chunked_prefill:
