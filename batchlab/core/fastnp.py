@@ -10,7 +10,10 @@ from __future__ import annotations
 
 try:  # numpy 2
     from numpy._core.multiarray import count_nonzero
-except ImportError:  # numpy 1.26
-    from numpy.core.multiarray import count_nonzero
+except ImportError:
+    try:  # numpy 1.26
+        from numpy.core.multiarray import count_nonzero
+    except ImportError:  # a numpy that moved it again: the public function, a little slower
+        from numpy import count_nonzero
 
 __all__ = ["count_nonzero"]
