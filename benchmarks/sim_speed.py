@@ -17,8 +17,11 @@ Cases:
   end to end and 1.81 GB on the same 2-core machine (after a 52-minute first run training
   its predictors); the ratio printed is Vidur's 80.7 s over ours.
 - million: 1,000,000 requests of that length mix at 8 req/s with max_num_seqs=512, which
-  keeps a few hundred sequences running; multi-step only by default (single-step plans take
-  tens of minutes; add --modes single,multi to see it).
+  keeps a few hundred sequences running: about twice what the two GPUs serve (about 4 req/s),
+  so the queue grows through the run and the batch stays as large as memory allows.
+  Multi-step only by default (a mode takes about a minute and a half; add --modes
+  single,multi for both: single steps are as fast here, since nearly every step ends at an
+  arrival or a finish).
 - default: Poisson arrivals at 40 req/s, lognormal prompts of mean 512 and outputs of mean
   128 tokens, on four affine devices (or Llama-3-8B H100 cost-model devices).
 - idle: 50 requests on 1,000 affine devices: engine and policy cost must not grow with idle
