@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from .batch import Batch
-from .fastnp import count_nonzero
 from .errors import PolicyError
+from .fastnp import count_nonzero
 from .table import FINISHED, PENDING, STATUS_NAMES, WAITING, RequestTable
 
 
