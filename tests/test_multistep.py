@@ -190,6 +190,25 @@ def test_kv_steps_fit_is_the_most_that_can_grow(tokens, blocks, block_size, step
     kv.check_valid()
 
 
+def test_probes_back_off_while_requests_wait():
+    """Below PAYS_OFF the policy plans ahead one time in PROBE_EVERY; while requests wait
+    (a stretch then ends at the first finish), each probe that ran one step doubles the
+    wait for the next, up to PROBE_MOST; one that ran on brings it back to PROBE_EVERY."""
+    from batchlab.policies.continuous import PROBE_EVERY, PROBE_MOST
+    policy = ContinuousBatching()
+    for _ in range(20):
+        policy._planned_ahead(False)  # the average falls well below PAYS_OFF
+
+    def probes(plans):
+        return sum(policy._worth_planning_ahead() for _ in range(plans))
+
+    assert probes(32 * PROBE_EVERY) == 32  # nobody waits: the back-off does not apply
+    policy._waiting.append((0.0, 0, 0))  # somebody waits (the heap's entry shape)
+    assert probes(2 * PROBE_MOST) == 2
+    policy._planned_ahead(True)
+    assert probes(8 * PROBE_EVERY) == 8
+
+
 def test_continuous_forgets_what_it_no_longer_needs():
     """Finished and aborted requests leave no sort key behind (memory would grow forever)."""
     wl = Workload(np.arange(50) * 0.01, np.full(50, 30), np.full(50, 5))

@@ -58,7 +58,10 @@ def _order(instance, attribute, value):
 # Planning ahead is worth its reservation while at least PAYS_OFF of the recent multi-step
 # batches (a moving average over about 1 / EMA_WEIGHT of them) ran more than one step; below
 # that the policy plans ahead one time in PROBE_EVERY, to see when stretches run on again.
-PAYS_OFF, EMA_WEIGHT, PROBE_EVERY = 0.35, 0.125, 8
+# While requests wait, a stretch cannot let finished rows go (the room is for the waiting),
+# so it ends at the first finish: there each probe that ran one step doubles the wait for
+# the next, up to PROBE_MOST (a probe reserves blocks and prices steps ahead).
+PAYS_OFF, EMA_WEIGHT, PROBE_EVERY, PROBE_MOST = 0.35, 0.125, 8, 256
 
 
 @attrs.define
@@ -103,8 +106,9 @@ class ContinuousBatching:
     _admitting: list = attrs.field(factory=lambda: [None, 0], init=False)
     # [now] of the last schedule call (a list: set in place, no attrs setattr hook)
     _clock: list = attrs.field(factory=lambda: [0.0], init=False)
-    # [moving average of multi-step batches that ran more than one step, plans skipped]
-    _payoff: list = attrs.field(factory=lambda: [1.0, 0], init=False)
+    # [moving average of multi-step batches that ran more than one step, plans skipped since
+    # the last probe, plans between probes while requests wait]
+    _payoff: list = attrs.field(factory=lambda: [1.0, 0, PROBE_EVERY], init=False)
     # [most KV blocks of any device seen] (set as each device is first offered: devices do
     # not change during a run; a list: set in place, no attrs setattr hook)
     _most_blocks: list = attrs.field(factory=lambda: [0], init=False)
@@ -200,8 +204,7 @@ class ContinuousBatching:
         rows, run.scheduled = run.scheduled, None
         steps = getattr(result, "num_steps", 1)
         if batch.num_steps > 1:
-            pay = self._payoff
-            pay[0] += ((steps > 1) - pay[0]) * EMA_WEIGHT
+            self._planned_ahead(steps > 1)
         fed = batch.num_cached_tokens + batch.num_new_tokens
         if steps > 1:
             fed = fed + (steps - 1)
@@ -314,12 +317,22 @@ class ContinuousBatching:
         """Speed only (records are the same either way): when most stretches end after
         their first step (an arrival every step or two, say), the reservation and the
         stretch cost more than the few steps saved; while under PAYS_OFF of recent ones ran
-        on, plan ahead one time in PROBE_EVERY, to see when stretches run on again."""
+        on, plan ahead one time in PROBE_EVERY, to see when stretches run on again, or more
+        rarely while requests wait and probes keep ending after one step (PROBE_MOST)."""
         pay = self._payoff
         if pay[0] >= PAYS_OFF:
             return True
         pay[1] += 1
-        return pay[1] % PROBE_EVERY == 0
+        if pay[1] < (pay[2] if self._waiting else PROBE_EVERY):
+            return False
+        pay[1] = 0
+        return True
+
+    def _planned_ahead(self, ran_on: bool) -> None:
+        """Book whether a multi-step batch ran past its first step (see PAYS_OFF)."""
+        pay = self._payoff
+        pay[0] += (ran_on - pay[0]) * EMA_WEIGHT
+        pay[2] = PROBE_EVERY if ran_on else min(2 * pay[2], PROBE_MOST)
 
     def _steps_ahead(self, run: RunningRows, kv: KVBlockManager, fed: np.ndarray) -> int:
         """How many steps this batch of every running row may be planned ahead, and reserve
