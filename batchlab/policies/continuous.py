@@ -273,7 +273,7 @@ class ContinuousBatching:
         num_running = run.ids.size
         # like vLLM: no admissions in a step that had to preempt
         if not preempted and self._admission_due(run):
-            take = self._admit(name, run, kv, budget - int(take.sum()), take)
+            take = self._admit(name, run, kv, budget - int(np.add.reduce(take)), take)
         if count_nonzero(take) == take.size:  # every row gets tokens (most steps)
             rows = np.arange(take.size)
         else:
@@ -291,7 +291,7 @@ class ContinuousBatching:
             # Every row must complete what it knows, so emit, at the first step: a running
             # prompt's chunk can be a single leftover budget token and not finish it.
             emits = not count_nonzero(fed != run.known)
-            if emits and num_running == rows.size and int(take.sum()) == rows.size:
+            if emits and num_running == rows.size and int(np.add.reduce(take)) == rows.size:
                 if self.admission_delay == 0 or not self._waiting:  # all decode, none admitted
                     steps = self._steps_ahead(run, kv, fed)
             elif emits and not self._waiting and rows.size <= budget:
