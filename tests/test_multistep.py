@@ -192,8 +192,8 @@ def test_kv_steps_fit_is_the_most_that_can_grow(tokens, blocks, block_size, step
 
 def test_probes_back_off_while_requests_wait():
     """Below PAYS_OFF the policy plans ahead one time in PROBE_EVERY; while requests wait
-    (a stretch then ends at the first finish), each probe that ran one step doubles the
-    wait for the next, up to PROBE_MOST; one that ran on brings it back to PROBE_EVERY."""
+    (a stretch then ends at the first finish), each multi-step batch that ran one step
+    doubles the wait, up to PROBE_MOST; one that ran on brings it back to PROBE_EVERY."""
     from batchlab.policies.continuous import PROBE_EVERY, PROBE_MOST
     policy = ContinuousBatching()
     for _ in range(20):

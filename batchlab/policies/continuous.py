@@ -59,8 +59,9 @@ def _order(instance, attribute, value):
 # batches (a moving average over about 1 / EMA_WEIGHT of them) ran more than one step; below
 # that the policy plans ahead one time in PROBE_EVERY, to see when stretches run on again.
 # While requests wait, a stretch cannot let finished rows go (the room is for the waiting),
-# so it ends at the first finish: there each probe that ran one step doubles the wait for
-# the next, up to PROBE_MOST (a probe reserves blocks and prices steps ahead).
+# so it ends at the first finish: there the wait between probes doubles with each multi-step
+# batch that ran one step, up to PROBE_MOST (a probe reserves blocks and prices steps
+# ahead), and is PROBE_EVERY again after one that ran on.
 PAYS_OFF, EMA_WEIGHT, PROBE_EVERY, PROBE_MOST = 0.35, 0.125, 8, 256
 
 
