@@ -106,3 +106,21 @@ def test_one_micro_batch_costs_by_product_equal_the_element_wise_form(name, rows
     general = pricer.price_totals(rows, ctx, np.int64(1))
     assert fast[0].tobytes() == general[0].tobytes()
     assert fast[1].tobytes() == general[1].tobytes()
+
+
+def test_a_step_model_with_a_non_finite_constant_keeps_its_own_path():
+    """The pricer's one-product cost columns equal the element-wise form for finite values
+    only (inf x 0 is NaN): a step model with an infinite op constant is not given one."""
+    from batchlab.costmodel.decode import DecodePricer
+    sm = DEVICES["llama-3-8b on 1 x H100"].step_model
+    M = sm._M.copy()
+    M[-1, 0] = np.inf  # the last op's bytes: infinite, while its durations stay finite
+
+    class Infinite:
+        _M = M
+
+        def __getattr__(self, name):
+            return getattr(sm, name)
+
+    assert DecodePricer.for_model(sm) is not None
+    assert DecodePricer.for_model(Infinite()) is None

@@ -54,7 +54,8 @@ class DecodePricer:
         # product. Each column has at most two terms, each exact (x 1, x -1) or the one
         # rounding the element-wise form makes (x scale); the rest are exact zeros. So any
         # summation order a BLAS kernel takes gives the element-wise form's bits:
-        # compute, time - compute, FLOPs x scale, bytes x scale.
+        # compute, time - compute, FLOPs x scale, bytes x scale. For finite values only
+        # (inf x 0 is NaN): `for_model` declines a step model with a non-finite constant.
         w = np.zeros((4, 10))
         w[0, 0] = 1.0
         w[1, 1], w[0, 1] = 1.0, -1.0
@@ -69,6 +70,10 @@ class DecodePricer:
                     or step_model.router is not None or step_model._M.shape[1] != 8):
                 return None
             pricer = cls(step_model)
+            constants = (pricer._M, pricer._K0, pricer._comm0, pricer._comm1, pricer._ovh,
+                         pricer._step_overhead, pricer._scale, pricer._size)
+            if not all(np.isfinite(c).all() for c in constants):
+                return None  # finite inputs then price finite steps (see __init__)
             from batchlab.core import Batch
             for rows, context in ((1, 1), (7, 300), (64, 2048), (256, 40_000)):
                 for m in (1, 2):
