@@ -19,6 +19,7 @@ from batchlab.core import Batch
 # Prompts in a mixed step up to which their sums are taken in Python: cheaper than three
 # numpy calls for the one or two a continuous-batching step usually admits.
 _FEW_PROMPTS = 8
+_INT64 = np.dtype(np.int64)
 
 
 def batch_features(batch) -> tuple[float, float, float, float, float, float, float]:
@@ -47,7 +48,9 @@ def batch_features(batch) -> tuple[float, float, float, float, float, float, flo
             return tp, float(rows), tp, cp, ap, 0.0, 0.0
         rd = rows - n_pre
         tp = float(s_new - rd)  # decode rows feed one token each
-        if n_pre <= _FEW_PROMPTS:  # the usual mixed step: sums of Python ints, exact as int64's
+        if n_pre <= _FEW_PROMPTS and new.dtype == _INT64 and cached.dtype == _INT64:
+            # The usual mixed step (a Batch's arrays are int64): sums of Python ints, the
+            # same integers as numpy's; other arrays keep numpy's sums.
             n, c = new[pre].tolist(), cached[pre].tolist()
             c_sum = float(sum(c))
             nc, nn = sum([a * b for a, b in zip(n, c)]), sum([a * a for a in n])
