@@ -191,3 +191,11 @@ def test_a_gap_booked_zero_times_is_not_the_longest():
     hist = GapHistogram()
     hist.add_weighted(np.array([0.01, 5e12]), np.array([3, 0]))
     assert hist.num_gaps == 3 and hist.max == 0.01
+
+
+def test_weights_beyond_float_precision_count_exactly():
+    """Weighted counts are summed as float64 while that is exact; a flush whose weights sum
+    to 2**53 or more takes integer sums (no engine books that many, a caller may)."""
+    hist = GapHistogram()
+    hist.add_repeated(np.array([0.01, 0.01]), 2**53 + 1)
+    assert int(hist.counts.sum()) == hist.num_gaps == 2**54 + 2

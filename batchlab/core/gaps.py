@@ -69,6 +69,7 @@ MAX_PENDING = 1 << 16
 # BIN_CHUNK gaps (a step's rows) brings it to MAX_PENDING.
 SCRATCH = MAX_PENDING + BIN_CHUNK
 _FLOAT64 = np.dtype(np.float64)
+_EXACT_FLOAT = 1 << 53  # integers below it are exact as float64, and so are their sums
 
 
 @attrs.define
@@ -153,14 +154,16 @@ class GapHistogram:
             starts = np.cumsum([0] + [g.size for g, _ in pending])
             for i, t in weighted:
                 times[starts[i]:starts[i + 1]] = t
-            # Weighted counts as float64 sums (bincount's; np.add.at is several times slower):
-            # exact, since a flush books far fewer than 2**53 gaps.
-            self._counts += np.bincount(bins, weights=times,
-                                        minlength=NUM_BINS).astype(np.int64)
+            booked_times = int(times.sum())
+            if booked_times < _EXACT_FLOAT:  # bincount sums weights as float64: exact here
+                self._counts += np.bincount(bins, weights=times,
+                                            minlength=NUM_BINS).astype(np.int64)
+            else:  # weights that large (none an engine books): integer sums, slower
+                np.add.at(self._counts, bins, times)
             booked = gaps[times > 0]  # a gap booked 0 times (a weight of 0) is not a gap
             if booked.size:
                 self._max = max(self._max, float(np.fmax.reduce(booked)))
-            self._num_gaps += int(times.sum())
+            self._num_gaps += booked_times
             self._total += float((gaps * times).sum())
         pending.clear()
         self._num_pending = 0
