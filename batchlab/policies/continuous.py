@@ -315,7 +315,8 @@ class ContinuousBatching:
         return len(self._kv) == 1
 
     def _worth_planning_ahead(self) -> bool:
-        """Speed only (records are the same either way): when most stretches end after
+        """Speed only (records and device totals are the same either way; the ITL mean's
+        last bits may not be, see core/gaps.py): when most stretches end after
         their first step (an arrival every step or two, say), the reservation and the
         stretch cost more than the few steps saved; while under PAYS_OFF of recent ones ran
         on, plan ahead one time in PROBE_EVERY, to see when stretches run on again, or more
