@@ -130,11 +130,8 @@ class DecodePricer:
         comm = self._comm0 + self._comm1 * (rows if one else rows / micro)
         if one:
             costs = sums @ self._one_batch  # (see __init__) all but two columns
-            if isinstance(rows, int):  # comm the same at every step
-                costs[:, 2:4] = (comm, self._ovh + self._step_overhead)
-            else:
-                costs[:, 2] = comm
-                costs[:, 3] = self._ovh + self._step_overhead
+            costs[:, 2] = comm
+            costs[:, 3] = self._ovh + self._step_overhead
             return (time + self._ovh + comm) + self._step_overhead, costs
         costs = np.zeros((k, 10))
         costs[:, 0] = micro * comp
