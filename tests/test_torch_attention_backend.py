@@ -50,3 +50,49 @@ def test_an_outer_choice_of_attention_kernel_is_respected(monkeypatch):
     with sdpa_kernel(SDPBackend.MATH):
         dev.run(Batch([0], [8], [0]))
     assert seen and all(s == (False, True) for s in seen)
+
+
+@pytest.mark.parametrize("heads,kv_heads", [(4, 2), (8, 2), (6, 6)])
+def test_grouped_query_attention_matches_a_per_head_reference(heads, kv_heads):
+    """The folded grouped-query attention (query heads sharing a KV head run as one longer
+    query) gives what each head gets alone: softmax over its own KV head's keys up to its
+    position. Decodes and prefill chunks over cached context, mixed in one step."""
+    from batchlab.backends.torch.config import TransformerConfig
+    from batchlab.backends.torch.model import TinyTransformer, pack
+
+    cfg = TransformerConfig("gqa", hidden_size=heads * 8, num_heads=heads,
+                            num_kv_heads=kv_heads, num_layers=1)
+    m = TinyTransformer(cfg, "cpu")
+    pool = m.new_pool()
+    gen = torch.Generator().manual_seed(0)
+    cached = np.array([5, 0, 3, 9])     # rows 0 and 3 decode; row 1 a prompt; row 2 a chunk
+    num_new = np.array([1, 6, 4, 1])
+    num_fed = np.array([1, 7, 4, 1])    # row 1 carries one padding token
+    for rid in range(4):
+        pool.slot(rid)
+    key_len = int((cached + num_fed).max())
+    pool.ensure_len(key_len)
+    pool.k.copy_(torch.randn(pool.k.shape, generator=gen))
+    pool.v.copy_(torch.randn(pool.v.shape, generator=gen))
+    slots = np.array([pool.slot(r) for r in range(4)])
+    p = pack(np.zeros(int(num_fed.sum()), np.int64), cached, num_new, num_fed, slots, key_len,
+             "cpu", q_per_kv=heads // kv_heads)
+    d = cfg.dim
+    q = torch.randn(int(num_fed.sum()), heads, d, generator=gen)
+    out = torch.empty(q.shape[0], heads * d)
+    for g in p.groups:
+        tok = slice(None) if g.tok is None else g.tok
+        out[tok] = m._attend(0, q[tok], g, pool)
+
+    start = np.cumsum(num_fed) - num_fed
+    for i in range(4):
+        for f in range(num_new[i]):          # padding tokens' outputs are dropped
+            pos = cached[i] + f
+            for h in range(heads):
+                kvh = h // (heads // kv_heads)
+                keys = pool.k[0, slots[i], :pos + 1, kvh]
+                vals = pool.v[0, slots[i], :pos + 1, kvh]
+                w = torch.softmax(keys @ q[start[i] + f, h] / d ** 0.5, dim=0)
+                want = w @ vals
+                got = out[start[i] + f, h * d:(h + 1) * d]
+                torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

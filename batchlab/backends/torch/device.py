@@ -170,7 +170,8 @@ class TorchDevice:
             slots.append(self.pool.slot(rid))
         key_len = int((cached + fed).max())
         packed = pack(np.asarray(feed, dtype=np.int64), cached, new, fed,
-                      np.asarray(slots, dtype=np.int64), key_len, self.device)
+                      np.asarray(slots, dtype=np.int64), key_len, self.device,
+                      q_per_kv=self.model.config.num_heads // self.model.config.num_kv_heads)
         logits, touched = self.model.forward(packed, self.pool)
         ends = cached + new
         emit = []
