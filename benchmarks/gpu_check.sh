@@ -4,7 +4,8 @@
 # GPU, `batchlab calibrate` on the GPU (fit + simulator-vs-real fidelity), the affine fidelity
 # benchmark, the GEMM rates the cost model's efficiencies stand for, and the backend at
 # Llama-3-8B's layer shapes against the cost model. Run from the repository root on a
-# machine with CUDA and torch; about five minutes on one GPU.
+# machine with CUDA and torch, batchlab installed (`pip install -e .`; offline, add --no-deps
+# --no-build-isolation --no-index); about three minutes on one GPU.
 #
 #   benchmarks/gpu_check.sh [OUTDIR]      # OUTDIR (default gpu-check/) gets the profile, JSON
 #
@@ -16,6 +17,9 @@ PY=${PYTHON:-python3}
 OUT_DIR=${1:-gpu-check}
 mkdir -p "$OUT_DIR"
 $PY -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else "no CUDA here: nothing to check")' || exit 1
+# Policies are found by their entry points: batchlab on PYTHONPATH alone finds none.
+$PY -c 'import sys, batchlab; sys.exit(0 if batchlab.available_policies() else
+  "batchlab is not installed (its policies are found by entry points): pip install -e . first")' || exit 1
 $PY - <<'PY'
 import torch
 p = torch.cuda.get_device_properties(0)

@@ -116,7 +116,7 @@ class AttnGroup:
     slots: torch.Tensor      # [Bg] KV pool slot of each row
     mask: torch.Tensor       # [Bg, 1, Fmax * q_per_kv, Lk] bool: which keys each query may
     #                          attend to, each fed token's row repeated for its q_per_kv
-    #                          query heads (see Transformer._attend)
+    #                          query heads (see TinyTransformer._attend)
     num_rows: int
     max_fed: int
     key_len: int
