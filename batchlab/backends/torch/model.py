@@ -304,7 +304,10 @@ class TinyTransformer:
         row G times). torch's own `enable_gqa` with a mask runs only on its math kernel,
         which copies the keys out to every query head: on an H200 that made a decode step
         grow linearly with the batch (125 ms for 256 rows of Llama-3-8B's 8 layers,
-        docs/backend.md); folded, the fused memory-efficient kernel takes the mask."""
+        docs/backend.md); folded, the fused memory-efficient kernel takes the mask (14 ms).
+        The price: the mask holds G rows per fed token (on a CPU, where torch's fused
+        kernel took `enable_gqa` with a mask, a prefill's mask is G times larger than it
+        was; still far below the scores the math kernel materialised on a GPU)."""
         c = self.config
         H, KV, d = c.num_heads, c.num_kv_heads, c.dim
         G = H // KV
