@@ -15,8 +15,9 @@ has run all the steps it may. Which steps it may run:
 Decode steps are priced in vectorised calls: all at once from their per-step totals (rows,
 context tokens) where the device has `price_decodes`, else a segment at a time by
 `run_steps` (`Device`), else by `run` one step at a time and only for steps that happen (a
-device's `run` may draw random numbers). At first STEPS_GUESS steps are priced, the rest
-only if the horizon lies further. The values are the ones single steps would give: every
+device's `run` may draw random numbers). From totals, all the steps are priced at once (as
+cheap as a few: one vectorised call); by `run_steps`, STEPS_GUESS at first and the rest only
+if the horizon lies further. The values are the ones single steps would give: every
 step's batch has the same rows, tokens and context as the batch planned alone. Where only
 one step runs, the engine books it as a plain step.
 """
@@ -31,7 +32,7 @@ from ..core import Batch
 from ..core.errors import ConfigError
 from ..core.step import COST_FIELDS, cost_row
 
-# Decode steps priced at first (the rest when the horizon lies further away).
+# Decode steps priced at first by `run_steps` (the rest when the horizon lies further away).
 STEPS_GUESS = 16
 
 
@@ -135,17 +136,21 @@ class Stretch:
 
     # -- pricing ------------------------------------------------------------------------
     def _price(self) -> None:
-        """Price the next chunk of steps: step 1 alone if it is a prefill step; else up to
-        STEPS_GUESS decode steps at first, then the rest (within a segment, where rows
-        leave and the device cannot price by totals), or one step by `run`."""
+        """Price the next chunk of steps: step 1 alone if it is a prefill step; else every
+        decode step by `price_decodes`, or up to STEPS_GUESS of them at first by
+        `run_steps`, then the rest (within a segment, where rows leave), or one step by
+        `run`."""
         s = self.num_priced + 1  # the first step not priced yet (1-based)
         batch = self.batch
         if s == 1 and not self.is_decode:  # a prefill step leads: priced as planned
             self._run(batch)
             return
         first = s == 1 or (s == 2 and not self.is_decode)  # the first decode steps
-        last = min(self.num_steps, s + STEPS_GUESS - 1) if first else self.num_steps
+        guess = min(self.num_steps, s + STEPS_GUESS - 1) if first else self.num_steps
         if self.price_decodes is not None:
+            # Priced from per-step totals, all the steps cost about what a few do (one
+            # vectorised call either way): price them all, and never call again.
+            last = self.num_steps
             if self.shrinks and self.first_out < last:  # rows leave within these steps
                 if self.rows is None:
                     self._count_rows()
@@ -160,7 +165,7 @@ class Stretch:
             if priced is not None:
                 self._append(*priced, last - s + 1, "price_decodes")
                 return
-        last, rows = self._segment(s, last)
+        last, rows = self._segment(s, guess)
         ids, new, cached = batch.request_ids, batch.num_new_tokens, batch.num_cached_tokens
         if rows is not None:
             ids, new, cached = ids[rows], new[rows], cached[rows]
