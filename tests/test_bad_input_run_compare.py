@@ -56,8 +56,13 @@ def test_compare_without_poisson_rates_writes_its_plots(tmp_path):
     out = tmp_path / "out"
     assert main(["compare", "--config", str(config), "--out", str(out), "--processes", "1",
                  "--quiet"]) == 0
-    assert (out / "report.md").exists()
-    assert not (out / "plots" / "frontier.png").exists()  # no Poisson point: no frontier
+    # No Poisson point: no frontier; no [[scale]]: no crossover or speed plot. The plots
+    # that have data are drawn, as PNGs, and the report shows them.
+    drawn = sorted(p.name for p in (out / "plots").iterdir())
+    assert drawn == ["capacity.png", "cost_vs_traffic.png"]
+    assert all((out / "plots" / name).read_bytes()[:4] == b"\x89PNG" for name in drawn)
+    report = (out / "report.md").read_text()
+    assert all(f"(plots/{name})" in report for name in drawn)
 
 
 @pytest.mark.parametrize("value", [",", "", " , "])

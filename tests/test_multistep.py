@@ -129,11 +129,38 @@ def test_stretches_cut_events_on_a_decode_heavy_run():
     assert many.num_events < steps / 10 < one.num_events
 
 
+class _Counting(AffineDevice):
+    """Logs what the engine asks of it: ("run", batch.num_steps) or ("run_steps", n)."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        object.__setattr__(self, "calls", [])
+
+    def run(self, batch):
+        self.calls.append(("run", batch.num_steps))
+        return super().run(batch)
+
+    def run_steps(self, batch, num_steps):
+        self.calls.append(("run_steps", num_steps))
+        return super().run_steps(batch, num_steps)
+
+
 def test_faults_run_every_batch_one_step():
+    """With faults a multi-step plan still runs one step per launch (a failure may strike
+    any step): the device is only ever asked for single steps, one per step or failure,
+    and the run is the one that plans single steps, bit for bit."""
     wl = Workload(np.arange(10) * 0.1, np.full(10, 50), np.full(10, 60))
     faults = Faults(failure_rate=0.01, repair_time=0.1)
-    r = simulate(load_policy("continuous"), wl, [AffineDevice()], faults=faults, seed=2)
-    assert r.summary()["num_finished"] == 10
+    dev = _Counting()
+    r = simulate(load_policy("continuous"), wl, [dev], faults=faults, seed=2)
+    s = r.summary()
+    assert s["num_finished"] == 10 and s["failures"] > 0
+    assert ("run", 64) in dev.calls                    # the policy did plan stretches
+    assert {kind for kind, _ in dev.calls} == {"run"}  # never priced as a stretch
+    assert len(dev.calls) == int(r.devices["steps"].sum()) + s["failures"]
+    one = simulate(load_policy("continuous", max_num_steps=1), wl, [AffineDevice()],
+                   faults=faults, seed=2)
+    assert _same(one.records, r.records) and _same(one.devices, r.devices)
 
 
 def test_failing_run_stops_with_a_clear_message():

@@ -60,10 +60,21 @@ def test_devices_learn_arrivals_and_finishes():
 
 
 def test_closed_loop_follow_ups_arrive_after_their_predecessor():
+    """Each user's next request arrives when its previous one finishes, plus the think time:
+    the engine times it from the finish it measured, not from a schedule fixed in advance."""
     spec = make_workload("closed", users=2, think_time=0.5, num_requests=6,
                          prompt="uniform:4:20", output="uniform:1:4")
     result = run_wallclock("continuous", spec, [AffineDevice()], seed=3)
-    assert (result.records["status"] == 2).all()
+    rec = result.records
+    assert (rec["status"] == 2).all()
+    wl = spec.sample(np.random.default_rng(3))   # what the engine sampled: users and think
+    for user in (0, 1):
+        ids = np.flatnonzero(wl.user == user)
+        assert rec["arrival"][ids[0]] == 0.0
+        np.testing.assert_allclose(rec["arrival"][ids[1:]],
+                                   rec["finish"][ids[:-1]] + wl.think[ids[1:]], rtol=0,
+                                   atol=1e-9)
+        assert (wl.think[ids[1:]] == 0.5).all()
 
 
 def test_wake_ups_drive_windowed_policies():
