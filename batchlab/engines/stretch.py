@@ -145,8 +145,6 @@ class Stretch:
         if s == 1 and not self.is_decode:  # a prefill step leads: priced as planned
             self._run(batch)
             return
-        first = s == 1 or (s == 2 and not self.is_decode)  # the first decode steps
-        guess = min(self.num_steps, s + STEPS_GUESS - 1) if first else self.num_steps
         if self.price_decodes is not None:
             # Priced from per-step totals, all the steps cost about what a few do (one
             # vectorised call either way): price them all, and never call again.
@@ -165,7 +163,9 @@ class Stretch:
             if priced is not None:
                 self._append(*priced, last - s + 1, "price_decodes")
                 return
-        last, rows = self._segment(s, guess)
+        first = s == 1 or (s == 2 and not self.is_decode)  # the first decode steps
+        last = min(self.num_steps, s + STEPS_GUESS - 1) if first else self.num_steps
+        last, rows = self._segment(s, last)
         ids, new, cached = batch.request_ids, batch.num_new_tokens, batch.num_cached_tokens
         if rows is not None:
             ids, new, cached = ids[rows], new[rows], cached[rows]

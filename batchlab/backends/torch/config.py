@@ -76,6 +76,11 @@ class TransformerConfig:
         return self.head_dim or self.hidden_size // self.num_heads
 
     @property
+    def q_per_kv(self) -> int:
+        """Query heads that share one KV head (grouped-query attention; 1: multi-head)."""
+        return self.num_heads // self.num_kv_heads
+
+    @property
     def is_moe(self) -> bool:
         return self.num_experts > 0
 

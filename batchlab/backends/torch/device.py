@@ -171,7 +171,7 @@ class TorchDevice:
         key_len = int((cached + fed).max())
         packed = pack(np.asarray(feed, dtype=np.int64), cached, new, fed,
                       np.asarray(slots, dtype=np.int64), key_len, self.device,
-                      q_per_kv=self.model.config.num_heads // self.model.config.num_kv_heads)
+                      q_per_kv=self.model.config.q_per_kv)
         logits, touched = self.model.forward(packed, self.pool)
         ends = cached + new
         emit = []

@@ -310,7 +310,7 @@ class TinyTransformer:
         was; still far below the scores the math kernel materialised on a GPU)."""
         c = self.config
         H, KV, d = c.num_heads, c.num_kv_heads, c.dim
-        G = H // KV
+        G = c.q_per_kv
         B, Fm, Lk = g.num_rows, g.max_fed, g.key_len
         keys = pool.k[layer, g.slots, :Lk].transpose(1, 2)    # [B, KV, Lk, d]
         values = pool.v[layer, g.slots, :Lk].transpose(1, 2)
