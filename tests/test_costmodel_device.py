@@ -129,9 +129,16 @@ def test_pipeline_bubble_shows_when_micro_batches_are_fewer_than_stages():
 
 
 def test_part_times_split_attention_from_ffn():
-    for model, n in (("llama-3-8b", 1), ("deepseek-v3", 8), ("mixtral-8x7b", 2)):
-        dev = make_devices(model, "h200", n)[0]
-        batch = Batch([0, 1, 2], [200, 1, 1], [0, 3000, 10])
+    mixed = Batch([0, 1, 2], [200, 1, 1], [0, 3000, 10])
+    decode = Batch.decode(range(64), [4000] * 64)
+    # the last: expert parallelism, whose decode batches use DeepEP's low-latency kernels
+    # (the breakdowns once priced them with the high-throughput ones)
+    for model, gpu, n, kw, batch in (
+            ("llama-3-8b", "h200", 1, {}, mixed), ("deepseek-v3", "h200", 8, {}, mixed),
+            ("mixtral-8x7b", "h200", 2, {}, mixed),
+            ("deepseek-v3", "h800", 32, dict(tp=1, ep=32, overlap=False), mixed),
+            ("deepseek-v3", "h800", 32, dict(tp=1, ep=32, overlap=False), decode)):
+        dev = make_devices(model, gpu, n, **kw)[0]
         parts = dev.part_times(batch)
         total = (parts.attention + parts.ffn + parts.head + parts.attention_comm
                  + parts.ffn_comm)

@@ -376,7 +376,7 @@ class StepModel:
         if self._experts is not None:
             e_time = self._experts_time(feats[0], feats[2] == 0)[0]
             ffn += sum(e_time) + self.model.num_moe_layers * self.efficiency.kernel_overhead
-        attn_c, ffn_c = self._comm(feats[0], group[0])
+        attn_c, ffn_c = self._comm(feats[0], group[0], feats[2] == 0)
         return PartTimes(attention=float(per_op @ self._part[O.ATTENTION]), ffn=ffn,
                          head=float(per_op @ self._part[O.HEAD]),
                          attention_comm=sum(attn_c), ffn_comm=sum(ffn_c))
@@ -394,6 +394,6 @@ class StepModel:
         if self._experts is not None:
             out["routed_experts"] = (sum(self._experts_time(feats[0], feats[2] == 0)[0])
                                      + self.model.num_moe_layers * self.efficiency.kernel_overhead)
-        attn_c, ffn_c = self._comm(feats[0], group[0])
+        attn_c, ffn_c = self._comm(feats[0], group[0], feats[2] == 0)
         out["attention_comm"], out["ffn_comm"] = sum(attn_c), sum(ffn_c)
         return out
