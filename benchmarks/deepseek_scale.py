@@ -26,6 +26,21 @@ batch (`at capacity` below):
   slow-down switch: 22.3k output tokens/s per node for 2,000-token inputs (same blog). The
   blog gives no batch per GPU; the model is read at 256 rows/GPU, where its throughput rises
   slowly with the batch (28.5k per node at 192 rows/GPU, 30.2k at 320).
+
+And DeepSeek's own decode profile at full batch (`decode_profile` below): EP128, 128 requests
+per GPU, 4K prompts, two micro-batches, on H800 (github.com/deepseek-ai/profile-data README;
+its decode.json is not stored here). Its per-kernel times come from a third party's table
+(zdszero.github.io/Computer/Artificial_Intelligence/deepseek_profile.html, column "h800 ds
+prof"; the kernel names beside them are from that author's B200 run): 96 ms a step end to
+end, 87.32 ms for the 61 layers; per micro-batch and layer, the attention block 388 us (its
+MLA kernel 255 us), the gate 19 us, dispatch 187 us, expert GEMMs 81 + 8 + 39 us, combine
+394 us. The profile decodes with MTP: its attention kernel is FlashMLA's published 580
+TFLOP/s on 64 rows x 2 query tokens x 4,096 keys x 128 heads x 2 x (576 + 512) = 146 GFLOP
+(252 us), and DeepEP's low-latency table gives 192 and 369 us for the 128 tokens a
+micro-batch then dispatches. The model has no MTP rows (an MLA row feeding two tokens is
+priced the prefill way), so it is read at the same tokens: 256 single-token rows per GPU,
+128 per micro-batch; the attention FLOPs are the same and compute-bound either way (the
+second row's key reads, 100 us at FlashMLA's 3,000 GB/s, hide under 252 us of compute).
 """
 
 from __future__ import annotations
@@ -45,6 +60,14 @@ INPUT_TOKENS_DAY, OUTPUT_TOKENS_DAY = 608e9, 168e9
 AVERAGE_NODES = 226.75          # nodes in service, averaged over the day (peak 278)
 SGLANG_PREFILL_4K = 50_302      # input tokens/s per H100 node, EP32, 4K prompts
 SGLANG_DECODE_2K = 22_300       # output tokens/s per H100 node, EP72, 2K inputs, saturated
+# DeepSeek's decode profile (see the docstring): EP128, 128 requests/GPU, 4K prompts, MTP
+PROFILE_STEP_MS, PROFILE_LAYERS_MS = 96.0, 87.32
+PROFILE_ROWS, PROFILE_CONTEXT = 128, 4096
+# Per micro-batch (64 requests x 2 tokens) and layer, us: attention block + gate (the phase
+# before dispatch), dispatch, routed expert GEMMs (gate-up, SiLU, down), combine
+PROFILE_PHASES_US = {"attention + gate": 388 + 19, "dispatch + combine": 187 + 394,
+                     "routed experts": 81 + 8 + 39}
+MTP_ACCEPTANCE = (0.85, 0.90)   # second token: DeepSeek-V3 technical report, sec. 5.4.3
 
 
 def decode_point(dev):
@@ -68,13 +91,16 @@ def prefill_point(dev, rows_per_gpu=4):
     return rows_per_gpu, r
 
 
-def _row(label, r, per_node, published):
+def _breakdown(r) -> str:
     c = r.cost
-    print(f"  {label:<12} step {r.duration * 1e3:7.1f} ms | compute {c.compute * 1e3:6.1f} "
-          f"memory {c.memory * 1e3:6.1f} comm exposed {c.communication * 1e3:6.1f} hidden "
-          f"{c.communication_hidden * 1e3:6.1f} overhead {c.overhead * 1e3:5.1f} ms | "
-          f"{per_node / 1e3:6.1f}k tok/s/node vs {published / 1e3:.1f}k published "
-          f"({per_node / published - 1:+.0%})")
+    return (f"step {r.duration * 1e3:7.1f} ms | compute {c.compute * 1e3:6.1f} "
+            f"memory {c.memory * 1e3:6.1f} comm exposed {c.communication * 1e3:6.1f} hidden "
+            f"{c.communication_hidden * 1e3:6.1f} overhead {c.overhead * 1e3:5.1f} ms")
+
+
+def _row(label, r, per_node, published):
+    print(f"  {label:<12} {_breakdown(r)} | {per_node / 1e3:6.1f}k tok/s/node vs "
+          f"{published / 1e3:.1f}k published ({per_node / published - 1:+.0%})")
 
 
 def main() -> None:
@@ -114,7 +140,48 @@ def at_capacity() -> None:
         _row(f"decode {label}", r, GPUS_PER_NODE * 256 / r.duration, SGLANG_DECODE_2K)
 
 
+def decode_profile() -> None:
+    """The model at DeepSeek's profiled decode point, phase by phase (see the docstring)."""
+    dev = make_devices("deepseek-v3", "h800", 128, tp=1, ep=128, overlap=True)[0]
+    g, model = dev.num_gpus, dev.model
+    rows = 2 * PROFILE_ROWS  # single-token rows: the profile's MTP rows feed two tokens each
+    r = dev.run(Batch.decode(range(rows * g), [PROFILE_CONTEXT] * (rows * g)))
+    print(f"DeepSeek's decode profile (H800, EP128, {PROFILE_ROWS} requests/GPU x 2 tokens "
+          f"(MTP), {PROFILE_CONTEXT} context, two micro-batches); model: {rows} single-token "
+          "rows/GPU")
+    print(f"  model        {_breakdown(r)}")
+    print(f"  step {r.duration * 1e3:.1f} ms vs {PROFILE_STEP_MS:.0f} ms measured "
+          f"({r.duration * 1e3 / PROFILE_STEP_MS - 1:+.0%}); the measured 61 layers alone take "
+          f"{PROFILE_LAYERS_MS} ms")
+    # One micro-batch is one pass of half the rows: `explain` gives its seconds per op
+    e = dev.explain(Batch.decode(range(PROFILE_ROWS * g), [PROFILE_CONTEXT] * (PROFILE_ROWS * g)))
+    layers, moe = model.num_layers, model.num_moe_layers
+    mine = {"attention + gate": (e["attn_norm"] + e["qkv_proj"] + e["attention"] + e["o_proj"])
+            / layers + (e["ffn_norm"] + e["router"]) / moe,
+            "dispatch + combine": e["ffn_comm"] / moe,
+            "routed experts": e["routed_experts"] / moe}
+    print("  per micro-batch and MoE layer (us): " + "; ".join(
+        f"{k} {mine[k] * 1e6:.0f} vs {v} ({mine[k] * 1e6 / v - 1:+.0%})"
+        for k, v in PROFILE_PHASES_US.items()))
+    # The overlap rule (costmodel/overlap.py) on the measured phases themselves: the shared
+    # expert, not in the table's readable part, runs under the 394 us combine there
+    a, d, x, c = 388 + 19, 187, 81 + 8 + 39, 394
+    rule = max(a, d) + max(d, x) + max(x, c) + max(c, a)
+    print(f"  the overlap rule on the measured phases: {rule} us a MoE layer; measured "
+          f"{PROFILE_LAYERS_MS / layers * 1e3:.0f} us a layer on average (61 layers, 3 dense)")
+    lo, hi = (PROFILE_ROWS * (1 + a) for a in MTP_ACCEPTANCE)
+    print(f"  with {MTP_ACCEPTANCE[0]:.0%}-{MTP_ACCEPTANCE[1]:.0%} of second tokens accepted: "
+          f"measured {lo / PROFILE_ROWS / PROFILE_STEP_MS * 1e3:.1f}-"
+          f"{hi / PROFILE_ROWS / PROFILE_STEP_MS * 1e3:.1f} tokens/s per user, "
+          f"{GPUS_PER_NODE * lo / PROFILE_STEP_MS:.1f}k-{GPUS_PER_NODE * hi / PROFILE_STEP_MS:.1f}k"
+          f" per node; model {GPUS_PER_NODE * lo / r.duration / 1e3:.1f}k-"
+          f"{GPUS_PER_NODE * hi / r.duration / 1e3:.1f}k; the published day average "
+          f"{PUBLISHED_DECODE / 1e3:.1f}k is {PUBLISHED_DECODE * PROFILE_STEP_MS / 1e3 / (GPUS_PER_NODE * hi):.0%}-"
+          f"{PUBLISHED_DECODE * PROFILE_STEP_MS / 1e3 / (GPUS_PER_NODE * lo):.0%} of the measured")
+
+
 if __name__ == "__main__":
     main()
     day_average_nodes()
     at_capacity()
+    decode_profile()
