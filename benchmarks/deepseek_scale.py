@@ -180,8 +180,25 @@ def decode_profile() -> None:
           f"{PUBLISHED_DECODE * PROFILE_STEP_MS / 1e3 / (GPUS_PER_NODE * lo):.0%} of the measured")
 
 
+def prefill_day_mix_at_capacity() -> None:
+    """SGLang's measured prefill capacity carried over to the day's prompt mix by the
+    model's own ratio between the two mixes (an estimate, not a measurement)."""
+    for overlap in (True, False):
+        pre = make_deployment("deepseek-v3-production", overlap=overlap)[0]
+        n = 4 * pre.num_gpus
+        day = PROMPT / pre.run(Batch(range(n), [PROMPT - CACHED] * n, [CACHED] * n)).duration
+        fresh = 4096 / pre.run(Batch(range(n), [4096] * n, [0] * n)).duration
+        capacity = SGLANG_PREFILL_4K * day / fresh
+        print(f"prefill, overlap {'on ' if overlap else 'off'}: the day's prompts run "
+              f"{day / fresh:.2f}x the input tokens/s of 4K uncached ones in the model, so "
+              f"SGLang's measured {SGLANG_PREFILL_4K / 1e3:.1f}k means about "
+              f"{capacity / 1e3:.0f}k per node on the day's mix at capacity; the published "
+              f"{PUBLISHED_PREFILL / 1e3:.1f}k is {PUBLISHED_PREFILL / capacity:.0%} of it")
+
+
 if __name__ == "__main__":
     main()
     day_average_nodes()
     at_capacity()
+    prefill_day_mix_at_capacity()
     decode_profile()
