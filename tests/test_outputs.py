@@ -145,16 +145,21 @@ def test_records_say_status_in_words(tmp_path):
     assert doc["records"][5]["status"] == "rejected"
 
 
-def test_to_pandas_without_pandas_names_the_extra(monkeypatch):
+@pytest.fixture
+def no_pandas(monkeypatch):
+    """Imports of pandas and pyarrow fail, as where the extra is not installed."""
     import builtins
     real = builtins.__import__
 
-    def no_pandas(name, *args, **kwargs):
+    def imports(name, *args, **kwargs):
         if name in ("pandas", "pyarrow"):
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         return real(name, *args, **kwargs)
 
-    monkeypatch.setattr(builtins, "__import__", no_pandas)
+    monkeypatch.setattr(builtins, "__import__", imports)
+
+
+def test_to_pandas_without_pandas_names_the_extra(no_pandas):
     result = _result()
     with pytest.raises(ConfigError, match=r"needs pandas.*pip install 'batchlab\[pandas\]'"):
         result.to_pandas()
@@ -162,16 +167,11 @@ def test_to_pandas_without_pandas_names_the_extra(monkeypatch):
         result.to_parquet("never.parquet")
 
 
-def test_cli_parquet_without_pandas_is_one_line(tmp_path, capsys, monkeypatch):
-    pytest.importorskip("numpy")
-    try:
-        import pandas  # noqa: F401
-        pytest.skip("pandas is installed: the missing-extra path is covered above")
-    except ModuleNotFoundError:
-        pass
+def test_cli_parquet_without_pandas_is_one_line(tmp_path, capsys, no_pandas):
     assert main(["run", "--requests", "10", "--parquet", str(tmp_path / "r.parquet")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("batchlab: error: ") and "batchlab[pandas]" in err[-1]
+    assert not (tmp_path / "r.parquet").exists()
 
 
 def test_to_pandas_and_parquet(tmp_path):
