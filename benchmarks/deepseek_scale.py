@@ -37,10 +37,10 @@ MLA kernel 255 us), the gate 19 us, dispatch 187 us, expert GEMMs 81 + 8 + 39 us
 394 us. The profile decodes with MTP: its attention kernel is FlashMLA's published 580
 TFLOP/s on 64 rows x 2 query tokens x 4,096 keys x 128 heads x 2 x (576 + 512) = 146 GFLOP
 (252 us), and DeepEP's low-latency table gives 192 and 369 us for the 128 tokens a
-micro-batch then dispatches. The model has no MTP rows (an MLA row feeding two tokens is
-priced the prefill way), so it is read at the same tokens: 256 single-token rows per GPU,
-128 per micro-batch; the attention FLOPs are the same and compute-bound either way (the
-second row's key reads, 100 us at FlashMLA's 3,000 GB/s, hide under 252 us of compute).
+micro-batch then dispatches. The model runs the same rows, two tokens each on the decode
+path (`decode_threshold=2`: without it an MLA row of two tokens is priced the prefill way,
+its whole cache decompressed), and prints the same tokens as 256 single-token rows per GPU
+beside it (the same attention FLOPs, the keys read twice).
 """
 
 from __future__ import annotations
@@ -142,19 +142,27 @@ def at_capacity() -> None:
 
 def decode_profile() -> None:
     """The model at DeepSeek's profiled decode point, phase by phase (see the docstring)."""
-    dev = make_devices("deepseek-v3", "h800", 128, tp=1, ep=128, overlap=True)[0]
+    # MTP rows: two tokens each (the last one and the draft), on the decode path
+    dev = make_devices("deepseek-v3", "h800", 128, tp=1, ep=128, overlap=True,
+                       decode_threshold=2)[0]
     g, model = dev.num_gpus, dev.model
-    rows = 2 * PROFILE_ROWS  # single-token rows: the profile's MTP rows feed two tokens each
-    r = dev.run(Batch.decode(range(rows * g), [PROFILE_CONTEXT] * (rows * g)))
+    n = PROFILE_ROWS * g
+
+    def mtp(rows):
+        return Batch(range(rows), [2] * rows, [PROFILE_CONTEXT - 1] * rows)
+
+    r = dev.run(mtp(n))
+    single = dev.run(Batch.decode(range(2 * n), [PROFILE_CONTEXT] * (2 * n)))
     print(f"DeepSeek's decode profile (H800, EP128, {PROFILE_ROWS} requests/GPU x 2 tokens "
-          f"(MTP), {PROFILE_CONTEXT} context, two micro-batches); model: {rows} single-token "
-          "rows/GPU")
+          f"(MTP), {PROFILE_CONTEXT} context, two micro-batches); model with "
+          "decode_threshold=2")
     print(f"  model        {_breakdown(r)}")
     print(f"  step {r.duration * 1e3:.1f} ms vs {PROFILE_STEP_MS:.0f} ms measured "
           f"({r.duration * 1e3 / PROFILE_STEP_MS - 1:+.0%}); the measured 61 layers alone take "
-          f"{PROFILE_LAYERS_MS} ms")
+          f"{PROFILE_LAYERS_MS} ms; {2 * PROFILE_ROWS} single-token rows/GPU instead: "
+          f"{single.duration * 1e3:.1f} ms")
     # One micro-batch is one pass of half the rows: `explain` gives its seconds per op
-    e = dev.explain(Batch.decode(range(PROFILE_ROWS * g), [PROFILE_CONTEXT] * (PROFILE_ROWS * g)))
+    e = dev.explain(mtp(n // 2))
     layers, moe = model.num_layers, model.num_moe_layers
     mine = {"attention + gate": (e["attn_norm"] + e["qkv_proj"] + e["attention"] + e["o_proj"])
             / layers + (e["ffn_norm"] + e["router"]) / moe,

@@ -117,15 +117,15 @@ def test_overlapped_decode_is_within_25_percent_of_deepseeks_own_profile():
     # DeepSeek's H800 decode profile (github.com/deepseek-ai/profile-data: EP128, 128
     # requests/GPU, 4K prompts, two micro-batches), per-kernel times as a third party
     # tabulated them (zdszero.github.io, deepseek_profile): 96 ms a step. It decodes with MTP,
-    # two tokens a row; the model has no MTP rows, so it is read at the same tokens: 256
-    # single-token rows/GPU (benchmarks/deepseek_scale.py says why the two compare).
-    dev = make_devices("deepseek-v3", "h800", 128, tp=1, ep=128, overlap=True)[0]
-    n = 256 * dev.num_gpus
-    step = dev.run(Batch.decode(range(n), [4096] * n)).duration
+    # two tokens a row, which the decode path runs with decode_threshold=2.
+    dev = make_devices("deepseek-v3", "h800", 128, tp=1, ep=128, overlap=True,
+                       decode_threshold=2)[0]
+    n = 128 * dev.num_gpus
+    step = dev.run(Batch(range(n), [2] * n, [4095] * n)).duration
     assert step == pytest.approx(0.096, rel=0.25)
     # what the model's step is made of, against the profile's phases per micro-batch and
     # MoE layer: dispatch + combine 187 + 394 us (DeepEP's low-latency kernels)
-    one = dev.explain(Batch.decode(range(n // 2), [4096] * (n // 2)))
+    one = dev.explain(Batch(range(n // 2), [2] * (n // 2), [4095] * (n // 2)))
     assert one["ffn_comm"] / dev.model.num_moe_layers == pytest.approx(581e-6, rel=0.1)
 
 

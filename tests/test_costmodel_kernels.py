@@ -100,13 +100,15 @@ def test_a_bad_switch_is_named():
 
 
 def test_mla_decode_attention_runs_at_flashmlas_published_rates(h800):
-    from batchlab.costmodel.ops import CD
+    from batchlab.costmodel.ops import CD, QD
     sm = h800.step_model
     i, n = sm.op_names.index("attention"), sm._n
-    flops, nbytes = sm._M[2 * n + i, CD], sm._M[3 * n + i, CD]  # per decode key, as counted
-    assert sm._M[i, CD] == pytest.approx(flops / 580e12)
+    # FLOPs per decode query-key pair, bytes per decode key read, as counted
+    flops, nbytes = sm._M[2 * n + i, QD], sm._M[3 * n + i, CD]
+    assert flops > 0 and nbytes > 0
+    assert sm._M[i, QD] == pytest.approx(flops / 580e12)
     assert sm._M[n + i, CD] == pytest.approx(nbytes / 3000e9)
     h200 = make_devices("deepseek-v3", "h200", 8, tp=1, ep=8)[0].step_model
     eff, gpu = h200.efficiency, h200.gpu
-    assert h200._M[i, CD] == pytest.approx(h200._M[2 * n + i, CD] / (gpu.bf16_flops
+    assert h200._M[i, QD] == pytest.approx(h200._M[2 * n + i, QD] / (gpu.bf16_flops
                                                                      * eff.compute))

@@ -31,7 +31,7 @@ def make_devices(model: str | ModelConfig, gpu: str | GPUSpec, num_gpus: int = 1
                  gpus_per_node: int | None = None, memory_utilization: float = 0.9,
                  max_batch_tokens: int = 8192, max_batch_rows: int = 256,
                  redundant_experts: int = 0, overlap: bool = False, runtime=None,
-                 ) -> list[CostModelDevice]:
+                 decode_threshold: int = 1) -> list[CostModelDevice]:
     """Devices for `dp` replicas of `model` on `num_gpus` GPUs of kind `gpu` in all.
 
     model, gpu: preset names (see list_models(), list_gpus()), objects, dicts, or paths to
@@ -52,6 +52,12 @@ def make_devices(model: str | ModelConfig, gpu: str | GPUSpec, num_gpus: int = 1
         layout with communication to hide and one pipeline stage.
     runtime: a runtime profile name ("cuda-graph", "eager", "overlap-scheduler"; see
         runtime.py) whose step and kernel overheads replace the efficiency profile's.
+    decode_threshold: rows feeding at most this many tokens run the attention's decode path
+        (MLA: absorbed, over the latent cache); the others the prefill path (MLA: the cache
+        decompressed). 1: vLLM's base MLA builder without speculative decoding; 1 + the
+        draft tokens an engine verifies a step (DeepSeek's MTP with one draft: 2), whose
+        rows of a few tokens over a long cache would otherwise be priced as prefill chunks;
+        vLLM's FlashMLA backend runs up to 128 (docs/costmodel.md, Formulas).
     """
     m = resolve_model(model)
     g = resolve_gpu(gpu)
@@ -64,6 +70,7 @@ def make_devices(model: str | ModelConfig, gpu: str | GPUSpec, num_gpus: int = 1
         "make_devices", "price_per_hour", price_per_hour)
     count("make_devices", "max_batch_tokens", max_batch_tokens)
     count("make_devices", "max_batch_rows", max_batch_rows)
+    threshold = count("make_devices", "decode_threshold", decode_threshold)
     if routing not in ("expected", "sampled"):
         raise ConfigError(f"routing {routing!r} is unknown; use 'expected' (closed form) or "
                           "'sampled' (seeded draws every step)")
@@ -93,7 +100,8 @@ def make_devices(model: str | ModelConfig, gpu: str | GPUSpec, num_gpus: int = 1
             router = Router(m.num_experts, m.num_experts_per_tok, layout.ep, m.num_moe_layers,
                             mode=routing, skew=float(skew), seed=int(seed) + r,
                             redundant=redundant_experts)
-        step = StepModel(m, g, layout, eff, cluster, router, overlap=overlap)
+        step = StepModel(m, g, layout, eff, cluster, router, overlap=overlap,
+                         decode_threshold=threshold)
         devices.append(CostModelDevice(f"{g.name}x{per_replica}-{r}", step, plan,
                                        price * per_replica))
     return devices

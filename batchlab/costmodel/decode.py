@@ -1,7 +1,8 @@
 """`DecodePricer`: the roofline time of pure decode steps, k steps in one vectorised call.
 
-A decode step of R rows feeds R tokens and reads the rows' cached context; of the seven batch
-features (`features.py`) only rows and context keys are not zero, so each op's compute time,
+A decode step of R rows feeds R tokens and reads the rows' cached context; of the nine batch
+features (`features.py`) only rows (R of them, feeding R tokens) and context keys (read once,
+one query each) are not zero, so each op's compute time,
 memory time, FLOPs and bytes are a constant plus one column times the rows plus another
 times the keys: element-wise arithmetic over a (steps x ops) array, then the roofline max
 per op and one reduction along each row. The simulator's records must be the same whether a
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-_FEATURES_CONTEXT = 7  # column of the decode context keys in StepModel's op table
+from .ops import CD, NUM_FEATURES, QD, R, RD, T, TD
 _TOLERANCE = 1e-9
 
 
@@ -31,7 +32,7 @@ class DecodePricer:
 
     def __init__(self, step_model):
         sm, eff = step_model, step_model.efficiency
-        self._M = sm._M                       # (4 ops, 8 features)
+        self._M = sm._M                       # (4 x ops, NUM_FEATURES)
         self._K0 = np.ascontiguousarray(sm._K[0])
         self._n = sm._n
         self._scale, self._size = sm._scale, sm._size
@@ -40,11 +41,13 @@ class DecodePricer:
         self._stage = sm._stages[0]
         self._step_overhead = eff.step_overhead
         M = self._M
-        # Per op and quantity: constant, per scaled row (tokens, rows and decode rows are
-        # all R in a decode step), per scaled context key.
+        # Per op and quantity: constant, per scaled row (tokens, rows, decode rows and decode
+        # tokens are all R in a decode step), per scaled context key (keys read and query-key
+        # pairs are equal: one query a row). In each column pair one of the two is zero
+        # wherever the other is not (build_ops), so the sums are exact.
         self._A = np.ascontiguousarray(M[:, 0])
-        self._B = M[:, 1] + M[:, 2] + M[:, 6]
-        self._C = np.ascontiguousarray(M[:, _FEATURES_CONTEXT])
+        self._B = M[:, T] + M[:, R] + M[:, RD] + M[:, TD]
+        self._C = M[:, CD] + M[:, QD]
         layers, dense, _, ar_l, ar_s, _ = self._stage
         # Two all-reduces' worth per layer: latency, and bytes (R / m rows of hidden states).
         self._comm0 = (layers + dense) * ar_l if ar_s else 0.0
@@ -67,7 +70,8 @@ class DecodePricer:
         """A pricer for this step model, or None where it does not apply or disagrees."""
         try:
             if (step_model.layout.pp != 1 or step_model._experts is not None
-                    or step_model.router is not None or step_model._M.shape[1] != 8):
+                    or step_model.router is not None
+                    or step_model._M.shape[1] != NUM_FEATURES):
                 return None
             pricer = cls(step_model)
             constants = (pricer._M, pricer._K0, pricer._comm0, pricer._comm1, pricer._ovh,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def busiest_group(batch, feats, g: int) -> tuple:
+def busiest_group(batch, feats, g: int, decode_threshold: int = 1) -> tuple:
     """The batch features (`features.py`) of the busiest of `g` attention groups.
 
     Even a perfect balancer (DeepSeek balances requests and attention load over the groups:
@@ -28,13 +28,15 @@ def busiest_group(batch, feats, g: int) -> tuple:
     out[1] = float(whole)
     if feats[5]:
         out[5] = min(float(whole), feats[5])  # decode rows: whole rows too
+        out[7] = out[5] * (feats[7] / feats[5])  # and their tokens (x 1.0 for one a row)
     if rows > 1 and batch.padded_len is None:
         new, cached = batch.num_new_tokens, batch.num_cached_tokens
         i = int(np.argmax(new + cached))
         n, c = float(new[i]), float(cached[i])
-        if n > 1:  # a prefill (or chunk) row: its tokens, keys and query-key pairs
-            longest = (n, 1.0, n, c + n, n * c + 0.5 * (n * n + n), 0.0, 0.0)
-        else:
-            longest = (1.0, 1.0, 0.0, 0.0, 0.0, 1.0, c + 1.0)
+        pairs = n * c + 0.5 * (n * n + n)
+        if n > decode_threshold:  # a prefill (or chunk) row: its tokens, keys, query-key pairs
+            longest = (n, 1.0, n, c + n, pairs, 0.0, 0.0, 0.0, 0.0)
+        else:  # a decode row (several tokens where drafts are verified)
+            longest = (n, 1.0, 0.0, 0.0, 0.0, 1.0, c + n, n, pairs)
         out = [max(a, b) for a, b in zip(out, longest)]
     return tuple(out)

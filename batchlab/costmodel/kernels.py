@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ops import CD
+from .ops import CD, QD
 
 MEASURED_GPUS = ("h800", "h100")
 TERA = 1e12
@@ -118,8 +118,8 @@ class MeasuredKernels:
         if (on and table is not None and name in MEASURED_GPUS and model.attention == "mla"
                 and model.kv_dtype == "bf16"):
             i, n = [o.name for o in op_list].index("attention"), len(op_list)
-            table[i, CD] *= op_list[i].peak * eff.compute / FLASHMLA_FLOPS
-            table[n + i, CD] *= gpu.memory_bandwidth * eff.memory / FLASHMLA_BYTES
+            table[i, QD] *= op_list[i].peak * eff.compute / FLASHMLA_FLOPS  # per pair
+            table[n + i, CD] *= gpu.memory_bandwidth * eff.memory / FLASHMLA_BYTES  # per key
 
     def apply(self, out, tokens: float) -> None:
         """Replace the compute-time row of `out` (ops x [compute s, memory s, FLOPs, bytes])

@@ -1,9 +1,11 @@
 """The op table: FLOPs and bytes of every op of a layer, as linear functions of batch features.
 
-Everything the cost of an op depends on is one of eight batch features (per GPU, per
+Everything the cost of an op depends on is one of ten batch features (per GPU, per
 micro-batch; see `features.py`):
     ONE (1), T (tokens fed), R (rows), TP/CP/AP (tokens, context keys and query-key pairs of
-    prefill rows), RD/CD (rows and context keys of decode rows).
+    prefill rows), RD/CD/TD/QD (rows, context keys read, tokens fed and query-key pairs of
+    decode rows: rows feeding at most the step model's `decode_threshold` tokens, 1 unless
+    speculative decoding verifies drafts; for one-token rows TD = RD and QD = CD).
 So an op is two coefficient rows, FLOPs = F . f and bytes = B . f, where B[ONE] holds the
 weights the op reads once per micro-batch. Building the table once per device turns a step
 into a few small matrix-vector products instead of a Python loop over layers and ops.
@@ -13,8 +15,9 @@ Per-GPU shares follow the layout: projections, FFNs and shared experts are split
 replicated on every tensor-parallel rank, as vLLM and SGLang do. Attention over all rows is
 one op, as one variable-length kernel runs mixed prefill and decode rows in vLLM V1; its work
 is prefill-style for rows feeding several tokens (MLA: decompress the latent cache, then
-ordinary attention) and decode-style for rows feeding one (MLA: "absorbed" weights, attention
-over the 576-wide latent). One op also keeps the model monotone: a row that feeds more
+ordinary attention) and decode-style for rows feeding one, or up to `decode_threshold` (MLA:
+"absorbed" weights, attention over the 576-wide latent, every key read once for the row's
+queries, as FlashMLA runs several query tokens a row). One op also keeps the model monotone: a row that feeds more
 tokens only ever adds FLOPs and bytes. KV is read once per row per layer (FlashAttention's
 re-reads across query tiles are left out). Routed experts depend on routing, so they are
 kept as coefficients per token assignment and per touched expert (see `ExpertCoeffs`).
@@ -28,8 +31,8 @@ from .gpus import GPUSpec
 from .models import ModelConfig
 from .parallel import Layout
 
-ONE, T, R, TP, CP, AP, RD, CD = range(8)
-NUM_FEATURES = 8
+ONE, T, R, TP, CP, AP, RD, CD, TD, QD = range(10)
+NUM_FEATURES = 10
 # Where an op runs: every layer, dense layers, MoE layers, first stage, last stage.
 EVERY, DENSE, MOE, FIRST, LAST = range(5)
 ATTENTION, FFN, HEAD = "attention", "ffn", "head"
@@ -103,11 +106,13 @@ def build_ops(m: ModelConfig, lay: Layout, gpu: GPUSpec) -> tuple[list[Op], Expe
         kv_b = lora * nh * (nope + v)  # up-projection of the latent to per-head K and V
         # prefill rows: decompress each key's latent with kv_b, then attention with qk/v dims;
         # decode rows: absorb kv_b into the query and output, attend over the latent itself
+        # (decode rows: per token the absorbed projections, per query-key pair the attention
+        # over the latent, per key read the latent once)
         op("attention", ATTENTION, EVERY,
            _vec(CP=2 * kv_b, AP=nh * (2 * qk + 2 * v),
-                RD=2 * nh * (nope * lora + lora * v), CD=nh * (2 * (lora + rope) + 2 * lora)),
+                TD=2 * nh * (nope * lora + lora * v), QD=nh * (2 * (lora + rope) + 2 * lora)),
            _vec(ONE=kv_b * wb, CP=latent + 2 * nh * (nope + v) * ab,
-                TP=nh * (qk + v) * ab + latent, CD=latent, RD=nh * (qk + v) * ab + latent),
+                TP=nh * (qk + v) * ab + latent, CD=latent, TD=nh * (qk + v) * ab + latent),
            peak=bf16)
         o_in = nh * v
     else:
@@ -117,9 +122,9 @@ def build_ops(m: ModelConfig, lay: Layout, gpu: GPUSpec) -> tuple[list[Op], Expe
         gemm_op("qkv_proj", ATTENTION, EVERY, h * qkv, h, qkv, gemms=((int(round(qkv)), h),))
         kv_tok = 2 * kv_heads * hd * kvb
         # QK^T and PV: 2 FLOPs per multiply-add each, per head-dim, per query-key pair
-        op("attention", ATTENTION, EVERY, _vec(AP=4 * nh * hd, CD=4 * nh * hd),
+        op("attention", ATTENTION, EVERY, _vec(AP=4 * nh * hd, QD=4 * nh * hd),
            _vec(CP=kv_tok, TP=2 * nh * hd * ab + kv_tok, CD=kv_tok,
-                RD=2 * nh * hd * ab + kv_tok), peak=bf16)
+                TD=2 * nh * hd * ab + kv_tok), peak=bf16)
         o_in = nh * hd
     gemm_op("o_proj", ATTENTION, EVERY, o_in * h, o_in, h, gemms=((h, int(round(o_in))),))
 

@@ -65,6 +65,9 @@ class StepModel:
     cluster: Cluster
     router: Router | None = None
     overlap: bool = False
+    # Rows feeding at most this many tokens run the decode path (features.py; make_devices
+    # says which values engines use).
+    decode_threshold: int = 1
 
     def __attrs_post_init__(self):
         m, lay, gpu, eff = self.model, self.layout, self.gpu, self.efficiency
@@ -127,15 +130,20 @@ class StepModel:
         self.peak_bandwidth = gpu.memory_bandwidth * lay.num_gpus
 
     # ---- pieces --------------------------------------------------------------------------
+    def _features(self, batch):  # see features.py
+        return batch_features(batch, self.decode_threshold)
+
     def _busiest_group(self, batch, feats):  # see groups.py
-        return feats if self._groups == 1 else busiest_group(batch, feats, self._groups)
+        return feats if self._groups == 1 else busiest_group(batch, feats, self._groups,
+                                                             self.decode_threshold)
 
     def _op_out(self, group, m):
         """Per op, one GPU, one micro-batch of the busiest attention group's features: rows of
         compute time, memory time, FLOPs, bytes."""
-        T, R, Tp, Cp, Ap, Rd, Cd = group
+        T, R, Tp, Cp, Ap, Rd, Cd, Td, Qd = group
         s = 1.0 / m  # ops are per GPU of a group already (build_ops splits them over tp)
-        f = np.array([1.0, T * s, R * s, Tp * s, Cp * s, Ap * s, Rd * s, Cd * s])
+        f = np.array([1.0, T * s, R * s, Tp * s, Cp * s, Ap * s, Rd * s, Cd * s, Td * s,
+                      Qd * s])
         out = (self._M @ f).reshape(4, self._n)
         self._kernels.apply(out, T * s)
         return out
@@ -198,7 +206,7 @@ class StepModel:
     def _evaluate(self, batch):
         """Per stage, one micro-batch: op time, its compute share, launch overhead and
         collectives (lists), link times, micro-batches, and the step's totals."""
-        feats = batch_features(batch)
+        feats = self._features(batch)
         T, R = feats[0], feats[1]
         m = max(1, min(int(batch.num_micro_batches), int(R)))
         group = self._busiest_group(batch, feats)
@@ -253,7 +261,7 @@ class StepModel:
         """`cost` without pipeline stages, in scalars: the common case, and the hot path of
         the simulator (tests check it agrees with `_cost_pipeline`)."""
         eff = self.efficiency
-        feats = batch_features(batch)
+        feats = self._features(batch)
         T = feats[0]
         is_decode = feats[2] == 0
         if self.overlap and feats[1] >= 2:
@@ -368,7 +376,7 @@ class StepModel:
 
     def part_times(self, batch) -> PartTimes:
         """Attention-side and FFN-side seconds of one pass of `batch`, over all layers."""
-        feats = batch_features(batch)
+        feats = self._features(batch)
         if feats[1] == 0:
             return PartTimes(0.0, 0.0, 0.0, 0.0, 0.0)
         per_op = self._per_op(group := self._busiest_group(batch, feats))
@@ -384,7 +392,7 @@ class StepModel:
     def explain(self, batch) -> dict[str, float]:
         """Seconds per op name for one pass (no micro-batches), summed over layers and
         stages; routed experts and collectives are listed under their own names."""
-        feats = batch_features(batch)
+        feats = self._features(batch)
         if feats[1] == 0:
             return {}
         out: dict[str, float] = {}

@@ -1,0 +1,60 @@
+"""`decode_threshold`: rows of a few tokens (speculative decoding's verify steps, DeepSeek's
+MTP) priced on the attention's decode path instead of as prefill chunks."""
+
+from __future__ import annotations
+
+import pytest
+
+from batchlab.core import Batch, ConfigError
+from batchlab.costmodel import batch_features, make_devices
+
+
+def test_features_put_rows_up_to_the_threshold_on_the_decode_side():
+    batch = Batch([0, 1, 2], [1, 2, 50], [10, 100, 0])
+    # (T, R, TP, CP, AP, RD, CD, TD, QD), worked by hand: a row of n tokens over c cached
+    # reads c + n keys and computes n*c + n(n+1)/2 query-key pairs
+    assert batch_features(batch) == (53, 3, 52, 152, 200 + 0.5 * (4 + 2500 + 52), 1, 11, 1, 11)
+    assert batch_features(batch, 2) == (53, 3, 50, 50, 0.5 * (2500 + 50), 2, 113, 3,
+                                        11 + 200 + 3)
+    # one-token rows are decode rows whatever the threshold
+    decode = Batch.decode([0, 1], [7, 9])
+    assert batch_features(decode, 4) == batch_features(decode) == (2, 2, 0, 0, 0, 2, 18, 2, 18)
+
+
+@pytest.fixture(scope="module")
+def ep128():
+    return {k: make_devices("deepseek-v3", "h800", 128, tp=1, ep=128, decode_threshold=k)[0]
+            for k in (1, 2)}
+
+
+def test_an_mla_row_of_two_tokens_is_a_decode_with_the_threshold(ep128):
+    g = ep128[1].num_gpus
+    mtp = Batch(range(64 * g), [2] * (64 * g), [4095] * (64 * g))  # 64 rows/GPU, 2 tokens
+    single = Batch.decode(range(128 * g), [4096] * (128 * g))      # the same tokens, 1 a row
+    as_prefill, as_decode = ep128[1].run(mtp), ep128[2].run(mtp)
+    # the prefill path decompresses every cached key of every row: many times the work
+    assert as_prefill.duration > 5 * as_decode.duration
+    # the decode path computes what two one-token rows a row would (the same query-key
+    # pairs, compute-bound in FlashMLA), but reads each row's keys once
+    a, b = ep128[2].explain(mtp), ep128[2].explain(single)
+    assert a["attention"] == pytest.approx(b["attention"], rel=0.03)
+    assert as_decode.cost.bytes < ep128[2].run(single).cost.bytes
+    # and its expert-parallel traffic goes by DeepEP's low-latency kernels, as a decode's
+    assert a["ffn_comm"] == pytest.approx(b["ffn_comm"], rel=1e-9)
+    assert ep128[1].explain(mtp)["ffn_comm"] != pytest.approx(b["ffn_comm"], rel=0.05)
+
+
+def test_the_threshold_changes_nothing_for_grouped_query_attention():
+    # without MLA a row's attention costs the same either way (keys read once, the same
+    # query-key pairs): the threshold matters where the two paths differ
+    one, two = (make_devices("llama-3-8b", "h100", 1, decode_threshold=k)[0] for k in (1, 2))
+    for batch in (Batch([0, 1, 2], [2, 1, 2], [3000, 10, 500]),
+                  Batch([0, 1], [2, 300], [100, 0]), Batch.decode(range(8), [64] * 8)):
+        assert two.run(batch).duration == pytest.approx(one.run(batch).duration, rel=1e-12)
+    assert two._decode is not None  # the decode fast path still applies
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True, "2"])
+def test_a_bad_threshold_is_named(value):
+    with pytest.raises(ConfigError, match="decode_threshold"):
+        make_devices("llama-3-8b", "h100", 1, decode_threshold=value)
