@@ -5,7 +5,7 @@ data-parallel-attention, expert-parallel replica of many GPUs (disaggregated pre
 decode), or a single kind of unit serving both. `make_deployment(name)` turns it into
 Devices: the prefill devices first, named "prefill-<i>", then the decode devices,
 "decode-<i>", so the pd-disaggregated policy (which takes its first `num_prefill` devices as
-prefill devices) runs it with `num_prefill = deployment.num_prefill_units`; KV transfers
+prefill devices) runs it with `num_prefill` = the prefill units asked for; KV transfers
 between them use `CostModelDevice.kv_transfer_time` (every GPU's NIC in parallel).
 
 "deepseek-v3-production" is DeepSeek's published layout (DeepSeek-V3/R1 Inference System
