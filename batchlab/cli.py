@@ -148,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--overlap", action="store_true", default=None,
                      help="two-batch overlap of communication with computation")
     dev.add_argument("--redundant-experts", type=int, help="EPLB copies of routed experts")
+    dev.add_argument("--decode-threshold", type=int, help="rows feeding up to this many "
+                     "tokens take the attention's decode path (default 1)")
     dev.add_argument("--deployment", help="a named deployment (deepseek-v3-production): "
                      "prefill devices, then decode devices")
     dev.add_argument("--tp", type=int, help="tensor-parallel degree")
@@ -302,6 +304,7 @@ def _params(args) -> dict:
         "pp": args.pp, "dp": args.dp, "price": args.price, "devices": args.devices,
         "efficiency": args.efficiency, "runtime": args.runtime, "overlap": args.overlap,
         "redundant_experts": args.redundant_experts, "deployment": args.deployment,
+        "decode_threshold": args.decode_threshold,
         "seed": args.seed, "slo_ttft": args.slo_ttft, "slo_tpot": args.slo_tpot,
     }
     for key, value in args.params:
@@ -322,7 +325,8 @@ def _params(args) -> dict:
                               "and give --model and --gpu)")
     if args.devices is not None and (args.model or args.gpu):
         raise ConfigError(DEVICES_WITH_MODEL)
-    for flag in ("gpus", "tp", "ep", "pp", "dp", "efficiency", "overlap", "redundant_experts"):
+    for flag in ("gpus", "tp", "ep", "pp", "dp", "efficiency", "overlap", "redundant_experts",
+                 "decode_threshold"):
         if params[flag] is not None and not (args.model or args.gpu or args.deployment):
             raise ConfigError(f"{scenario.option(flag)} needs --model and --gpu (it is a "
                               "cost-model setting; the affine device has none)")

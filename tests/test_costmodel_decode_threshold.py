@@ -58,3 +58,24 @@ def test_the_threshold_changes_nothing_for_grouped_query_attention():
 def test_a_bad_threshold_is_named(value):
     with pytest.raises(ConfigError, match="decode_threshold"):
         make_devices("llama-3-8b", "h100", 1, decode_threshold=value)
+
+
+def test_the_cli_and_configs_pass_it_to_the_devices(capsys):
+    from batchlab.cli import main
+    from batchlab.studies.scenario import build_devices
+    devs = build_devices({"model": "deepseek-v3", "gpu": "h800", "gpus": 32, "tp": 1, "ep": 32,
+                          "decode_threshold": 2})
+    assert devs[0].step_model.decode_threshold == 2
+    prefill, decode = build_devices({"deployment": "deepseek-v3-production",
+                                     "decode_threshold": 3})
+    assert prefill.step_model.decode_threshold == decode.step_model.decode_threshold == 3
+    # the affine device and attention/FFN disaggregation have no such setting: said, not
+    # ignored
+    assert main(["run", "--requests", "5", "--decode-threshold", "2"]) == 2
+    assert "--decode-threshold needs --model and --gpu" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="does not model decode_threshold"):
+        build_devices({"model": "deepseek-v3", "gpu": "h800", "attention_gpus": 8,
+                       "ffn_gpus": 8, "decode_threshold": 2})
+    assert main(["run", "--model", "llama-3-8b", "--gpu", "h100", "--requests", "5",
+                 "--decode-threshold", "0"]) == 2
+    assert "'decode_threshold' is 0; it must be >= 1" in capsys.readouterr().err

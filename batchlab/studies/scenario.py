@@ -15,11 +15,12 @@ trace, time_scale, limit;
 devices: model, gpu, gpus, tp, ep, pp, dp, price, routing, efficiency (cost model; efficiency
 is a calibrated profile file or a dict), or model, gpu,
 attention_gpus, ffn_gpus (attention/FFN disaggregation: one device, two GPU pools), or devices
-(affine); runtime, overlap, redundant_experts (cost model: runtime profile, two-batch
-overlap, EPLB copies of experts); deployment (a named deployment such as
-"deepseek-v3-production": prefill devices first, then decode devices), with prefill_units
-and decode_units (how many of each unit; default one each), runtime, overlap and efficiency
-(it fixes its model, GPUs, layout and price: those beside it are an error);
+(affine); runtime, overlap, redundant_experts, decode_threshold (cost model: runtime
+profile, two-batch overlap, EPLB copies of experts, the longest rows on the attention's
+decode path); deployment (a named deployment such as "deepseek-v3-production": prefill
+devices first, then decode devices), with prefill_units and decode_units (how many of each
+unit; default one each), runtime, overlap, decode_threshold and efficiency (it fixes its
+model, GPUs, layout and price: those beside it are an error);
 run: seed, slo_ttft, slo_tpot; label (free text, ignored). An unknown key is an error.
 """
 
@@ -51,7 +52,7 @@ KEYS = frozenset({
     "max_new_tokens", "trace", "time_scale", "limit", "model", "gpu", "gpus", "tp", "ep", "pp",
     "dp", "price", "routing", "devices", "seed", "slo_ttft", "slo_tpot", "label",
     "attention_gpus", "ffn_gpus", "efficiency", "runtime", "overlap", "redundant_experts",
-    "deployment", "prefill_units", "decode_units",
+    "decode_threshold", "deployment", "prefill_units", "decode_units",
     "lengths", "max_tokens",
 })
 
@@ -218,7 +219,7 @@ def build_devices(params: dict):
     if params.get("deployment"):
         from .. import costmodel
         # It fixes its own model, GPUs, layout and price (see `conflicts`).
-        units = {k: params[k] for k in ("prefill_units", "decode_units")
+        units = {k: params[k] for k in ("prefill_units", "decode_units", "decode_threshold")
                  if params.get(k) is not None}
         return costmodel.make_deployment(params["deployment"], **units,
                                          overlap=params.get("overlap"),
@@ -232,7 +233,8 @@ def build_devices(params: dict):
             raise ConfigError("the cost model needs both a model and a gpu preset (see "
                               "`batchlab presets`)")
         kw = {k: params[k] for k in ("tp", "ep", "efficiency", "runtime", "overlap",
-                                     "redundant_experts") if params.get(k) is not None}
+                                     "redundant_experts", "decode_threshold")
+              if params.get(k) is not None}
         if params.get("routing"):
             kw["routing"] = params["routing"]
         pools = params.get("attention_gpus"), params.get("ffn_gpus")
@@ -241,6 +243,12 @@ def build_devices(params: dict):
                                                                           "pp", "dp")):
                 raise ConfigError("attention/FFN disaggregation takes attention_gpus and "
                                   "ffn_gpus (both), instead of gpus, tp, ep, pp and dp")
+            unused = [k for k in ("runtime", "overlap", "redundant_experts",
+                                  "decode_threshold") if params.get(k) is not None]
+            if unused:  # the disaggregated device has none of these: say so, not ignore
+                raise ConfigError(f"attention/FFN disaggregation (attention_gpus, ffn_gpus) "
+                                  f"does not model {', '.join(unused)}; drop "
+                                  f"{'it' if len(unused) == 1 else 'them'}")
             return [costmodel.make_disaggregated_device(
                 model, gpu, pools[0], pools[1], price_per_hour=params.get("price"),
                 efficiency=params.get("efficiency"),
@@ -251,7 +259,7 @@ def build_devices(params: dict):
                                       price_per_hour=params.get("price"),
                                       seed=_get(params, "seed"), **kw)
     for key in ("gpus", "tp", "ep", "pp", "dp", "routing", "attention_gpus", "ffn_gpus",
-                "efficiency", "runtime", "overlap", "redundant_experts"):
+                "efficiency", "runtime", "overlap", "redundant_experts", "decode_threshold"):
         if params.get(key) is not None:
             raise ConfigError(f"{key} needs a model and a gpu preset (the affine device has "
                               "no parallelism)")
