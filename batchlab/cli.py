@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="two-batch overlap of communication with computation")
     dev.add_argument("--redundant-experts", type=int, help="EPLB copies of routed experts")
     dev.add_argument("--decode-threshold", type=int, help="rows feeding up to this many "
-                     "tokens take the attention's decode path (default 1)")
+                     "tokens are decode rows: 1 + the draft tokens verified a step (default 1)")
     dev.add_argument("--deployment", help="a named deployment (deepseek-v3-production): "
                      "prefill devices, then decode devices")
     dev.add_argument("--tp", type=int, help="tensor-parallel degree")

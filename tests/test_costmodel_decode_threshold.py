@@ -44,14 +44,42 @@ def test_an_mla_row_of_two_tokens_is_a_decode_with_the_threshold(ep128):
     assert ep128[1].explain(mtp)["ffn_comm"] != pytest.approx(b["ffn_comm"], rel=0.05)
 
 
-def test_the_threshold_changes_nothing_for_grouped_query_attention():
+def test_grouped_query_attention_costs_the_same_on_either_path():
     # without MLA a row's attention costs the same either way (keys read once, the same
-    # query-key pairs): the threshold matters where the two paths differ
-    one, two = (make_devices("llama-3-8b", "h100", 1, decode_threshold=k)[0] for k in (1, 2))
-    for batch in (Batch([0, 1, 2], [2, 1, 2], [3000, 10, 500]),
-                  Batch([0, 1], [2, 300], [100, 0]), Batch.decode(range(8), [64] * 8)):
-        assert two.run(batch).duration == pytest.approx(one.run(batch).duration, rel=1e-12)
-    assert two._decode is not None  # the decode fast path still applies
+    # query-key pairs); without expert parallelism or attention groups nothing else changes
+    for model, gpus in (("llama-3-8b", 1), ("llama-3-70b", 2), ("mixtral-8x7b", 2)):
+        one, two = (make_devices(model, "h100", gpus, decode_threshold=k)[0] for k in (1, 2))
+        for batch in (Batch([0, 1, 2], [2, 1, 2], [3000, 10, 500]),
+                      Batch([0, 1], [2, 300], [100, 0]), Batch.decode(range(8), [64] * 8)):
+            assert two.run(batch).duration == pytest.approx(one.run(batch).duration,
+                                                            rel=1e-12)
+    assert two._decode is not None or model == "mixtral-8x7b"  # the decode fast path
+
+
+def test_a_batch_of_verify_rows_is_a_decode_batch_for_expert_parallelism():
+    # DeepEP's low-latency kernels, as for the same tokens one a row (no overlap here, so
+    # the step's communication is the dispatch and combine themselves)
+    dev = make_devices("deepseek-v3", "h800", 32, tp=1, ep=32, decode_threshold=2)[0]
+    g = dev.num_gpus
+    mtp = dev.run(Batch(range(32 * g), [2] * (32 * g), [2000] * (32 * g))).cost
+    single = dev.run(Batch.decode(range(64 * g), [2000] * (64 * g))).cost
+    assert mtp.communication == pytest.approx(single.communication, rel=1e-9)
+    # with the default threshold the same rows are prefill rows: the high-throughput kernels
+    one = make_devices("deepseek-v3", "h800", 32, tp=1, ep=32)[0]
+    prefill = one.run(Batch(range(32 * g), [2] * (32 * g), [2000] * (32 * g))).cost
+    assert prefill.communication != pytest.approx(single.communication, rel=0.05)
+
+
+def test_the_busiest_attention_group_keeps_decode_rows_and_tokens_whole():
+    from batchlab.costmodel.groups import busiest_group
+    # 10 rows over 4 groups: some group holds 3 whole rows; with a prompt among them, the
+    # busiest still holds 3 whole decode rows (not 0.3 of the 9), and their tokens
+    decode = Batch(range(10), [50] + [1] * 9, [0] + [100] * 9)
+    out = busiest_group(decode, batch_features(decode), 4)
+    assert out[1] == out[5] == out[7] == 3.0  # rows, decode rows, decode tokens
+    mtp = Batch(range(10), [50] + [2] * 9, [0] + [100] * 9)
+    out = busiest_group(mtp, batch_features(mtp, 2), 4, 2)
+    assert (out[1], out[5], out[7]) == (3.0, 3.0, 6.0)
 
 
 @pytest.mark.parametrize("value", [0, -1, 1.5, True, "2"])

@@ -192,7 +192,7 @@ def test_single_stage_fast_path_agrees_with_the_pipeline_path(kind, rows_, micro
 @given(rows=rows, decodes=st.integers(0, 24), padded=st.booleans())
 def test_features_from_batch_totals_match_the_array_sums(rows, decodes, padded):
     """A Batch's features use its precomputed totals (the simulator's fast path); anything
-    else shaped like a batch sums its arrays: the same seven numbers, bit for bit."""
+    else shaped like a batch sums its arrays: the same nine numbers, bit for bit."""
     from batchlab.costmodel import batch_features
     rows = rows + [(1, c) for _, c in rows[:decodes]]  # mixed batches too
     batch = _batch(rows)
@@ -210,7 +210,7 @@ def test_features_from_batch_totals_match_the_array_sums(rows, decodes, padded):
 @given(rows=rows, decodes=st.integers(1, 24))
 def test_features_of_a_few_prompts_in_python_match_the_array_sums(rows, decodes):
     """A mixed step with up to _FEW_PROMPTS prompts sums them as Python ints; more take
-    numpy's int64 sums: the same seven numbers, bit for bit, either way."""
+    numpy's int64 sums: the same nine numbers, bit for bit, either way."""
     from batchlab.costmodel import features
     batch = _batch(rows + [(1, c) for _, c in rows[:decodes]])
     few = features.batch_features(batch)

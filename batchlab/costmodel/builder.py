@@ -52,12 +52,11 @@ def make_devices(model: str | ModelConfig, gpu: str | GPUSpec, num_gpus: int = 1
         layout with communication to hide and one pipeline stage.
     runtime: a runtime profile name ("cuda-graph", "eager", "overlap-scheduler"; see
         runtime.py) whose step and kernel overheads replace the efficiency profile's.
-    decode_threshold: rows feeding at most this many tokens run the attention's decode path
-        (MLA: absorbed, over the latent cache); the others the prefill path (MLA: the cache
-        decompressed). 1: vLLM's base MLA builder without speculative decoding; 1 + the
-        draft tokens an engine verifies a step (DeepSeek's MTP with one draft: 2), whose
-        rows of a few tokens over a long cache would otherwise be priced as prefill chunks;
-        vLLM's FlashMLA backend runs up to 128 (docs/costmodel.md, Formulas).
+    decode_threshold: rows feeding at most this many tokens are decode rows: the attention's
+        decode path (MLA: absorbed, over the latent cache; else the cache decompressed), and
+        a batch of them only is a decode batch (DeepEP low-latency kernels, masked expert
+        GEMMs), as engines run speculative verify steps. 1 (no speculative decoding), or 1 +
+        the draft tokens verified a step (DeepSeek's MTP with one draft: 2).
     """
     m = resolve_model(model)
     g = resolve_gpu(gpu)

@@ -19,7 +19,11 @@ def busiest_group(batch, feats, g: int, decode_threshold: int = 1) -> tuple:
     gets the larger of an average row times ceil(R / g) and the longest row, feature by
     feature. That is exact for equal rows and for one long prompt among short ones, and an
     estimate in between (a perfect balancer can pair a long row with short ones; a real
-    placement, fixed at admission while rows grow and finish, does worse).
+    placement, fixed at admission while rows grow and finish, does worse). Rows of both kinds
+    (prefill and decode) overcount: the longest row's features come with an average share of
+    the other kind's, even where that row's group holds it alone (docs/costmodel.md, "What the
+    model leaves out").
+    decode_threshold: rows feeding at most this many tokens are decode rows (features.py).
     """
     rows = feats[1]
     whole = -(-int(rows) // g)
