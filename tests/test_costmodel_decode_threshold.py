@@ -71,14 +71,14 @@ def test_a_batch_of_verify_rows_is_a_decode_batch_for_expert_parallelism():
 
 
 def test_the_busiest_attention_group_keeps_decode_rows_and_tokens_whole():
-    from batchlab.costmodel.groups import busiest_group
+    from batchlab.costmodel.groups import group_candidates
     # 10 rows over 4 groups: some group holds 3 whole rows; with a prompt among them, the
-    # busiest still holds 3 whole decode rows (not 0.3 of the 9), and their tokens
+    # average group still holds 3 whole decode rows (not 0.3 of the 9), and their tokens
     decode = Batch(range(10), [50] + [1] * 9, [0] + [100] * 9)
-    out = busiest_group(decode, batch_features(decode), 4)
+    out = group_candidates(decode, batch_features(decode), 4)[0]
     assert out[1] == out[5] == out[7] == 3.0  # rows, decode rows, decode tokens
     mtp = Batch(range(10), [50] + [2] * 9, [0] + [100] * 9)
-    out = busiest_group(mtp, batch_features(mtp, 2), 4, 2)
+    out = group_candidates(mtp, batch_features(mtp, 2), 4, 2)[0]
     assert (out[1], out[5], out[7]) == (3.0, 3.0, 6.0)
 
 

@@ -134,8 +134,15 @@ class StepModel:
         return batch_features(batch, self.decode_threshold)
 
     def _busiest_group(self, batch, feats):  # see groups.py
-        return feats if self._groups == 1 else busiest_group(batch, feats, self._groups,
-                                                             self.decode_threshold)
+        if self._groups == 1:
+            return feats
+        return busiest_group(batch, feats, self._groups, self._group_seconds,
+                             self.decode_threshold)
+
+    def _group_seconds(self, group) -> float:
+        """Seconds of one pass of a group's ops (no micro-batches): which group waits."""
+        out = self._op_out(group, 1)
+        return float(np.maximum(out[0], out[1]) @ self._Ktot)
 
     def _op_out(self, group, m):
         """Per op, one GPU, one micro-batch of the busiest attention group's features: rows of
