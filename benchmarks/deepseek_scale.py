@@ -178,14 +178,17 @@ def decode_profile() -> None:
     print(f"  the overlap rule on the measured phases: {rule} us a MoE layer; measured "
           f"{PROFILE_LAYERS_MS / layers * 1e3:.0f} us a layer on average (61 layers, 3 dense)")
     lo, hi = (PROFILE_ROWS * (1 + a) for a in MTP_ACCEPTANCE)
+
+    def share(tokens_per_step):  # the day average over the profiled tokens/s per node
+        return PUBLISHED_DECODE * PROFILE_STEP_MS / 1e3 / (GPUS_PER_NODE * tokens_per_step)
+
     print(f"  with {MTP_ACCEPTANCE[0]:.0%}-{MTP_ACCEPTANCE[1]:.0%} of second tokens accepted: "
           f"measured {lo / PROFILE_ROWS / PROFILE_STEP_MS * 1e3:.1f}-"
           f"{hi / PROFILE_ROWS / PROFILE_STEP_MS * 1e3:.1f} tokens/s per user, "
           f"{GPUS_PER_NODE * lo / PROFILE_STEP_MS:.1f}k-{GPUS_PER_NODE * hi / PROFILE_STEP_MS:.1f}k"
           f" per node; model {GPUS_PER_NODE * lo / r.duration / 1e3:.1f}k-"
           f"{GPUS_PER_NODE * hi / r.duration / 1e3:.1f}k; the published day average "
-          f"{PUBLISHED_DECODE / 1e3:.1f}k is {PUBLISHED_DECODE * PROFILE_STEP_MS / 1e3 / (GPUS_PER_NODE * hi):.0%}-"
-          f"{PUBLISHED_DECODE * PROFILE_STEP_MS / 1e3 / (GPUS_PER_NODE * lo):.0%} of the measured")
+          f"{PUBLISHED_DECODE / 1e3:.1f}k is {share(hi):.0%}-{share(lo):.0%} of the measured")
 
 
 def prefill_day_mix_at_capacity() -> None:

@@ -7,8 +7,8 @@ loop over rows or tokens.
 
 Rows feeding at most `decode_threshold` tokens are decode rows (the attention kernels' decode
 path; MLA's absorbed form), the others prefill rows. With the default of 1 a decode row feeds
-one token; an engine that verifies drafts (DeepSeek's MTP: one draft token, so 2), or runs
-small prefill chunks on its decode kernel, has decode rows of several tokens.
+one token; an engine that verifies drafts (DeepSeek's MTP: one draft token, so 2) has decode
+rows of several tokens.
 
 Padding (`Batch.padded_len = P`, static-shape backends with length buckets): every row is
 padded to P tokens of context, so it reads P keys; a prefill row (n > 1) feeds P - c tokens

@@ -17,10 +17,11 @@ one op, as one variable-length kernel runs mixed prefill and decode rows in vLLM
 is prefill-style for rows feeding several tokens (MLA: decompress the latent cache, then
 ordinary attention) and decode-style for rows feeding one, or up to `decode_threshold` (MLA:
 "absorbed" weights, attention over the 576-wide latent, every key read once for the row's
-queries, as FlashMLA runs several query tokens a row). One op also keeps the model monotone: a row that feeds more
-tokens only ever adds FLOPs and bytes. KV is read once per row per layer (FlashAttention's
-re-reads across query tiles are left out). Routed experts depend on routing, so they are
-kept as coefficients per token assignment and per touched expert (see `ExpertCoeffs`).
+queries, as FlashMLA runs several query tokens a row). One op also keeps the model
+monotone: a row that feeds more tokens only ever adds FLOPs and bytes. KV is read once per
+row per layer (FlashAttention's re-reads across query tiles are left out). Routed experts
+depend on routing, so they are kept as coefficients per token assignment and per touched
+expert (see `ExpertCoeffs`).
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ devices: model, gpu, gpus, tp, ep, pp, dp, price, routing, efficiency (cost mode
 is a calibrated profile file or a dict), or model, gpu,
 attention_gpus, ffn_gpus (attention/FFN disaggregation: one device, two GPU pools), or devices
 (affine); runtime, overlap, redundant_experts, decode_threshold (cost model: runtime
-profile, two-batch overlap, EPLB copies of experts, the longest rows on the attention's
-decode path); deployment (a named deployment such as "deepseek-v3-production": prefill
+profile, two-batch overlap, EPLB copies of experts, the most tokens a decode row feeds:
+1 + draft tokens verified a step); deployment (a named deployment such as "deepseek-v3-production": prefill
 devices first, then decode devices), with prefill_units and decode_units (how many of each
 unit; default one each), runtime, overlap, decode_threshold and efficiency (it fixes its
 model, GPUs, layout and price: those beside it are an error);
@@ -219,9 +219,9 @@ def build_devices(params: dict):
     if params.get("deployment"):
         from .. import costmodel
         # It fixes its own model, GPUs, layout and price (see `conflicts`).
-        units = {k: params[k] for k in ("prefill_units", "decode_units", "decode_threshold")
-                 if params.get(k) is not None}
-        return costmodel.make_deployment(params["deployment"], **units,
+        kw = {k: params[k] for k in ("prefill_units", "decode_units", "decode_threshold")
+              if params.get(k) is not None}
+        return costmodel.make_deployment(params["deployment"], **kw,
                                          overlap=params.get("overlap"),
                                          runtime=params.get("runtime"),
                                          efficiency=params.get("efficiency"),
