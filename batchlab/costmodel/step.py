@@ -134,8 +134,9 @@ class StepModel:
         return batch_features(batch, self.decode_threshold)
 
     def _busiest_group(self, batch, feats):  # see groups.py
+        """(features of the busiest attention group, tokens of the group sending the most)."""
         if self._groups == 1:
-            return feats
+            return feats, feats[0]
         return busiest_group(batch, feats, self._groups, self._group_seconds,
                              self.decode_threshold)
 
@@ -216,7 +217,7 @@ class StepModel:
         feats = self._features(batch)
         T, R = feats[0], feats[1]
         m = max(1, min(int(batch.num_micro_batches), int(R)))
-        group = self._busiest_group(batch, feats)
+        group, sent = self._busiest_group(batch, feats)
         out = self._op_out(group, m)  # rows: compute time, memory time, FLOPs, bytes
         out[2:] = self._work(feats, group, m, out)
         bound = out[0] >= out[1]
@@ -237,7 +238,7 @@ class StepModel:
             n_moe = self.model.num_moe_layers * m * etp
             flops += n_moe * t_mb * k * ex.flops_per_assignment
             nbytes += n_moe * (touched * ex.bytes_per_expert + t_mb * k * ex.bytes_per_assignment)
-        attn_c, ffn_c = self._comm(t_mb, group[0] / m, feats[2] == 0)
+        attn_c, ffn_c = self._comm(t_mb, sent / m, feats[2] == 0)
         s_comm = [a + b for a, b in zip(attn_c, ffn_c)]
         act = t_mb * self._h_bytes / self._size
         links = [lat + act * spb for lat, spb in self._links]
@@ -275,7 +276,7 @@ class StepModel:
             m = 2  # two micro-batches, each hiding the other's communication
         else:
             m = max(1, min(int(batch.num_micro_batches), int(feats[1])))
-        group = self._busiest_group(batch, feats)
+        group, sent = self._busiest_group(batch, feats)
         out = self._op_out(group, m)
         if group is not feats:
             out[2:] = self._work(feats, group, m, out)
@@ -289,7 +290,7 @@ class StepModel:
         ovh = self._ovh[0]
         t_mb = T / m
         layers, dense, moe, ar_l, ar_s, xc = self._stages[0]
-        g_mb = group[0] / m
+        g_mb = sent / m
         msg = g_mb * self._h_bytes
         ar = ar_l + msg * ar_s if ar_s else 0.0
         comm = (layers + dense) * ar
@@ -386,12 +387,13 @@ class StepModel:
         feats = self._features(batch)
         if feats[1] == 0:
             return PartTimes(0.0, 0.0, 0.0, 0.0, 0.0)
-        per_op = self._per_op(group := self._busiest_group(batch, feats))
+        group, sent = self._busiest_group(batch, feats)
+        per_op = self._per_op(group)
         ffn = float(per_op @ self._part[O.FFN])
         if self._experts is not None:
             e_time = self._experts_time(feats[0], feats[2] == 0)[0]
             ffn += sum(e_time) + self.model.num_moe_layers * self.efficiency.kernel_overhead
-        attn_c, ffn_c = self._comm(feats[0], group[0], feats[2] == 0)
+        attn_c, ffn_c = self._comm(feats[0], sent, feats[2] == 0)
         return PartTimes(attention=float(per_op @ self._part[O.ATTENTION]), ffn=ffn,
                          head=float(per_op @ self._part[O.HEAD]),
                          attention_comm=sum(attn_c), ffn_comm=sum(ffn_c))
@@ -403,12 +405,12 @@ class StepModel:
         if feats[1] == 0:
             return {}
         out: dict[str, float] = {}
-        group = self._busiest_group(batch, feats)
+        group, sent = self._busiest_group(batch, feats)
         for name, t in zip(self.op_names, self._per_op(group)):
             out[name] = out.get(name, 0.0) + float(t)
         if self._experts is not None:
             out["routed_experts"] = (sum(self._experts_time(feats[0], feats[2] == 0)[0])
                                      + self.model.num_moe_layers * self.efficiency.kernel_overhead)
-        attn_c, ffn_c = self._comm(feats[0], group[0], feats[2] == 0)
+        attn_c, ffn_c = self._comm(feats[0], sent, feats[2] == 0)
         out["attention_comm"], out["ffn_comm"] = sum(attn_c), sum(ffn_c)
         return out
