@@ -213,6 +213,9 @@ def build_workload(params: dict):
 
 DEPLOYMENT_FIXES = ("model", "gpu", "gpus", "tp", "ep", "pp", "dp", "price", "routing",
                      "attention_gpus", "ffn_gpus", "redundant_experts", "devices")
+# make_devices settings beside the layout; the affine and the attention/FFN disaggregated
+# devices model none of them
+STEP_SETTINGS = ("runtime", "overlap", "redundant_experts", "decode_threshold")
 
 
 def build_devices(params: dict):
@@ -232,8 +235,7 @@ def build_devices(params: dict):
         if not (model and gpu):
             raise ConfigError("the cost model needs both a model and a gpu preset (see "
                               "`batchlab presets`)")
-        kw = {k: params[k] for k in ("tp", "ep", "efficiency", "runtime", "overlap",
-                                     "redundant_experts", "decode_threshold")
+        kw = {k: params[k] for k in ("tp", "ep", "efficiency") + STEP_SETTINGS
               if params.get(k) is not None}
         if params.get("routing"):
             kw["routing"] = params["routing"]
@@ -243,8 +245,7 @@ def build_devices(params: dict):
                                                                           "pp", "dp")):
                 raise ConfigError("attention/FFN disaggregation takes attention_gpus and "
                                   "ffn_gpus (both), instead of gpus, tp, ep, pp and dp")
-            unused = [k for k in ("runtime", "overlap", "redundant_experts",
-                                  "decode_threshold") if params.get(k) is not None]
+            unused = [k for k in STEP_SETTINGS if params.get(k) is not None]
             if unused:  # the disaggregated device has none of these: say so, not ignore
                 raise ConfigError(f"attention/FFN disaggregation (attention_gpus, ffn_gpus) "
                                   f"does not model {', '.join(unused)}; drop "
@@ -259,7 +260,7 @@ def build_devices(params: dict):
                                       price_per_hour=params.get("price"),
                                       seed=_get(params, "seed"), **kw)
     for key in ("gpus", "tp", "ep", "pp", "dp", "routing", "attention_gpus", "ffn_gpus",
-                "efficiency", "runtime", "overlap", "redundant_experts", "decode_threshold"):
+                "efficiency") + STEP_SETTINGS:
         if params.get(key) is not None:
             raise ConfigError(f"{key} needs a model and a gpu preset (the affine device has "
                               "no parallelism)")
