@@ -41,6 +41,11 @@ micro-batch then dispatches. The model runs the same rows, two tokens each on th
 path (`decode_threshold=2`: without it an MLA row of two tokens is priced the prefill way,
 its whole cache decompressed), and prints the same tokens as 256 single-token rows per GPU
 beside it (the same attention FLOPs, the keys read twice).
+
+And RTP-LLM's measurements on the production layout itself (`rtp_llm_points`): H800 over
+RoCE, 4K input / 2K output under 1.6 s TTFT and 50 ms ITL, prefill EP32 at two 4K prompts per
+GPU in 1.5 s, decode EP144 at 13,200 concurrent requests (20 tokens/s per user, 14.7k per
+node) with MTP, whose acceptance the report does not give (DeepSeek's 85-90% is used).
 """
 
 from __future__ import annotations
@@ -68,6 +73,16 @@ PROFILE_ROWS, PROFILE_CONTEXT = 128, 4096
 PROFILE_PHASES_US = {"attention + gate": 388 + 19, "dispatch + combine": 187 + 394,
                      "routed experts": 81 + 8 + 39}
 MTP_ACCEPTANCE = (0.85, 0.90)   # second token: DeepSeek-V3 technical report, sec. 5.4.3
+# RTP-LLM (Alibaba) on DeepSeek's production layout, H800 over RoCE, 4K input / 2K output,
+# under 1.6 s TTFT and 50 ms ITL (RTP-LLM DeepSeek Replay Tech Report, github.com/alibaba/
+# rtp-llm docs/RTP-LLM-DeepSeek-Replay-Tech-Report.md): a prefill unit of 4 nodes (EP32)
+# runs two 4K requests per GPU in 1.5 s at the highest load (5,333 tokens/s per GPU, no
+# prefix cache); a decode unit of 18 nodes (EP144) reaches the 20 tokens/s per user limit
+# at 13,200 concurrent requests, 1,850 tokens/s per GPU, with micro-batch overlap and MTP.
+RTP_PREFILL_STEP_S, RTP_PREFILL_ROWS = 1.5, 2
+RTP_PREFILL_NODE, RTP_DECODE_NODE = 42_600, 14_700
+RTP_CONCURRENT, RTP_USER_RATE = 13_200, 20.0
+RTP_CONTEXT = 4096 + 2048 // 2  # 4K prompts, halfway through 2K outputs on average
 
 
 def decode_point(dev):
@@ -207,9 +222,38 @@ def prefill_day_mix_at_capacity() -> None:
               f"{PUBLISHED_PREFILL / 1e3:.1f}k is {PUBLISHED_PREFILL / capacity:.0%} of it")
 
 
+def rtp_llm_points() -> None:
+    """The model on DeepSeek's production units at RTP-LLM's measured load (docstring)."""
+    print("RTP-LLM on DeepSeek's production layout (H800, RoCE; 4K in / 2K out, TTFT <= 1.6 s, "
+          "ITL <= 50 ms)")
+    for overlap in (True, False):
+        label = "on " if overlap else "off"
+        pre, dec = make_deployment("deepseek-v3-production", overlap=overlap,
+                                   decode_threshold=2)
+        n = RTP_PREFILL_ROWS * pre.num_gpus
+        r = pre.run(Batch(range(n), [4096] * n, [0] * n))
+        _row(f"prefill {label}", r, GPUS_PER_NODE * RTP_PREFILL_ROWS * 4096 / r.duration,
+             RTP_PREFILL_NODE)
+        print(f"    {RTP_PREFILL_ROWS} x 4K prompts/GPU: {r.duration:.2f} s a step vs "
+              f"{RTP_PREFILL_STEP_S} s measured")
+        # MTP: each request feeds its last token and one draft; 85-90% of drafts accepted
+        n = RTP_CONCURRENT
+        r = dec.run(Batch(range(n), [2] * n, [RTP_CONTEXT - 2] * n))
+        lo, hi = ((1 + a) / r.duration for a in MTP_ACCEPTANCE)
+        per_gpu = n / dec.num_gpus
+        print(f"  decode {label}  {_breakdown(r)} | {RTP_CONCURRENT:,} requests "
+              f"({per_gpu:.1f}/GPU, MTP): {lo:.1f}-{hi:.1f} tokens/s per user vs "
+              f"{RTP_USER_RATE:.0f}; {GPUS_PER_NODE * per_gpu * lo / 1e3:.1f}k-"
+              f"{GPUS_PER_NODE * per_gpu * hi / 1e3:.1f}k tok/s/node vs "
+              f"{RTP_DECODE_NODE / 1e3:.1f}k measured "
+              f"({GPUS_PER_NODE * per_gpu * lo / RTP_DECODE_NODE - 1:+.0%} to "
+              f"{GPUS_PER_NODE * per_gpu * hi / RTP_DECODE_NODE - 1:+.0%})")
+
+
 if __name__ == "__main__":
     main()
     day_average_nodes()
     at_capacity()
     prefill_day_mix_at_capacity()
     decode_profile()
+    rtp_llm_points()

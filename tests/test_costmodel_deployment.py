@@ -129,6 +129,40 @@ def test_overlapped_decode_is_within_25_percent_of_deepseeks_own_profile():
     assert one["ffn_comm"] / dev.model.num_moe_layers == pytest.approx(581e-6, rel=0.1)
 
 
+# RTP-LLM (Alibaba) on DeepSeek's production layout, H800 over RoCE, 4K input / 2K output,
+# under 1.6 s TTFT and 50 ms ITL (github.com/alibaba/rtp-llm, docs/RTP-LLM-DeepSeek-Replay-
+# Tech-Report.md): prefill EP32, two 4K prompts per GPU in 1.5 s (42.6k per node); decode
+# EP144 at the 20 tokens/s per user limit with 13,200 concurrent requests and MTP, 14.7k
+# output tokens/s per node. Measured at load, not day averages.
+RTP_PREFILL_STEP, RTP_CONCURRENT, RTP_CONTEXT = 1.5, 13_200, 4096 + 1024
+
+
+def _rtp_points(overlap):
+    pre, dec = make_deployment("deepseek-v3-production", overlap=overlap, decode_threshold=2)
+    n = 2 * pre.num_gpus
+    prefill_step = pre.run(Batch(range(n), [4096] * n, [0] * n)).duration
+    # MTP rows (the last token and a draft), 85-90% of drafts accepted (DeepSeek-V3 report)
+    step = dec.run(Batch(range(RTP_CONCURRENT), [2] * RTP_CONCURRENT,
+                         [RTP_CONTEXT - 2] * RTP_CONCURRENT)).duration
+    per_node = 8 * RTP_CONCURRENT / dec.num_gpus * 1.875 / step
+    return prefill_step, 1.875 / step, per_node
+
+
+def test_rtp_llm_points_without_overlap_are_within_25_percent():
+    prefill_step, user_rate, per_node = _rtp_points(False)
+    assert prefill_step == pytest.approx(RTP_PREFILL_STEP, rel=0.25)
+    assert user_rate == pytest.approx(20.0, rel=0.25)
+    assert per_node == pytest.approx(14_700, rel=0.25)
+
+
+def test_rtp_llm_points_with_overlap_overshoot_as_documented():
+    # a documented miss (docs/costmodel.md, "RTP-LLM on the production layout")
+    prefill_step, user_rate, per_node = _rtp_points(True)
+    assert 0.45 * RTP_PREFILL_STEP < prefill_step < 0.7 * RTP_PREFILL_STEP
+    assert 1.25 * 14_700 < per_node < 1.7 * 14_700
+    assert user_rate > 20.0
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(name="deepseek-v4"), "unknown deployment 'deepseek-v4'"),
     (dict(name="deepseek-v3-production", ep=64), "fixed by the deployment"),
