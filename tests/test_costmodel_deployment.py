@@ -141,7 +141,8 @@ def _rtp_points(overlap):
     pre, dec = make_deployment("deepseek-v3-production", overlap=overlap, decode_threshold=2)
     n = 2 * pre.num_gpus
     prefill_step = pre.run(Batch(range(n), [4096] * n, [0] * n)).duration
-    # MTP rows (the last token and a draft), 85-90% of drafts accepted (DeepSeek-V3 report)
+    # MTP rows (the last token and a draft); 1.875 tokens a step: 87.5%, the middle of the
+    # 85-90% of drafts DeepSeek-V3's report says are accepted (RTP-LLM gives none)
     step = dec.run(Batch(range(RTP_CONCURRENT), [2] * RTP_CONCURRENT,
                          [RTP_CONTEXT - 2] * RTP_CONCURRENT)).duration
     per_node = 8 * RTP_CONCURRENT / dec.num_gpus * 1.875 / step
@@ -156,7 +157,7 @@ def test_rtp_llm_points_without_overlap_are_within_25_percent():
 
 
 def test_rtp_llm_points_with_overlap_overshoot_as_documented():
-    # a documented miss (docs/costmodel.md, "RTP-LLM on the production layout")
+    # a documented miss (docs/costmodel.md, "DeepSeek at scale", RTP-LLM's table)
     prefill_step, user_rate, per_node = _rtp_points(True)
     assert 0.45 * RTP_PREFILL_STEP < prefill_step < 0.7 * RTP_PREFILL_STEP
     assert 1.25 * 14_700 < per_node < 1.7 * 14_700
