@@ -433,3 +433,24 @@ def test_table_complete_steps_counts_step_rows_as_the_stretch_does(left, j):
     ra, rb = tables[0].records(), tables[1].records()
     assert all(np.array_equal(ra[f], rb[f], equal_nan=ra[f].dtype.kind == "f")
                for f in ra.dtype.names)
+
+
+@pytest.mark.parametrize("hint", [None, 1e-9, 1e-3, 1.0, 1e300])
+def test_a_stretch_prices_the_same_steps_whatever_its_step_hint(hint):
+    """The hint only says how many steps to price from totals at first (too few: the rest
+    are priced next); the steps run, their ends and costs are the same bits either way."""
+    from batchlab.engines.stretch import Stretch
+    device = _COST_MODEL[0]
+    left = np.array([3, 40, 9, 64, 25], dtype=np.int64)
+    batch = Batch(np.arange(5), [1, 1, 1, 1, 300], [100, 2000, 50, 700, 0], num_steps=64,
+                  drop_finished=True)
+    plain = Stretch(batch, device, 1.0, left)
+    plain.settle(np.inf)
+    for horizon in (1.05, 1.3, np.inf):
+        hinted = Stretch(batch, device, 1.0, left, step_hint=hint)
+        want = Stretch(batch, device, 1.0, left)
+        assert hinted.settle(horizon) == want.settle(horizon)
+        for a, b in ((hinted.ends, want.ends), (hinted.durations, want.durations),
+                     (hinted.costs, want.costs)):
+            assert np.array_equal(np.asarray(a), np.asarray(b))
+        assert np.array_equal(np.asarray(want.ends), plain.ends[:want.num_run])

@@ -70,6 +70,9 @@ class Simulator(FaultEvents):
         self.idle = [True] * len(self.devices)
         self.num_idle = len(self.devices)  # kept with `idle`: no O(devices) scan per event
         self.running: list = [None] * len(self.devices)  # (batch, result, stretch or None)
+        # Per device: its last stretch's first decode step priced from totals (seconds), so
+        # the next stretch prices about as many steps as its horizon reaches (stretch.py).
+        self.step_hint: list = [None] * len(self.devices)
         self.totals = DeviceTotals(self.devices)
         self.stats = self.totals.stats
         self.pending_wake: float | None = None
@@ -211,11 +214,15 @@ class Simulator(FaultEvents):
             chained = None
             if batch.drop_finished and self.has_follow_ups:
                 chained = follow_up[idx] >= 0
-            started.append((d, Stretch(batch, self.devices[d], self.now, left, chained)))
+            started.append((d, Stretch(batch, self.devices[d], self.now, left, chained,
+                                       self.step_hint[d])))
         firsts = [st.first_end for _, st in started]
         for i, (d, st) in enumerate(started):
             horizon = top if len(started) == 1 else min([top] + firsts[:i] + firsts[i + 1:])
-            if st.settle(horizon) == 1:
+            num_run = st.settle(horizon)
+            if st.decode_step is not None:
+                self.step_hint[d] = st.decode_step
+            if num_run == 1:
                 result = st.first_result
                 if result is None:
                     row = st.costs[0].tolist()

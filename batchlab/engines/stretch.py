@@ -12,14 +12,16 @@ has run all the steps it may. Which steps it may run:
   priced as a batch of the rows left (a segment). A finish that makes a closed-loop user
   send its next request still ends the stretch, since that request arrives from then on.
 
-Decode steps are priced in vectorised calls: all at once from their per-step totals (rows,
-context tokens) where the device has `price_decodes`, else a segment at a time by
-`run_steps` (`Device`), else by `run` one step at a time and only for steps that happen (a
-device's `run` may draw random numbers). From totals, all the steps are priced at once (as
-cheap as a few: one vectorised call); by `run_steps`, STEPS_GUESS at first and the rest only
-if the horizon lies further. The values are the ones single steps would give: every
-step's batch has the same rows, tokens and context as the batch planned alone. Where only
-one step runs, the engine books it as a plain step.
+Decode steps are priced in vectorised calls: from their per-step totals (rows, context
+tokens) where the device has `price_decodes`, else a segment at a time by `run_steps`
+(`Device`), else by `run` one step at a time and only for steps that happen (a device's
+`run` may draw random numbers). From totals, one call prices the steps the horizon is
+likely to reach at the device's recent decode step (`step_hint`, with a margin), or all of
+them without a hint, and a second call the rest if the horizon lies further; by
+`run_steps`, STEPS_GUESS at first and the rest only if the horizon lies further. The values
+are the ones single steps would give: every step's batch has the same rows, tokens and
+context as the batch planned alone. Where only one step runs, the engine books it as a
+plain step.
 """
 
 from __future__ import annotations
@@ -39,10 +41,15 @@ STEPS_GUESS = 16
 class Stretch:
     """The priced steps of one multi-step batch on one device, from `start`."""
 
-    def __init__(self, batch: Batch, device, start: float, left: np.ndarray, chained=None):
+    def __init__(self, batch: Batch, device, start: float, left: np.ndarray, chained=None,
+                 step_hint: float | None = None):
         """left: per row, the tokens it has yet to emit (>= 1: it emits at step 1).
-        chained: per row, whether its finish sends a closed-loop follow-up (None: none)."""
+        chained: per row, whether its finish sends a closed-loop follow-up (None: none).
+        step_hint: about how long a decode step of this device took lately (None: unknown),
+        to price from totals only the steps the horizon is likely to reach (`_price`)."""
         self.batch, self.device, self.start = batch, device, start
+        self.step_hint = step_hint
+        self.decode_step = None  # the first decode step's duration, once priced from totals
         self.left = left
         k = int(batch.num_steps)
         # ufunc reductions: what .min()/.max() call, without their Python-level wrappers
@@ -100,7 +107,7 @@ class Stretch:
     def extend(self, horizon: float) -> None:
         """Price steps until one ends at or after `horizon`, or every step it may run."""
         while self.num_priced < self.num_steps and self.end < horizon:
-            self._price()
+            self._price(horizon)
 
     def settle(self, horizon: float) -> int:
         """Fix the steps it runs: up to the first ending at or after `horizon`."""
@@ -135,7 +142,7 @@ class Stretch:
         return self.rows[:self.num_run], self.context[:self.num_run]
 
     # -- pricing ------------------------------------------------------------------------
-    def _price(self) -> None:
+    def _price(self, horizon: float = math.inf) -> None:
         """Price the next chunk of steps: step 1 alone if it is a prefill step; else every
         decode step by `price_decodes`, or up to STEPS_GUESS of them at first by
         `run_steps`, then the rest (within a segment, where rows leave), or one step by
@@ -146,9 +153,16 @@ class Stretch:
             self._run(batch)
             return
         if self.price_decodes is not None:
-            # Priced from per-step totals, all the steps cost about what a few do (one
-            # vectorised call either way): price them all, and never call again.
+            # Priced from per-step totals, the steps the horizon is likely to reach (with a
+            # margin: a second call costs more than a few extra steps), or all of them where
+            # no recent step says how long one takes. Each step is priced alone (element-wise
+            # over steps), so the values do not depend on how many are priced at once.
             last = self.num_steps
+            hint = self.step_hint
+            if hint and horizon != math.inf:
+                reach = (horizon - self.end) * 1.25 / hint  # a float: may be huge
+                if reach < last - s - 3:
+                    last = s + 3 + int(reach)
             if self.shrinks and self.first_out < last:  # rows leave within these steps
                 if self.rows is None:
                     self._count_rows()
@@ -162,6 +176,8 @@ class Stretch:
             priced = self.price_decodes(rows, context, m)
             if priced is not None:
                 self._append(*priced, last - s + 1, "price_decodes")
+                if self.decode_step is None:
+                    self.decode_step = float(priced[0][0])
                 return
         first = s == 1 or (s == 2 and not self.is_decode)  # the first decode steps
         last = min(self.num_steps, s + STEPS_GUESS - 1) if first else self.num_steps
