@@ -107,6 +107,11 @@ def prefill_point(dev, rows_per_gpu=4):
     return rows_per_gpu, r
 
 
+def mtp_batch(rows: int, cached: int) -> Batch:
+    """MTP decode rows: each feeds its last token and one draft on top of `cached` tokens."""
+    return Batch(range(rows), [2] * rows, [cached] * rows)
+
+
 def _breakdown(r) -> str:
     c = r.cost
     return (f"step {r.duration * 1e3:7.1f} ms | compute {c.compute * 1e3:6.1f} "
@@ -164,10 +169,7 @@ def decode_profile() -> None:
     g, model = dev.num_gpus, dev.model
     n = PROFILE_ROWS * g
 
-    def mtp(rows):
-        return Batch(range(rows), [2] * rows, [PROFILE_CONTEXT - 1] * rows)
-
-    r = dev.run(mtp(n))
+    r = dev.run(mtp_batch(n, PROFILE_CONTEXT - 1))
     single = dev.run(Batch.decode(range(2 * n), [PROFILE_CONTEXT] * (2 * n)))
     print(f"DeepSeek's decode profile (H800, EP128, {PROFILE_ROWS} requests/GPU x 2 tokens "
           f"(MTP), {PROFILE_CONTEXT} context, two micro-batches); model with "
@@ -178,7 +180,7 @@ def decode_profile() -> None:
           f"{PROFILE_LAYERS_MS} ms; {2 * PROFILE_ROWS} single-token rows/GPU instead: "
           f"{single.duration * 1e3:.1f} ms")
     # One micro-batch is one pass of half the rows: `explain` gives its seconds per op
-    e = dev.explain(mtp(n // 2))
+    e = dev.explain(mtp_batch(n // 2, PROFILE_CONTEXT - 1))
     layers, moe = model.num_layers, model.num_moe_layers
     mine = {"attention + gate": (e["attn_norm"] + e["qkv_proj"] + e["attention"] + e["o_proj"])
             / layers + (e["ffn_norm"] + e["router"]) / moe,
@@ -239,7 +241,7 @@ def rtp_llm_points() -> None:
               f"{RTP_PREFILL_STEP_S} s measured")
         # MTP: each request feeds its last token and one draft; 85-90% of drafts accepted
         n = RTP_CONCURRENT
-        r = dec.run(Batch(range(n), [2] * n, [RTP_CONTEXT - 2] * n))
+        r = dec.run(mtp_batch(n, RTP_CONTEXT - 2))
         lo, hi = ((1 + a) / r.duration for a in MTP_ACCEPTANCE)
         per_gpu = n / dec.num_gpus
         print(f"  decode {label}  {_breakdown(r)} | {RTP_CONCURRENT:,} requests "
@@ -252,7 +254,7 @@ def rtp_llm_points() -> None:
         # "at lower concurrency a single user reaches 42 TPS": concurrency not given; the
         # model at one request per GPU, the least load its data-parallel attention runs
         n = dec.num_gpus
-        r = dec.run(Batch(range(n), [2] * n, [RTP_CONTEXT - 2] * n))
+        r = dec.run(mtp_batch(n, RTP_CONTEXT - 2))
         lo, hi = ((1 + a) / r.duration for a in MTP_ACCEPTANCE)
         print(f"    1 request/GPU: {r.duration * 1e3:.1f} ms a step, {lo:.0f}-{hi:.0f} tokens/s "
               f"per user vs {RTP_LOW_LOAD_RATE:.0f} measured at low concurrency")
