@@ -3,8 +3,9 @@ DeepSeek published (DeepSeek-V3/R1 Inference System Overview, open-infra-index, 
 
 What the model reaches and misses is in docs/costmodel.md ("DeepSeek at scale"): without
 overlap the decode unit lands on the published throughput; with the two-batch overlap DeepSeek
-describes, the roofline is faster than the published day-average in both phases. The bands
-below hold those findings, so a change to them is seen.
+describes, the roofline is faster than the published day-average in both phases, and gains
+more from overlap than SGLang's ablation measures. The bands below hold those findings, so a
+change to them is seen.
 """
 
 from __future__ import annotations
@@ -111,6 +112,50 @@ def test_full_batch_points_with_overlap_overshoot_as_documented():
     prefill, decode = _sglang_points(True)
     assert 1.4 * SGLANG_PREFILL_4K < prefill < 2.1 * SGLANG_PREFILL_4K
     assert 1.2 * SGLANG_DECODE_2K < decode < 1.8 * SGLANG_DECODE_2K
+
+
+def test_overlapped_prefill_is_within_25_percent_of_deepseeks_own_profile():
+    # The LMSYS blog's "Profile Results" read 62,713 input tokens/s per node off DeepSeek's
+    # prefill profile (EP32, 16K tokens/GPU of 4K prompts, perfectly balanced routing, two
+    # micro-batches); the model routes uniformly too (skew 0)
+    prefill, _ = _sglang_points(True)
+    assert prefill == pytest.approx(62_713, rel=0.25)
+
+
+# The same blog's two-batch-overlap ablation on H100: throughput with overlap over without,
+# prefill +27% to +35% at the same tokens/GPU; decode -27% at 32 tokens/GPU, positive only
+# from 64-128, +25.5% at 256; decode with simulated MTP (128 requests/GPU x 2 tokens, 4K KV)
+# 17,552 against 12,929 tokens/s per node.
+def _overlap_gain(make, batch):
+    return make(False).run(batch).duration / make(True).run(batch).duration - 1.0
+
+
+def _decode_ep72(overlap, **kw):
+    return make_devices("deepseek-v3", "h100", 72, tp=1, ep=72, redundant_experts=32,
+                        overlap=overlap, **kw)[0]
+
+
+def test_overlap_loses_on_small_decode_batches_and_pays_on_large_ones_as_measured():
+    gains = [_overlap_gain(_decode_ep72, Batch.decode(range(72 * b), [2000] * (72 * b)))
+             for b in (32, 64, 128, 256)]
+    assert gains[0] < 0 < gains[-1]   # measured: -27% at 32, +25.5% at 256
+    assert gains == sorted(gains)     # the gain grows with the batch
+
+
+def test_overlap_gain_overshoots_sglangs_ablation_as_documented():
+    # a documented miss (docs/costmodel.md, "DeepSeek at scale", the ablation's table): the
+    # model gains 1.5-2x what overlap measurably buys; the band makes a change to it visible
+    def prefill(overlap):
+        return make_devices("deepseek-v3", "h100", 32, tp=1, ep=32, overlap=overlap,
+                            max_batch_tokens=16384)[0]
+
+    pre = _overlap_gain(prefill, Batch(range(64), [4096] * 64, [0] * 64))   # 8K tokens/GPU
+    dec = _overlap_gain(_decode_ep72, Batch.decode(range(72 * 256), [2000] * (72 * 256)))
+    mtp = _overlap_gain(lambda o: _decode_ep72(o, decode_threshold=2),
+                        Batch(range(72 * 128), [2] * (72 * 128), [3999] * (72 * 128)))
+    assert 1.2 * 0.35 < pre < 2.2 * 0.27
+    assert 1.2 * 0.255 < dec < 2.2 * 0.255
+    assert 1.2 * (17_552 / 12_929 - 1) < mtp < 2.2 * (17_552 / 12_929 - 1)
 
 
 def test_overlapped_decode_is_within_25_percent_of_deepseeks_own_profile():
