@@ -302,11 +302,14 @@ def prefill_day_mix_at_capacity() -> None:
         day = PROMPT / pre.run(Batch(range(n), [PROMPT - CACHED] * n, [CACHED] * n)).duration
         fresh = 4096 / pre.run(Batch(range(n), [4096] * n, [0] * n)).duration
         capacity = SGLANG_PREFILL_4K * day / fresh
+        profile = DEEPSEEK_PROFILE_PREFILL * day / fresh
         print(f"prefill, overlap {'on ' if overlap else 'off'}: the day's prompts run "
               f"{day / fresh:.2f}x the input tokens/s of 4K uncached ones in the model, so "
               f"SGLang's measured {SGLANG_PREFILL_4K / 1e3:.1f}k means about "
-              f"{capacity / 1e3:.0f}k per node on the day's mix at capacity; the published "
-              f"{PUBLISHED_PREFILL / 1e3:.1f}k is {PUBLISHED_PREFILL / capacity:.0%} of it")
+              f"{capacity / 1e3:.0f}k per node on the day's mix at capacity, DeepSeek's "
+              f"profile ({DEEPSEEK_PROFILE_PREFILL / 1e3:.1f}k, balanced) about "
+              f"{profile / 1e3:.0f}k; the published {PUBLISHED_PREFILL / 1e3:.1f}k is "
+              f"{PUBLISHED_PREFILL / capacity:.0%} and {PUBLISHED_PREFILL / profile:.0%} of them")
 
 
 def rtp_llm_points() -> None:
