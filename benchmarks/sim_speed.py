@@ -56,9 +56,10 @@ from batchlab.costmodel.models import ModelConfig
 from batchlab.workloads import TraceLengths, make_workload
 
 # Vidur end to end on the vidur case and its peak memory, measured on the 2-core development
-# machine of November 2026; the development machine of December 2026 runs batchlab's own
-# vidur case about 1.6x slower (multi-step 3.15 s on 2026-12-01 against 2.01 s), so a ratio against this
-# constant holds only on a machine of that speed: rerun Vidur and pass --vidur-seconds.
+# machine of November 2026, where batchlab's own vidur case took 2.01 s multi-step. The
+# development machines of December 2026 have run it from 1.6x slower (3.15 s) to 1.36x faster
+# (1.48 s), so a ratio against this constant holds only on a machine of November's speed:
+# rerun Vidur and pass --vidur-seconds.
 VIDUR_SECONDS = 80.7
 VIDUR_PEAK_MB = 1810
 TRACE_NAME = "AzureLLMInferenceTrace_conv.csv"
