@@ -187,7 +187,8 @@ def at_capacity() -> None:
         else:  # derived, not measured: the balanced run over the ablation's gain from overlap
             lo, hi = (SGLANG_PREFILL_BALANCED / (1 + g) for g in TBO_PREFILL_SAME_TOKENS[::-1])
             print(f"    balanced routing without overlap, derived (SGLang's perfect-EPLB "
-                  f"{SGLANG_PREFILL_BALANCED / 1e3:.1f}k over its measured +27% to +35% from "
+                  f"{SGLANG_PREFILL_BALANCED / 1e3:.1f}k over its measured "
+                  f"{TBO_PREFILL_SAME_TOKENS[0]:+.0%} to {TBO_PREFILL_SAME_TOKENS[1]:+.0%} from "
                   f"overlap): {lo / 1e3:.1f}k-{hi / 1e3:.1f}k, model {per_node / hi - 1:+.0%} "
                   f"to {per_node / lo - 1:+.0%}")
         dec = make_devices("deepseek-v3", "h100", 72, tp=1, ep=72, redundant_experts=32,
