@@ -3,8 +3,9 @@ DeepSeek published (DeepSeek-V3/R1 Inference System Overview, open-infra-index, 
 
 What the model reaches and misses is in docs/costmodel.md ("DeepSeek at scale"): without
 overlap the decode unit lands on the published throughput; with the two-batch overlap DeepSeek
-describes, the roofline is faster than the published day-average in both phases, and gains
-more from overlap than SGLang's ablation measures. The bands below hold those findings, so a
+describes, the roofline is faster than the published day-average in both phases, lands on
+DeepSeek's own prefill profile, and in decode gains more from overlap than SGLang's ablation
+measures. The bands below hold those findings, so a
 change to them is seen.
 """
 
@@ -82,7 +83,7 @@ def test_prefill_unit_is_above_the_published_day_average(units):
     off = _prefill_per_node(units["off"][0])
     on = _prefill_per_node(units["on"][0])
     assert 1.0 * PUBLISHED_PREFILL < off < 1.7 * PUBLISHED_PREFILL
-    assert off < on < 3.0 * PUBLISHED_PREFILL
+    assert off < on < 2.2 * PUBLISHED_PREFILL
 
 
 # Full-batch measurements (LMSYS blog, "Deploying DeepSeek with PD Disaggregation and
@@ -108,18 +109,21 @@ def test_full_batch_points_without_overlap_are_within_25_percent_of_sglang():
 
 
 def test_full_batch_points_with_overlap_overshoot_as_documented():
-    # a documented miss (docs/costmodel.md): the band makes a change to it visible
+    # documented misses (docs/costmodel.md): the bands make a change to them visible. The
+    # prefill, with uniform routing, against SGLang's default (imbalanced) expert placement
     prefill, decode = _sglang_points(True)
-    assert 1.4 * SGLANG_PREFILL_4K < prefill < 2.1 * SGLANG_PREFILL_4K
+    assert 1.1 * SGLANG_PREFILL_4K < prefill < 1.45 * SGLANG_PREFILL_4K
     assert 1.2 * SGLANG_DECODE_2K < decode < 1.8 * SGLANG_DECODE_2K
 
 
-def test_overlapped_prefill_is_within_25_percent_of_deepseeks_own_profile():
+def test_overlapped_prefill_is_within_10_percent_of_deepseeks_own_profile():
     # The LMSYS blog's "Profile Results" read 62,713 input tokens/s per node off DeepSeek's
     # prefill profile (EP32, 16K tokens/GPU of 4K prompts, perfectly balanced routing, two
-    # micro-batches); the model routes uniformly too (skew 0)
+    # micro-batches); the model routes uniformly too (skew 0). Not used to fit the overlapped
+    # transfers' slowdown (expert_comm.HT_OVERLAP_SLOWDOWN, fitted to the blog's ablation):
+    # this is its check, and the model lands within a few percent (docs/costmodel.md)
     prefill, _ = _sglang_points(True)
-    assert prefill == pytest.approx(62_713, rel=0.25)
+    assert prefill == pytest.approx(62_713, rel=0.1)
 
 
 # The same blog's two-batch-overlap ablation on H100: throughput with overlap over without,
@@ -142,9 +146,10 @@ def test_overlap_loses_on_small_decode_batches_and_pays_on_large_ones_as_measure
     assert gains == sorted(gains)     # the gain grows with the batch
 
 
-def test_overlap_gain_overshoots_sglangs_ablation_as_documented():
-    # a documented miss (docs/costmodel.md, "DeepSeek at scale", the ablation's table): the
-    # model gains 1.5-2x what overlap measurably buys; the band makes a change to it visible
+def test_overlap_gain_against_sglangs_ablation():
+    # prefill: the overlapped transfers' slowdown is fitted to this range; decode: a
+    # documented miss (docs/costmodel.md, "DeepSeek at scale", the ablation's table), the
+    # model gaining 1.5-2x what overlap measurably buys; the bands make a change visible
     def prefill(overlap):
         return make_devices("deepseek-v3", "h100", 32, tp=1, ep=32, overlap=overlap,
                             max_batch_tokens=16384)[0]
@@ -153,7 +158,7 @@ def test_overlap_gain_overshoots_sglangs_ablation_as_documented():
     dec = _overlap_gain(_decode_ep72, Batch.decode(range(72 * 256), [2000] * (72 * 256)))
     mtp = _overlap_gain(lambda o: _decode_ep72(o, decode_threshold=2),
                         Batch(range(72 * 128), [2] * (72 * 128), [3999] * (72 * 128)))
-    assert 1.2 * 0.35 < pre < 2.2 * 0.27
+    assert 0.27 <= pre <= 0.35
     assert 1.2 * 0.255 < dec < 2.2 * 0.255
     assert 1.2 * (17_552 / 12_929 - 1) < mtp < 2.2 * (17_552 / 12_929 - 1)
 
@@ -204,7 +209,7 @@ def test_rtp_llm_points_without_overlap_are_within_25_percent():
 def test_rtp_llm_points_with_overlap_overshoot_as_documented():
     # a documented miss (docs/costmodel.md, "DeepSeek at scale", RTP-LLM's table)
     prefill_step, user_rate, per_node = _rtp_points(True)
-    assert 0.45 * RTP_PREFILL_STEP < prefill_step < 0.7 * RTP_PREFILL_STEP
+    assert 0.6 * RTP_PREFILL_STEP < prefill_step < 0.8 * RTP_PREFILL_STEP
     assert 1.25 * 14_700 < per_node < 1.7 * 14_700
     assert user_rate > 20.0
 

@@ -44,6 +44,8 @@ def test_high_throughput_mode_crosses_the_network_once_per_server():
     # prefill (once per remote server, then NVLink) moves fewer NIC bytes than decode's k copies
     assert xc.time(4096, False) < xc.time(4096, True)
     assert 0 < xc.sm_share(False) < 0.25 and xc.sm_share(True) == 0.0
+    # overlapped, its transfers run slower than alone; the decode kernels' do not
+    assert xc.overlap_slowdown(False) > 1.0 and xc.overlap_slowdown(True) == 1.0
     # inside one server both modes are the same NVLink all-to-all
     one = ExpertComm.build(Cluster.build(H800, 8), range(8), DSV3, 0.75)
     assert one.time(4096, False) == pytest.approx(one.time(4096, True), rel=0.01)

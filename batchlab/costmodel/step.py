@@ -319,10 +319,11 @@ class StepModel:
             elif xc is not None:
                 comm += moe * xc.time(self._per_gpu_tokens(t_mb, g_mb), is_decode)
         if self.overlap and m == 2:
-            share = xc.sm_share(is_decode) if xc is not None else 0.0
+            share, slower = ((xc.sm_share(is_decode), xc.overlap_slowdown(is_decode))
+                             if xc is not None else (0.0, 1.0))
             ph = self._phases(out[1], t if self._experts is not None else 0.0, ar, xc,
                               self._per_gpu_tokens(t_mb, g_mb), is_decode)
-            o = two_batch_overlap(comp, time - comp, ovh, comm, ph, share)
+            o = two_batch_overlap(comp, time - comp, ovh, comm, ph, share, slower)
             duration = o.duration + eff.step_overhead
             return duration, StepCost(
                 compute=o.compute, memory=o.memory, communication=o.exposed,
