@@ -5,8 +5,7 @@ What the model reaches and misses is in docs/costmodel.md ("DeepSeek at scale"):
 overlap the decode unit lands on the published throughput; with the two-batch overlap DeepSeek
 describes, the roofline is faster than the published day-average in both phases, lands on
 DeepSeek's own prefill profile, and in decode gains more from overlap than SGLang's ablation
-measures. The bands below hold those findings, so a
-change to them is seen.
+measures. The bands below hold those findings, so a change to them is seen.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ import pytest
 
 from batchlab.core import Batch, ConfigError
 from batchlab.costmodel import Cluster, get_gpu, get_model, make_devices
+from batchlab.costmodel import expert_comm
 from batchlab.costmodel.expert_comm import FP8_SCALE_GROUP, ExpertComm
 from batchlab.costmodel.moe import Router
 
@@ -49,6 +50,26 @@ def test_high_throughput_mode_crosses_the_network_once_per_server():
     # inside one server both modes are the same NVLink all-to-all
     one = ExpertComm.build(Cluster.build(H800, 8), range(8), DSV3, 0.75)
     assert one.time(4096, False) == pytest.approx(one.time(4096, True), rel=0.01)
+
+
+def test_overlapped_prefill_transfers_run_slower_than_alone_and_decode_ones_do_not(
+        monkeypatch):
+    def steps():
+        dev = make_devices("deepseek-v3", "h800", 32, tp=1, ep=32, overlap=True)[0]
+        prefill = dev.run(Batch(range(64), [4096] * 64, [0] * 64))
+        decode = dev.run(Batch.decode(range(32 * 64), [2000] * (32 * 64)))
+        return prefill, decode
+
+    prefill, decode = steps()
+    slowdown = expert_comm.HT_OVERLAP_SLOWDOWN
+    monkeypatch.setattr(expert_comm, "HT_OVERLAP_SLOWDOWN", 1.0)
+    prefill_alone, decode_alone = steps()
+    # tp=1: every transfer is an expert dispatch or combine, all of them slowed in prefill
+    as_run = prefill.cost.communication + prefill.cost.communication_hidden
+    alone = prefill_alone.cost.communication + prefill_alone.cost.communication_hidden
+    assert slowdown > 1.0 and as_run == pytest.approx(slowdown * alone, rel=1e-9)
+    assert prefill.duration > prefill_alone.duration
+    assert decode.duration == decode_alone.duration
 
 
 def test_fp8_dispatch_is_cheaper_than_bf16():

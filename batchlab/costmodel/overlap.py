@@ -24,9 +24,9 @@ Dense layers and the output head have no expert traffic to hide and run one micr
 after the other; one layer's worth that cannot overlap (the first computation before any
 transfer exists, or the last combine) is added once. The SMs that communication kernels take
 while they run (`sm_share`; DeepEP's high-throughput kernels run on SMs, its low-latency ones
-receive through a hook and take none) slow the MoE layers' computation, and the transfers
-themselves run slower beside the computation than alone (`comm_slowdown`, a factor on the
-MoE layers' dispatch and combine; see expert_comm.py for its source). Splitting the batch
+receive through a hook and take none) slow the MoE layers' computation. The phases' and the
+totals' transfer times are those of the transfers as they run overlapped (DeepEP's
+high-throughput ones slower than alone: expert_comm.py). Splitting the batch
 is not free: weights are read once per micro-batch and launches double, which the caller's
 per-micro-batch figures already include. The exposed communication is what the step takes
 beyond the computation; the rest of the communication is hidden.
@@ -63,23 +63,20 @@ class Overlapped:
 
 
 def two_batch_overlap(compute: float, memory: float, launches: float, comm: float,
-                      ph: Phases, sm_share: float = 0.0,
-                      comm_slowdown: float = 1.0) -> Overlapped:
+                      ph: Phases, sm_share: float = 0.0) -> Overlapped:
     """Two micro-batches, each taking `compute` + `memory` + `launches` seconds of GPU work
-    and `comm` seconds of communication in all (alone), `ph` of it in the MoE layers' phases.
-    The exposed and hidden communication are those of the transfers as they run overlapped."""
+    and `comm` seconds of communication in all, `ph` of it in the MoE layers' phases."""
     slow = 1.0 / (1.0 - sm_share) if comm > 0 else 1.0
     n = ph.num_layers
     a = slow * ph.attention + ph.attention_launches
     e = slow * ph.experts + ph.experts_launches
-    d, c = comm_slowdown * ph.dispatch, comm_slowdown * ph.combine
+    d, c = ph.dispatch, ph.combine
     overlaps = min(a, d) + min(d, e) + min(e, c) + min(c, a)
     moe = n * (2.0 * (a + e + d + c) - overlaps)
     extra = (slow - 1.0) * n * (ph.attention + ph.experts)
     work = compute + memory + launches + extra           # one micro-batch's compute stream
     rest_work = work - n * (a + e)                        # dense layers and the head
-    rest_comm = comm - n * (ph.dispatch + ph.combine)     # their collectives, not hidden
-    comm = rest_comm + n * (d + c)                        # one micro-batch's, as it runs
+    rest_comm = comm - n * (d + c)                        # their collectives, not hidden
     fill = min(min(work, comm) / max(n, 1.0), n * overlaps)
     duration = moe + 2.0 * (rest_work + rest_comm) + fill
     exposed = duration - 2.0 * work

@@ -319,11 +319,10 @@ class StepModel:
             elif xc is not None:
                 comm += moe * xc.time(self._per_gpu_tokens(t_mb, g_mb), is_decode)
         if self.overlap and m == 2:
-            share, slower = ((xc.sm_share(is_decode), xc.overlap_slowdown(is_decode))
-                             if xc is not None else (0.0, 1.0))
-            ph = self._phases(out[1], t if self._experts is not None else 0.0, ar, xc,
-                              self._per_gpu_tokens(t_mb, g_mb), is_decode)
-            o = two_batch_overlap(comp, time - comp, ovh, comm, ph, share, slower)
+            share = xc.sm_share(is_decode) if xc is not None else 0.0
+            ph, slower = self._phases(out[1], t if self._experts is not None else 0.0, ar, xc,
+                                      self._per_gpu_tokens(t_mb, g_mb), is_decode)
+            o = two_batch_overlap(comp, time - comp, ovh, comm + moe * slower, ph, share)
             duration = o.duration + eff.step_overhead
             return duration, StepCost(
                 compute=o.compute, memory=o.memory, communication=o.exposed,
@@ -337,18 +336,22 @@ class StepModel:
             experts_touched=touched, tokens_per_expert=tpe, bubble_fraction=0.0,
             padded_tokens=batch.num_padded_tokens)
 
-    def _phases(self, op_time, experts, ar, xc, per_gpu, is_decode) -> Phases:
+    def _phases(self, op_time, experts, ar, xc, per_gpu, is_decode) -> tuple[Phases, float]:
         """One micro-batch's MoE layer in overlap phases, from the ops' seconds for one layer
-        (`op_time`), the routed experts' seconds per layer and the collectives."""
+        (`op_time`), the routed experts' seconds per layer and the collectives; and the
+        seconds a layer's expert transfers take overlapped beyond their time alone."""
+        slower = 0.0
         if self._moe_ar or xc is None:
             dispatch, combine = ar, (ar if self._moe_ar else 0.0)
         else:
             dispatch, combine = xc.phases(per_gpu, is_decode)
-            dispatch += ar
+            f = xc.overlap_slowdown(is_decode)
+            slower = (f - 1.0) * (dispatch + combine)
+            dispatch, combine = f * dispatch + ar, f * combine
         kov = self.efficiency.kernel_overhead
         return Phases(self._stages[0][2], float(op_time @ self._attn_ops),
                       float(op_time @ self._moe_ops) + experts, kov * self._attn_ops.sum(),
-                      kov * (self._moe_ops.sum() + 1.0), dispatch, combine)
+                      kov * (self._moe_ops.sum() + 1.0), dispatch, combine), slower
 
     def _cost_pipeline(self, batch) -> tuple[float, StepCost]:
         """`cost` through pipeline stages and the links between them, as a flow shop."""

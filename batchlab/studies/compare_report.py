@@ -221,12 +221,11 @@ def write_report(view, out: Path, plots: dict[str, Path]) -> Path:
               "a few percent of DeepSeek's profile), so its capacity and price there are "
               "optimistic. Capacity comes from finite runs of Poisson traffic (see [capacity] "
               "in the config for their length) searched to the bracket width given there, "
-              "with one "
-              "seed: where a policy's tail latency is set by a few long requests (request-"
-              "level batching runs a cohort to its longest member), its capacity moves with "
-              "the sample. Costs are GPU-hour prices only: no power, networking, or capacity kept "
-              "for peaks beyond whole replicas. A scale-axis row left out above is not in the "
-              "crossover.", ""]
+              "with one seed: where a policy's tail latency is set by a few long requests "
+              "(request-level batching runs a cohort to its longest member), its capacity "
+              "moves with the sample. Costs are GPU-hour prices only: no power, networking, or "
+              "capacity kept for peaks beyond whole replicas. A scale-axis row left out above "
+              "is not in the crossover.", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
