@@ -52,7 +52,7 @@ without it); decode -27% at 32 tokens per GPU, paying off only above 64 to 128, 
 above; the ablation does not restate it); decode with simulated MTP (128 requests per
 GPU, two tokens each, 4K KV, attention slowed to DeepSeek's profile, 60% of drafts
 accepted) 17,552 against 12,929 tokens/s per node, +35.8%. The model's slowdown of the
-high-throughput transfers under overlap (expert_comm.HT_OVERLAP_SLOWDOWN, 1.32) is fitted to
+high-throughput transfers under overlap (1.32x: Efficiency.overlapped_communication) is fitted to
 the prefill row at 8K tokens/GPU; the other rows, and DeepSeek's prefill profile above, are
 checks of it.
 
@@ -219,7 +219,7 @@ def overlap_ablation() -> None:
     for tokens in (4096, 8192):
         n = tokens // 4096 * 32
         on, off, gain = _gain(prefill, Batch(range(n), [4096] * n, [0] * n))
-        fit = " (HT_OVERLAP_SLOWDOWN is fitted here)" if tokens == 8192 else ""
+        fit = " (the overlapped transfers' slowdown is fitted here)" if tokens == 8192 else ""
         print(f"  prefill EP32, {tokens // 1024}K tokens/GPU: {on:.2f} s with, {off:.2f} s "
               f"without: {gain:+.0%} vs {TBO_PREFILL_SAME_TOKENS[0]:+.0%} to "
               f"{TBO_PREFILL_SAME_TOKENS[1]:+.0%} measured at the same tokens per GPU{fit}")

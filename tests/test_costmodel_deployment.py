@@ -119,7 +119,7 @@ def test_overlapped_prefill_is_within_10_percent_of_deepseeks_own_profile():
     # The LMSYS blog's "Profile Results" read 62,713 input tokens/s per node off DeepSeek's
     # prefill profile (EP32, 16K tokens/GPU of 4K prompts, perfectly balanced routing, two
     # micro-batches); the model routes uniformly too (skew 0). Not used to fit the overlapped
-    # transfers' slowdown (expert_comm.HT_OVERLAP_SLOWDOWN, fitted to the blog's ablation):
+    # transfers' slowdown (Efficiency.overlapped_communication, fitted to the blog's ablation):
     # this is its check, and the model lands within a few percent (docs/costmodel.md)
     prefill, _ = _sglang_points(True)
     assert prefill == pytest.approx(62_713, rel=0.1)

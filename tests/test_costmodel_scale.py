@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from batchlab.core import Batch, ConfigError
-from batchlab.costmodel import Cluster, get_gpu, get_model, make_devices
-from batchlab.costmodel import expert_comm
+from batchlab.costmodel import Cluster, Efficiency, get_gpu, get_model, make_devices
 from batchlab.costmodel.expert_comm import FP8_SCALE_GROUP, ExpertComm
 from batchlab.costmodel.moe import Router
 
@@ -45,26 +44,29 @@ def test_high_throughput_mode_crosses_the_network_once_per_server():
     # prefill (once per remote server, then NVLink) moves fewer NIC bytes than decode's k copies
     assert xc.time(4096, False) < xc.time(4096, True)
     assert 0 < xc.sm_share(False) < 0.25 and xc.sm_share(True) == 0.0
-    # overlapped, its transfers run slower than alone; the decode kernels' do not
-    assert xc.overlap_slowdown(False) > 1.0 and xc.overlap_slowdown(True) == 1.0
+    # overlapped, its transfers run slower than alone when the caller says so (the step
+    # model passes Efficiency.overlapped_communication); the decode kernels' never do
+    slowed = ExpertComm.build(cluster, range(32), DSV3, 0.75, overlapped=0.8)
+    assert xc.overlap_slowdown(False) == 1.0
+    assert slowed.overlap_slowdown(False) == pytest.approx(1.25)
+    assert slowed.overlap_slowdown(True) == 1.0
     # inside one server both modes are the same NVLink all-to-all
     one = ExpertComm.build(Cluster.build(H800, 8), range(8), DSV3, 0.75)
     assert one.time(4096, False) == pytest.approx(one.time(4096, True), rel=0.01)
 
 
-def test_overlapped_prefill_transfers_run_slower_than_alone_and_decode_ones_do_not(
-        monkeypatch):
-    def steps():
-        dev = make_devices("deepseek-v3", "h800", 32, tp=1, ep=32, overlap=True)[0]
+def test_overlapped_prefill_transfers_run_slower_than_alone_and_decode_ones_do_not():
+    def steps(**efficiency):
+        dev = make_devices("deepseek-v3", "h800", 32, tp=1, ep=32, overlap=True,
+                           efficiency=efficiency)[0]
         prefill = dev.run(Batch(range(64), [4096] * 64, [0] * 64))
         decode = dev.run(Batch.decode(range(32 * 64), [2000] * (32 * 64)))
         return prefill, decode
 
     prefill, decode = steps()
-    slowdown = expert_comm.HT_OVERLAP_SLOWDOWN
-    monkeypatch.setattr(expert_comm, "HT_OVERLAP_SLOWDOWN", 1.0)
-    prefill_alone, decode_alone = steps()
+    prefill_alone, decode_alone = steps(overlapped_communication=1.0)   # slowdown off
     # tp=1: every transfer is an expert dispatch or combine, all of them slowed in prefill
+    slowdown = 1.0 / Efficiency().overlapped_communication
     as_run = prefill.cost.communication + prefill.cost.communication_hidden
     alone = prefill_alone.cost.communication + prefill_alone.cost.communication_hidden
     assert slowdown > 1.0 and as_run == pytest.approx(slowdown * alone, rel=1e-9)

@@ -9,6 +9,10 @@ estimate. The defaults are honest round numbers, not fitted to the figures the t
 - memory 0.8: streaming kernels reach 80-90% of HBM peak; decode GEMVs and paged-attention
   kernels somewhat less.
 - communication 0.75: NCCL bus bandwidth is typically 70-85% of the link rate.
+- overlapped_communication 1/1.32: the share of their speed alone that DeepEP's
+  high-throughput (prefill) dispatch and combine keep under two-batch overlap. Unlike the
+  others it is fitted, to SGLang's ablation of overlap (see expert_comm.py for the source
+  and the check); 1 turns the slowdown off. Decode's low-latency transfers are never slowed.
 - step_overhead 0.3 ms: per step, host-side scheduling, input preparation and sampling that a
   CUDA-graph runtime does not hide.
 - kernel_overhead 4 us: per op, per layer, per micro-batch: the launch gap and tail of the
@@ -41,6 +45,7 @@ class Efficiency:
     compute: float = attrs.field(default=0.7, validator=v_fraction)
     memory: float = attrs.field(default=0.8, validator=v_fraction)
     communication: float = attrs.field(default=0.75, validator=v_fraction)
+    overlapped_communication: float = attrs.field(default=1 / 1.32, validator=v_fraction)
     step_overhead: float = attrs.field(default=3e-4, validator=v_non_negative)
     kernel_overhead: float = attrs.field(default=4e-6, validator=v_non_negative)
     measured_kernels: bool = attrs.field(default=True, validator=v_bool)

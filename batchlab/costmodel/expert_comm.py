@@ -16,7 +16,7 @@ one for batches with prefill; so does this model:
   that need it. NIC bytes per token = expected distinct remote servers among k draws; NVLink
   carries the forwarded copies; the busier of the two bounds the transfer. It runs on SMs
   (`HT_SMS` of them), which the overlapped computation loses, and it runs slower while
-  overlapped than alone (`HT_OVERLAP_SLOWDOWN`, below).
+  overlapped than alone (`Efficiency.overlapped_communication`, source below).
 
 Dispatch is sent in FP8 when the model's weights are FP8 (DeepSeek-V3: 1 byte per value plus
 one fp32 scale per 128 values, the 1x128 tile quantisation of the technical report, sec.
@@ -40,18 +40,17 @@ from .topology import Cluster
 # DeepSeek-V3 technical report (arXiv 2412.19437), sec. 3.2.2: "only 20 SMs are sufficient to
 # fully utilize the bandwidths of IB and NVLink" for the dispatch/combine kernels.
 HT_SMS = 20
-# The high-throughput kernels under two-batch overlap take this many times their time alone.
-# SGLang's prefill breakdown ("Deploying DeepSeek with PD Disaggregation and Large-scale Expert
-# Parallelism on 96 H100 GPUs", LMSYS blog, 2025-05-05): "Both DeepSeek and SGLang have a
-# communication time slower than unit test results, while the latter is achievable when
-# disabling TBO"; the blog's figures with the times are images. The factor is fitted to the
-# same blog's ablation of overlap (prefill +27% to +35% over no overlap at the same tokens per
-# GPU, EP32 on H100): at 8K tokens/GPU the model gains the middle of that range, 31%, at 1.32
-# (27% at 1.38, 35% at 1.27). DeepSeek's prefill profile (62,713 tokens/s per node as the
-# blog reads it) is not used in the fit: it is the check (docs/costmodel.md). The
-# low-latency decode kernels are not slowed: DeepSeek's decode profile has them at DeepEP's
-# published standalone times (187 + 394 us against 192 + 369 us).
-HT_OVERLAP_SLOWDOWN = 1.32
+# The high-throughput kernels under two-batch overlap take 1.32x their time alone (the default
+# `Efficiency.overlapped_communication` is its inverse). SGLang's prefill breakdown ("Deploying
+# DeepSeek with PD Disaggregation and Large-scale Expert Parallelism on 96 H100 GPUs", LMSYS
+# blog, 2025-05-05): "Both DeepSeek and SGLang have a communication time slower than unit test
+# results, while the latter is achievable when disabling TBO"; the blog's figures with the
+# times are images. The factor is fitted to the same blog's ablation of overlap (prefill +27%
+# to +35% over no overlap at the same tokens per GPU, EP32 on H100): at 8K tokens/GPU the model
+# gains the middle of that range, 31%, at 1.32 (27% at 1.38, 35% at 1.27). DeepSeek's prefill
+# profile (62,713 tokens/s per node as the blog reads it) is not used in the fit: it is the
+# check (docs/costmodel.md). The low-latency decode kernels are not slowed: DeepSeek's decode
+# profile has them at DeepEP's published standalone times (187 + 394 us against 192 + 369 us).
 FP8_SCALE_GROUP = 128  # values per fp32 scale in FP8 dispatch (tech report sec. 3.3)
 
 
@@ -65,10 +64,13 @@ class ExpertComm:
     ht_per_token: float
     ht_sm_share: float     # share of a GPU's SMs the high-throughput kernels occupy
     dispatch_share: float = 0.5  # dispatch's share of the bytes (FP8 out, BF16 back: ~1/3)
+    ht_overlap_slowdown: float = 1.0  # high-throughput time overlapped over time alone
 
     @classmethod
-    def build(cls, cluster: Cluster, group, model: ModelConfig,
-              communication: float) -> "ExpertComm":
+    def build(cls, cluster: Cluster, group, model: ModelConfig, communication: float,
+              overlapped: float = 1.0) -> "ExpertComm":
+        """communication: the achieved share of link bandwidth; overlapped: the share of
+        their speed alone the high-throughput transfers keep under two-batch overlap."""
         group = list(group)
         n = len(group)
         h, k = model.hidden_size, model.num_experts_per_tok
@@ -106,7 +108,7 @@ class ExpertComm:
         sms = cluster.gpu.num_sms
         share = min(HT_SMS / sms, 0.5) if sms else 0.0
         return cls(ll_latency, ll_per_token, ht_latency, ht_per_token, share,
-                   dispatch / both)
+                   dispatch / both, 1.0 / overlapped)
 
     def time(self, tokens_per_gpu: float, is_decode: bool) -> float:
         """Dispatch + combine seconds of one MoE layer for `tokens_per_gpu` tokens each GPU
@@ -134,4 +136,4 @@ class ExpertComm:
 
     def overlap_slowdown(self, is_decode: bool) -> float:
         """How many times its time alone dispatch and combine take under two-batch overlap."""
-        return 1.0 if is_decode else HT_OVERLAP_SLOWDOWN
+        return 1.0 if is_decode else self.ht_overlap_slowdown

@@ -107,8 +107,8 @@ class StepModel:
         self._stages = []
         for s in range(p):
             ar = c.all_reduce(lay.tp_group(s))
-            xc = (ExpertComm.build(c, lay.stage_gpus[s], m, ce) if m.is_moe and lay.ep > 1
-                  else None)
+            xc = (ExpertComm.build(c, lay.stage_gpus[s], m, ce, eff.overlapped_communication)
+                  if m.is_moe and lay.ep > 1 else None)
             self._stages.append((layers[s], dense[s], moe[s], ar.latency, ar.seconds_per_byte / ce,
                                  xc))
         self._links = []
