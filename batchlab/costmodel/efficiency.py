@@ -45,10 +45,11 @@ class Efficiency:
     compute: float = attrs.field(default=0.7, validator=v_fraction)
     memory: float = attrs.field(default=0.8, validator=v_fraction)
     communication: float = attrs.field(default=0.75, validator=v_fraction)
-    overlapped_communication: float = attrs.field(default=1 / 1.32, validator=v_fraction)
     step_overhead: float = attrs.field(default=3e-4, validator=v_non_negative)
     kernel_overhead: float = attrs.field(default=4e-6, validator=v_non_negative)
     measured_kernels: bool = attrs.field(default=True, validator=v_bool)
+    # after the others: positional construction (calibrate's) keeps its meaning
+    overlapped_communication: float = attrs.field(default=1 / 1.32, validator=v_fraction)
 
     @classmethod
     def from_dict(cls, values: dict, name: str = "profile") -> "Efficiency":
