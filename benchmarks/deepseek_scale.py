@@ -133,6 +133,23 @@ def prefill_point(dev, rows_per_gpu=4):
     return rows_per_gpu, r
 
 
+def fresh_4k(rows: int) -> Batch:
+    """`rows` uncached 4K prompts (the profile's and SGLang's prefill rows)."""
+    return Batch(range(rows), [4096] * rows, [0] * rows)
+
+
+def sglang_prefill(overlap: bool):
+    """SGLang's prefill layout (H100, EP32) at up to 16K tokens/GPU."""
+    return make_devices("deepseek-v3", "h100", 32, tp=1, ep=32, overlap=overlap,
+                        max_batch_tokens=16384)[0]
+
+
+def sglang_decode(overlap: bool, **kw):
+    """SGLang's decode layout (H100, EP72 + 32 redundant experts)."""
+    return make_devices("deepseek-v3", "h100", 72, tp=1, ep=72, redundant_experts=32,
+                        overlap=overlap, **kw)[0]
+
+
 def mtp_batch(rows: int, cached: int) -> Batch:
     """MTP decode rows: each feeds its last token and one draft on top of `cached` tokens."""
     return Batch(range(rows), [2] * rows, [cached] * rows)
@@ -175,10 +192,8 @@ def at_capacity() -> None:
     print("at capacity (SGLang, H100, full batches; see the docstring)")
     for overlap in (True, False):
         label = "on " if overlap else "off"
-        pre = make_devices("deepseek-v3", "h100", 32, tp=1, ep=32, overlap=overlap,
-                           max_batch_tokens=16384)[0]
-        n = 4 * pre.num_gpus
-        r = pre.run(Batch(range(n), [4096] * n, [0] * n))
+        pre = sglang_prefill(overlap)
+        r = pre.run(fresh_4k(4 * pre.num_gpus))
         per_node = GPUS_PER_NODE * 4 * 4096 / r.duration
         _row(f"prefill {label}", r, per_node, SGLANG_PREFILL_4K)
         if overlap:  # the like-for-like references: balanced routing, as the model's
@@ -194,8 +209,7 @@ def at_capacity() -> None:
                   f"{TBO_PREFILL_SAME_TOKENS[0]:+.0%} to {TBO_PREFILL_SAME_TOKENS[1]:+.0%} from "
                   f"overlap): {lo / 1e3:.1f}k-{hi / 1e3:.1f}k, model {per_node / hi - 1:+.0%} "
                   f"to {per_node / lo - 1:+.0%}")
-        dec = make_devices("deepseek-v3", "h100", 72, tp=1, ep=72, redundant_experts=32,
-                           overlap=overlap, max_batch_rows=256)[0]
+        dec = sglang_decode(overlap, max_batch_rows=256)
         n = 256 * dec.num_gpus
         r = dec.run(Batch.decode(range(n), [2000] * n))
         _row(f"decode {label}", r, GPUS_PER_NODE * 256 / r.duration, SGLANG_DECODE_2K)
@@ -211,36 +225,27 @@ def overlap_ablation() -> None:
     """What two-batch overlap buys in the model against SGLang's ablation (docstring)."""
     print("two-batch overlap's gain (throughput with over without), model vs SGLang's ablation "
           "(H100)")
-
-    def prefill(overlap):
-        return make_devices("deepseek-v3", "h100", 32, tp=1, ep=32, overlap=overlap,
-                            max_batch_tokens=16384)[0]
-
+    steps_off = {}
     for tokens in (4096, 8192):
-        n = tokens // 4096 * 32
-        on, off, gain = _gain(prefill, Batch(range(n), [4096] * n, [0] * n))
+        on, steps_off[tokens], gain = _gain(sglang_prefill, fresh_4k(tokens // 4096 * 32))
+        off = steps_off[tokens]
         fit = " (the overlapped transfers' slowdown is fitted here)" if tokens == 8192 else ""
         print(f"  prefill EP32, {tokens // 1024}K tokens/GPU: {on:.2f} s with, {off:.2f} s "
               f"without: {gain:+.0%} vs {TBO_PREFILL_SAME_TOKENS[0]:+.0%} to "
               f"{TBO_PREFILL_SAME_TOKENS[1]:+.0%} measured at the same tokens per GPU{fit}")
-    on16 = prefill(True).run(Batch(range(128), [4096] * 128, [0] * 128)).duration
-    off8 = prefill(False).run(Batch(range(64), [4096] * 64, [0] * 64)).duration
+    on16 = sglang_prefill(True).run(fresh_4k(128)).duration
     print(f"  prefill EP32, 16K tokens/GPU with over 8K without (per token): "
-          f"{2 * off8 / on16 - 1:+.0%} vs {TBO_PREFILL_BEST:+.1%} measured")
-
-    def decode(overlap, **kw):
-        return make_devices("deepseek-v3", "h100", 72, tp=1, ep=72, redundant_experts=32,
-                            overlap=overlap, **kw)[0]
-
+          f"{2 * steps_off[8192] / on16 - 1:+.0%} vs {TBO_PREFILL_BEST:+.1%} measured")
     for rows in (32, 64, 128, 256):
-        on, off, gain = _gain(decode, Batch.decode(range(rows * 72), [2000] * (rows * 72)))
+        on, off, gain = _gain(sglang_decode, Batch.decode(range(rows * 72), [2000] * (rows * 72)))
         measured = (f"{TBO_DECODE[rows]:+.1%} measured" if rows in TBO_DECODE else
                     f"measured: turns positive between {TBO_DECODE_PAYS_FROM[0]} and "
                     f"{TBO_DECODE_PAYS_FROM[1]}")
         print(f"  decode EP72 + 32 redundant, {rows} rows/GPU of 2K: {on * 1e3:.1f} ms with, "
               f"{off * 1e3:.1f} ms without: {gain:+.0%} vs {measured}")
     n = 128 * 72
-    on, off, gain = _gain(lambda o: decode(o, decode_threshold=2), mtp_batch(n, 4000 - 1))
+    on, off, gain = _gain(lambda o: sglang_decode(o, decode_threshold=2),
+                          mtp_batch(n, 4000 - 1))
     tokens = GPUS_PER_NODE * 128 * (1 + SGLANG_MTP_ACCEPTANCE)
     with_, without = TBO_MTP_ON_OFF
     print(f"  decode EP72 MTP, 128 requests/GPU x 2 tokens, 4K KV ({SGLANG_MTP_ACCEPTANCE:.0%} "
@@ -305,7 +310,7 @@ def prefill_day_mix_at_capacity() -> None:
         pre = make_deployment("deepseek-v3-production", overlap=overlap)[0]
         n = 4 * pre.num_gpus
         day = PROMPT / pre.run(Batch(range(n), [PROMPT - CACHED] * n, [CACHED] * n)).duration
-        fresh = 4096 / pre.run(Batch(range(n), [4096] * n, [0] * n)).duration
+        fresh = 4096 / pre.run(fresh_4k(n)).duration
         capacity = SGLANG_PREFILL_4K * day / fresh
         profile = DEEPSEEK_PROFILE_PREFILL * day / fresh
         print(f"prefill, overlap {'on ' if overlap else 'off'}: the day's prompts run "
@@ -325,8 +330,7 @@ def rtp_llm_points() -> None:
         label = "on " if overlap else "off"
         pre, dec = make_deployment("deepseek-v3-production", overlap=overlap,
                                    decode_threshold=2)
-        n = RTP_PREFILL_ROWS * pre.num_gpus
-        r = pre.run(Batch(range(n), [4096] * n, [0] * n))
+        r = pre.run(fresh_4k(RTP_PREFILL_ROWS * pre.num_gpus))
         _row(f"prefill {label}", r, GPUS_PER_NODE * RTP_PREFILL_ROWS * 4096 / r.duration,
              RTP_PREFILL_NODE)
         print(f"    {RTP_PREFILL_ROWS} x 4K prompts/GPU: {r.duration:.2f} s a step vs "

@@ -91,12 +91,20 @@ def test_prefill_unit_is_above_the_published_day_average(units):
 SGLANG_PREFILL_4K, SGLANG_DECODE_2K = 50_302, 22_300
 
 
+def _sglang_prefill(overlap):
+    return make_devices("deepseek-v3", "h100", 32, tp=1, ep=32, overlap=overlap,
+                        max_batch_tokens=16384)[0]
+
+
+def _sglang_decode(overlap, **kw):
+    return make_devices("deepseek-v3", "h100", 72, tp=1, ep=72, redundant_experts=32,
+                        overlap=overlap, **kw)[0]
+
+
 def _sglang_points(overlap):
-    pre = make_devices("deepseek-v3", "h100", 32, tp=1, ep=32, overlap=overlap,
-                       max_batch_tokens=16384)[0]
+    pre = _sglang_prefill(overlap)
     prefill = 8 * 4 * 4096 / pre.run(Batch(range(128), [4096] * 128, [0] * 128)).duration
-    dec = make_devices("deepseek-v3", "h100", 72, tp=1, ep=72, redundant_experts=32,
-                       overlap=overlap, max_batch_rows=256)[0]
+    dec = _sglang_decode(overlap, max_batch_rows=256)
     decode = 8 * 256 / dec.run(Batch.decode(range(256 * 72), [2000] * (256 * 72))).duration
     return prefill, decode
 
@@ -133,13 +141,8 @@ def _overlap_gain(make, batch):
     return make(False).run(batch).duration / make(True).run(batch).duration - 1.0
 
 
-def _decode_ep72(overlap, **kw):
-    return make_devices("deepseek-v3", "h100", 72, tp=1, ep=72, redundant_experts=32,
-                        overlap=overlap, **kw)[0]
-
-
 def test_overlap_loses_on_small_decode_batches_and_pays_on_large_ones_as_measured():
-    gains = [_overlap_gain(_decode_ep72, Batch.decode(range(72 * b), [2000] * (72 * b)))
+    gains = [_overlap_gain(_sglang_decode, Batch.decode(range(72 * b), [2000] * (72 * b)))
              for b in (32, 64, 128, 256)]
     assert gains[0] < 0 < gains[-1]   # measured: -27% at 32, +25.5% at 256
     assert gains == sorted(gains)     # the gain grows with the batch
@@ -149,13 +152,9 @@ def test_overlap_gain_against_sglangs_ablation():
     # prefill: the overlapped transfers' slowdown is fitted to this range; decode: a
     # documented miss (docs/costmodel.md, "DeepSeek at scale", the ablation's table), the
     # model gaining 1.5-2x what overlap measurably buys; the bands make a change visible
-    def prefill(overlap):
-        return make_devices("deepseek-v3", "h100", 32, tp=1, ep=32, overlap=overlap,
-                            max_batch_tokens=16384)[0]
-
-    pre = _overlap_gain(prefill, Batch(range(64), [4096] * 64, [0] * 64))   # 8K tokens/GPU
-    dec = _overlap_gain(_decode_ep72, Batch.decode(range(72 * 256), [2000] * (72 * 256)))
-    mtp = _overlap_gain(lambda o: _decode_ep72(o, decode_threshold=2),
+    pre = _overlap_gain(_sglang_prefill, Batch(range(64), [4096] * 64, [0] * 64))   # 8K tokens/GPU
+    dec = _overlap_gain(_sglang_decode, Batch.decode(range(72 * 256), [2000] * (72 * 256)))
+    mtp = _overlap_gain(lambda o: _sglang_decode(o, decode_threshold=2),
                         Batch(range(72 * 128), [2] * (72 * 128), [3999] * (72 * 128)))
     assert 0.27 <= pre <= 0.35
     assert 1.2 * 0.255 < dec < 2.2 * 0.255
