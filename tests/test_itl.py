@@ -160,18 +160,23 @@ def test_a_run_without_token_gaps_reports_nan():
 
 
 @given(entries=st.lists(st.tuples(st.lists(_IN_RANGE, min_size=1, max_size=20),
-                                  st.sampled_from(["once", "repeated", "weighted"]),
+                                  st.sampled_from(["once", "repeated", "weighted", "same"]),
                                   st.integers(1, 9)), min_size=1, max_size=30))
 def test_mixed_entries_count_as_each_gap_booked_by_hand(entries):
-    """Entries booked once, repeated (a stretch: every row sees a step) and weighted (rows
-    leaving) are spread to per-gap weights when binned: the counts, number and maximum
-    those gaps give one by one, and the sum of gap x weight."""
+    """Entries booked once, repeated (a stretch: every row sees a step), weighted (rows
+    leaving) and one gap many times (rows that last emitted together) are spread to per-gap
+    weights when binned: the counts, number and maximum those gaps give one by one, and the
+    sum of gap x weight (the one-gap entries are summed apart: up to float rounding)."""
     hist, by_hand = GapHistogram(), []
     for gaps, how, k in entries:
         gaps = np.array(gaps)
         if how == "once":
             hist.add(gaps)
             weights = np.ones(gaps.size, dtype=np.int64)
+        elif how == "same":
+            gaps = gaps[:1]
+            hist.add_same(float(gaps[0]), k)
+            weights = np.array([k])
         elif how == "repeated":
             hist.add_repeated(gaps, k)
             weights = np.full(gaps.size, k)
@@ -184,7 +189,41 @@ def test_mixed_entries_count_as_each_gap_booked_by_hand(entries):
     counts = np.zeros(NUM_BINS, dtype=np.int64)
     np.add.at(counts, bin_of(gaps), weights)
     assert np.array_equal(hist.counts, counts) and hist.num_gaps == int(weights.sum())
-    assert hist.total == float((gaps * weights).sum()) and hist.max == gaps.max()
+    assert hist.max == gaps.max()
+    if any(how == "same" for _, how, _ in entries):
+        assert hist.total == pytest.approx(float((gaps * weights).sum()), rel=1e-12)
+    else:
+        assert hist.total == float((gaps * weights).sum())
+
+
+def test_rows_that_last_emitted_together_book_one_gap_as_many(monkeypatch):
+    """A step whose rows all emitted their previous token at one time books that one gap
+    as many times (`add_same`): the records, counts, number and longest gap of booking every
+    row's gap, the sum up to rounding; and a histogram holding many such entries flushes
+    them (MAX_SAME) without losing any."""
+    from batchlab.core import gaps as G
+    spec = make_workload("poisson", rate=30.0, num_requests=300, prompt="uniform:50:400",
+                         output="uniform:1:200")
+
+    def run():
+        return simulate(load_policy("continuous"), spec,
+                        affine_devices(1, kv_capacity_tokens=6000), seed=5)
+
+    monkeypatch.setattr(G, "MAX_SAME", 7)
+    calls = []
+    add_same = GapHistogram.add_same
+    monkeypatch.setattr(GapHistogram, "add_same",
+                        lambda self, gap, times: (calls.append(times), add_same(self, gap, times)))
+    one = run()
+    assert len(calls) > 100 and max(calls) > 1  # the one-gap path ran, on many rows at once
+    monkeypatch.setattr(GapHistogram, "add_same",
+                        lambda self, gap, times: self.add(np.full(times, gap)))
+    every = run()
+    assert all(np.array_equal(one.records[f], every.records[f], equal_nan=True)
+               for f in ("first_token", "finish", "max_tbt"))
+    assert np.array_equal(one.itl.counts, every.itl.counts)
+    assert (one.itl.num_gaps, one.itl.max) == (every.itl.num_gaps, every.itl.max)
+    assert one.itl.total == pytest.approx(every.itl.total, rel=1e-12)
 
 
 def test_a_gap_booked_zero_times_is_not_the_longest():

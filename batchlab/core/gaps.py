@@ -14,8 +14,8 @@ that falls in the last bin is reported as the longest gap seen, so no percentile
 shown below the gaps it stands for. The mean is exact (a running sum, up to float rounding;
 so it may differ in its last bits between single-step and multi-step runs of one workload,
 whose records are identical: a gap a stretch books k times is added as gap x k).
-Memory: NUM_BINS int64 counts (30 kB), plus up to MAX_PENDING gaps not binned yet (see
-`GapHistogram`).
+Memory: NUM_BINS int64 counts (30 kB), plus up to MAX_PENDING gaps and MAX_SAME repeated
+gaps not binned yet (see `GapHistogram`).
 """
 
 from __future__ import annotations
@@ -68,6 +68,9 @@ MAX_PENDING = 1 << 16
 # Most gaps a flush bins in the histogram's kept arrays: what is held once an entry of up to
 # BIN_CHUNK gaps (a step's rows) brings it to MAX_PENDING.
 SCRATCH = MAX_PENDING + BIN_CHUNK
+# Repeated gaps (`add_same`: one value, a count) held before they are binned: Python numbers,
+# about 60 bytes an entry.
+MAX_SAME = 1 << 14
 _FLOAT64 = np.dtype(np.float64)
 _EXACT_FLOAT = 1 << 53  # integers below it are exact as float64, and so are their sums
 
@@ -89,6 +92,9 @@ class GapHistogram:
     # (gaps, bins, work, times) arrays a flush of up to SCRATCH gaps works in, made at the
     # first flush and dropped by `flush()`; None: none yet.
     _scratch: tuple | None = attrs.field(default=None, init=False, repr=False, eq=False)
+    # `add_same` entries not binned yet: the gaps and how many times each is booked.
+    _same: list = attrs.field(factory=list, init=False, repr=False, eq=False)
+    _same_times: list = attrs.field(factory=list, init=False, repr=False, eq=False)
 
     def add(self, gaps: np.ndarray) -> None:
         """Book each gap once."""
@@ -98,6 +104,17 @@ class GapHistogram:
         """Book each gap `times` times (a multi-step stretch: every row sees each step)."""
         if times > 0:
             self._hold(gaps, times)
+
+    def add_same(self, gap: float, times: int) -> None:
+        """Book one gap `times` times: the rows of a step that all emitted their previous
+        token at one time (most steps of a continuous batch), one value to bin instead of
+        one per row. The same counts, number and longest gap as `add` of `times` copies;
+        the sum adds gap x times (the same up to float rounding)."""
+        if times > 0:
+            self._same.append(gap)
+            self._same_times.append(times)
+            if len(self._same) >= MAX_SAME:
+                self._flush_same()
 
     def add_weighted(self, gaps: np.ndarray, times: np.ndarray) -> None:
         """Book gap i `times[i]` times (a stretch whose rows leave as they finish)."""
@@ -118,7 +135,25 @@ class GapHistogram:
         self._scratch = None
         return self
 
+    def _flush_same(self) -> None:
+        gaps = np.array(self._same, dtype=np.float64)
+        times = np.array(self._same_times, dtype=np.int64)
+        self._same.clear()
+        self._same_times.clear()
+        bins = bin_of(gaps)
+        booked = int(np.add.reduce(times))
+        if booked < _EXACT_FLOAT:  # bincount sums weights as float64: exact here
+            self._counts += np.bincount(bins, weights=times,
+                                        minlength=NUM_BINS).astype(np.int64)
+        else:
+            np.add.at(self._counts, bins, times)
+        self._max = max(self._max, float(np.fmax.reduce(gaps)))
+        self._num_gaps += booked
+        self._total += float(np.add.reduce(gaps * times))
+
     def _flush(self) -> None:
+        if self._same:
+            self._flush_same()
         if not self._pending:
             return
         pending, n = self._pending, self._num_pending

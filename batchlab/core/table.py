@@ -158,8 +158,14 @@ class RequestTable:
         if num_first:
             self.first_token[idx[first]] = end
         if later.size:
-            gaps = end - self.last_token[later]
-            self.itl.add(gaps)
+            last = self.last_token[later]
+            since = last[0]
+            if count_nonzero(last != since):
+                gaps = end - last
+                self.itl.add(gaps)
+            else:  # every row's previous token came at one time (most steps): one gap
+                gaps = end - float(since)
+                self.itl.add_same(gaps, later.size)
             # fmax: NaN (no gap yet) loses against any real gap.
             self.max_tbt[later] = np.fmax(self.max_tbt[later], gaps)
         self.last_token[idx if every else idx[emitted]] = end
