@@ -177,6 +177,11 @@ def test_runtime_profiles_change_only_fixed_costs():
      "one pipeline stage"),
     (dict(model="llama-3-8b", gpu="h100", num_gpus=1, runtime="turbo"),
      "unknown runtime profile 'turbo'"),
+    # tp was never named: the error says it defaulted, and how DeepSeek's layout is asked for
+    (dict(model="deepseek-v3", gpu="h800", num_gpus=144, ep=144),
+     r"tp=144 must divide .* \(tp defaults to the 144 GPUs of a stage; .* set tp=1 and ep=144\)"),
+    (dict(model="llama-3-8b", gpu="h100", num_gpus=24),
+     r"tp defaults to the 24 GPUs of a stage; set tp, or use dp"),
 ])
 def test_bad_scale_settings_say_what_is_wrong(kwargs, match):
     with pytest.raises(ConfigError, match=match) as info:

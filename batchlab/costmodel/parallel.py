@@ -83,12 +83,19 @@ def resolve_layout(model: ModelConfig, num_gpus: int, *, tp=None, ep=None, pp=1,
     if pp > model.num_layers:
         raise ConfigError(f"pp={pp} exceeds the {model.num_layers} layers of {model.name}")
     stage = per_replica // pp
-    tp = stage if tp is None else tp
+    tp_default = tp is None
+    tp = stage if tp_default else tp
     _divides("tp", tp, stage, "GPUs per pipeline stage (num_gpus/(dp*pp))",
              "; set tp to the GPUs of a stage, or use dp for more replicas")
     if model.num_heads % tp:
+        hint = ""
+        if tp_default:  # the user never named tp: say where it came from
+            hint = (f" (tp defaults to the {stage} GPUs of a stage"
+                    + (f"; for data-parallel attention beside expert parallelism, as "
+                       f"DeepSeek serves, set tp=1 and ep={stage})" if model.is_moe else
+                       "; set tp, or use dp for more replicas)"))
         raise ConfigError(f"tp={tp} must divide the {model.num_heads} attention heads of "
-                          f"{model.name}")
+                          f"{model.name}{hint}")
     if model.is_moe:
         ep = stage if ep is None else ep
         _divides("ep", ep, stage, "GPUs per pipeline stage (num_gpus/(dp*pp))")
