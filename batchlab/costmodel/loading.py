@@ -46,9 +46,13 @@ def read_table(source, section: str) -> dict:
         path = Path(source)
         where = str(path)
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot read {section} file {where}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:  # a binary file, or UTF-16 (TOML and JSON: UTF-8)
+            raise ConfigError(f"{where}: not text ({section} files are UTF-8 TOML or JSON; "
+                              f"byte 0x{exc.object[exc.start]:02x} at offset {exc.start} is "
+                              "not UTF-8)") from None
         try:
             if path.suffix.lower() == ".json":
                 doc = json.loads(text)

@@ -322,8 +322,8 @@ def load_profile(path) -> Profile:
     from ...costmodel import load_efficiency, load_gpu, load_model
     path = Path(path)
     try:
-        doc = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read calibration profile {path}: {exc}") from None
     for section in ("gpu", "model", "efficiency", "affine", "calibration"):
         if section not in doc:
