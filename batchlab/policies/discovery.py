@@ -97,6 +97,12 @@ def _describe(ep) -> PolicyInfo:
     return PolicyInfo(ep.name, source, doc.split("\n\n")[0].replace("\n", " "), params, factory)
 
 
+def policy_names() -> list[str]:
+    """The name of every policy entry point, loadable or not, BATCHLAB_POLICIES aside: what
+    a name in a config file may be (one outside it is a typo, not a policy switched off)."""
+    return [ep.name for ep in _entry_points()]
+
+
 def available_policies(include_broken: bool = True) -> list[PolicyInfo]:
     """Every policy entry point (filtered by BATCHLAB_POLICIES), loaded or with its error."""
     infos = [_describe(ep) for ep in _entry_points() if _selected(ep.name)]

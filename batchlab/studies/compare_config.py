@@ -2,16 +2,32 @@
 
 `compare.load_config` calls `check_config` on the parsed TOML, so that a wrong type or a
 missing key is one line naming the table and the key ("[[models]] #2: 'key' is missing")
-instead of a KeyError from deep inside `plan()`. Only the keys compare reads are checked;
-the values of run settings are checked later, with every other run's, by
-`scenario.check_params`.
+instead of a KeyError from deep inside `plan()`. A key compare does not read is an error
+too (a typo would run another comparison than the one asked for), and so is a policy that
+is not installed under that name, a knob it does not have or a value it refuses: each would
+otherwise leave its runs failed or missing with only a line in the report. The values of
+run settings are checked later, with every other run's, by `scenario.check_params`, and
+`compare_plan.load_config` builds each model's and scale entry's devices once before
+anything runs.
 """
 
 from __future__ import annotations
 
 from ..core import limits
 from ..core.errors import ConfigError
+from ..policies.discovery import available_policies, load_policy, policy_names
 from .capacity import check_search
+
+# The keys compare reads in each table (run settings, in [run], [[models]], `deploy` and `set`
+# tables, are checked with every run's by scenario.check_params instead). A key outside these
+# would be ignored: a typo ("reqests") must not run a different comparison than the one asked.
+TOP = ("run", "traffic", "models", "variants", "studies", "policies", "scale", "slo",
+       "capacity")
+TRAFFIC = ("local_requests", "rates", "duration", "min_requests", "max_requests")
+POLICY_ENTRY = ("label", "policy", "set", "deploy", "skip")
+SCALE_ENTRY = ("label", "model", "preset", "deploy", "set", "capacity")
+STUDY = ("title", "model", "policy", "knob", "values", "rate", "requests", "set")
+KINDS = ("moe", "dense")
 
 
 def _fail(name: str, where: str, problem: str) -> None:
@@ -34,6 +50,43 @@ def _need(name, where, table: dict, key: str, kind, what: str):
     return value
 
 
+def _known(name, where, table: dict, keys) -> None:
+    for key in table:
+        if key not in keys:
+            _fail(name, where, f"unknown key {key!r}; known: {', '.join(keys)}")
+
+
+def _policy(name, where, policy: str, params: dict) -> tuple | None:
+    """The parameter names of `policy`, or None if it is installed but cannot load (the
+    report then leaves it out and says why); an unknown name is an error: a typo would
+    otherwise leave the policy out of every table without a word on the terminal."""
+    if policy not in params:
+        names = policy_names()
+        if policy not in names:
+            _fail(name, where, f"unknown policy {policy!r}; available: {', '.join(names)}")
+        return None
+    return params[policy]
+
+
+def _knobs(name, where, policy: str, knobs: dict, params: dict) -> None:
+    """Each knob a parameter of `policy`, and its literal values ones the policy accepts
+    (built once here, as every run would: a bad value would otherwise fail its runs and
+    leave only a line in the report). "device" and "best:<study>" are resolved later."""
+    declared = _policy(name, where, policy, params)
+    if declared is None:
+        return
+    for knob in knobs:
+        if knob not in declared:
+            _fail(name, where, f"policy {policy!r} has no parameter {knob!r}; parameters: "
+                  f"{', '.join(declared)}")
+    literal = {k: v for k, v in knobs.items()
+               if not (isinstance(v, str) and (v == "device" or v.startswith("best:")))}
+    try:
+        load_policy(policy, **literal)
+    except ConfigError as exc:
+        _fail(name, where, str(exc))
+
+
 def _optional(name, where, table: dict, key: str, check) -> None:
     if table.get(key) is not None:
         try:
@@ -45,6 +98,7 @@ def _optional(name, where, table: dict, key: str, check) -> None:
 def _check_traffic(name: str, traffic) -> None:
     where = "[traffic]"
     _table(name, where, traffic)
+    _known(name, where, traffic, TRAFFIC)
     rates = traffic.get("rates", [])
     if not isinstance(rates, list):
         _fail(name, where, f"'rates' must be a list of requests per second, e.g. [1, 4], got "
@@ -77,7 +131,9 @@ def _check_models(name: str, models) -> set:
         key = _need(name, where, model, "key", str, "a short name, such as \"moe\"")
         _need(name, where, model, "label", str, "a title for tables and plots")
         if "kind" in model:
-            _need(name, where, model, "kind", str, "\"moe\" or \"dense\"")
+            kind = _need(name, where, model, "kind", str, "\"moe\" or \"dense\"")
+            if kind not in KINDS:
+                _fail(name, where, f"'kind' must be \"moe\" or \"dense\", got {kind!r}")
         if key in keys:
             _fail(name, where, f"key {key!r} is used twice")
         keys.add(key)
@@ -93,13 +149,14 @@ def _check_variants(name: str, variants) -> None:
                   f"got {limits._show(knobs)}")
 
 
-def _check_studies(name: str, studies, model_keys: set) -> None:
+def _check_studies(name: str, studies, model_keys: set, params: dict) -> None:
     _table(name, "[studies]", studies)
     for key, study in studies.items():
         where = f"[studies.{key}]"
         _table(name, where, study)
-        _need(name, where, study, "policy", str, "a policy name")
-        _need(name, where, study, "knob", str, "a policy parameter name")
+        _known(name, where, study, STUDY)
+        policy = _need(name, where, study, "policy", str, "a policy name")
+        knob = _need(name, where, study, "knob", str, "a policy parameter name")
         values = _need(name, where, study, "values", list, "a non-empty list of knob values")
         if not values:
             _fail(name, where, "'values' is empty: the study would have no points")
@@ -114,17 +171,29 @@ def _check_studies(name: str, studies, model_keys: set) -> None:
         _optional(name, where, study, "requests", limits.check_count)
         if "set" in study:
             _table(name, f"{where} set", study["set"])
+        for value in values:
+            _knobs(name, where, policy, {**study.get("set", {}), knob: value}, params)
         if "title" in study:
             _need(name, where, study, "title", str, "text")
 
 
-def _check_policies(name: str, policies, model_keys: set) -> None:
+def _check_policies(name: str, policies, model_keys: set, params: dict,
+                    studies: dict) -> None:
     for where, entry in _entries(name, "policies", policies):
+        _known(name, where, entry, POLICY_ENTRY)
         _need(name, where, entry, "label", str, "a title for tables and plots")
-        _need(name, where, entry, "policy", str, "a policy name (see `batchlab policies`)")
+        policy = _need(name, where, entry, "policy", str,
+                       "a policy name (see `batchlab policies`)")
         for key in ("set", "deploy", "skip"):
             if key in entry:
                 _table(name, f"{where} {key}", entry[key])
+        _policy(name, where, policy, params)
+        _knobs(name, f"{where} set", policy, entry.get("set", {}), params)
+        for knob, value in entry.get("set", {}).items():
+            if isinstance(value, str) and value.startswith("best:") and \
+                    value[5:] not in studies:
+                _fail(name, f"{where} set", f"{knob} = {value!r} names no [studies] table "
+                      f"(studies: {', '.join(studies) or 'none'})")
         for key in ("deploy", "skip"):
             for model in entry.get(key, {}):
                 if model not in model_keys:
@@ -134,6 +203,7 @@ def _check_policies(name: str, policies, model_keys: set) -> None:
 
 def _check_scale(name: str, scale, model_keys: set) -> None:
     for where, entry in _entries(name, "scale", scale):
+        _known(name, where, entry, SCALE_ENTRY)
         _need(name, where, entry, "label", str, "a title for tables and plots")
         model = _need(name, where, entry, "model", str, "a [[models]] key")
         if model not in model_keys:
@@ -148,15 +218,20 @@ def _check_scale(name: str, scale, model_keys: set) -> None:
 
 def check_config(config: dict, name: str) -> None:
     """Raise a ConfigError naming the first table and key of `config` that is malformed."""
+    _known(name, "the top level", config, TOP)
     _table(name, "[run]", config["run"])
     _check_traffic(name, config["traffic"])
     model_keys = _check_models(name, config["models"])
+    # Parameter names of every policy that loads (one discovery pass for the whole file).
+    params = {i.name: tuple(p.name for p in i.params)
+              for i in available_policies(include_broken=False)}
     if "variants" in config:
         _check_variants(name, config["variants"])
     if "studies" in config:
-        _check_studies(name, config["studies"], model_keys)
+        _check_studies(name, config["studies"], model_keys, params)
     if "policies" in config:
-        _check_policies(name, config["policies"], model_keys)
+        _check_policies(name, config["policies"], model_keys, params,
+                        config.get("studies") or {})
     if "scale" in config:
         _check_scale(name, config["scale"], model_keys)
     for section in ("slo", "capacity"):

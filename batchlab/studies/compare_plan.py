@@ -47,6 +47,7 @@ def load_config(path=None) -> dict:
             raise ConfigError(f"{name}: missing [{section}] (copy the default with "
                               "`batchlab compare --print-config`)")
     check_config(config, name)
+    _check_devices(config, name)
     config["_name"] = name
     try:
         config["_slo"] = SLO.from_config(config.get("slo"), f"{name}: [slo]")
@@ -67,6 +68,35 @@ def load_config(path=None) -> dict:
             raise ConfigError(f"{name}: [[scale]] #{i + 1} needs a label and a model that is "
                               f"a [[models]] key ({', '.join(keys)})")
     return config
+
+
+def _check_devices(config: dict, name: str) -> None:
+    """Build each [[models]] entry's devices and each [[scale]] entry's once: an unknown
+    preset or a layout that does not fit would otherwise fail every run of it, leaving only
+    failed rows in the report."""
+    from .compare_scale import deployment_preset
+    base = config["run"]  # run settings the points share (an efficiency profile, say)
+    for i, model in enumerate(config["models"]):
+        _build(f"{name}: [[models]] #{i + 1} ({model['key']})",
+               {**base, **model_settings(config, model)})
+    for i, entry in enumerate(config.get("scale", [])):
+        where = f"{name}: [[scale]] #{i + 1} ({entry['label']})"
+        if "preset" in entry:
+            try:
+                deployment_preset(entry["preset"])
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+        else:
+            _build(where, {**base, **model_settings(config, model_entry(config, entry["model"]),
+                                                    entry.get("deploy"))})
+
+
+def _build(where: str, settings: dict) -> None:
+    try:
+        check_keys(settings)
+        build_devices(settings)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def model_entry(config: dict, key: str) -> dict:
