@@ -214,10 +214,17 @@ def run_points(points, *, executor: str = "local", processes: int | None = None,
                address: str | None = None, cache_dir=None, progress=None) -> list[dict]:
     """One row per point, in the order given; `progress(done, total)` as points finish."""
     points = [dict(p) for p in points]
-    keys = []
+    keys, policies = [], set()
     for i, point in enumerate(points):
         try:
             scenario.check_params(point)   # every point checked before any runs
+            # Its policy built once per distinct setting: an unknown name or parameter is a
+            # mistake in the file, not a point that fails (a layout that does not fit is).
+            policy = _canonical({k: v for k, v in point.items()
+                                 if k == "policy" or k.startswith("policy.")})
+            if policy not in policies:
+                scenario.build_policy(point)
+                policies.add(policy)
             keys.append(point_key(point))
         except ConfigError as exc:
             raise ConfigError(f"sweep point {i} {point!r}: {exc}") from None
