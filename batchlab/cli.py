@@ -24,7 +24,7 @@ import sys
 import warnings
 
 from . import __version__
-from .studies import scenario
+from .studies import out_paths, scenario
 from .core import limits
 from .core.errors import BatchlabError, ConfigError
 from .policies.discovery import available_policies
@@ -264,6 +264,7 @@ def cmd_compare(args) -> int:
               end="")
         return 0
     _check_processes(args)
+    out_paths.check_folder("--out", args.out)
     policies = None
     if args.policies is not None:
         policies = [p.strip() for p in args.policies.split(",") if p.strip()]
@@ -369,6 +370,10 @@ def _progress(args, what: str) -> Progress:
 
 def cmd_run(args) -> int:
     params = _params(args)
+    outputs = {"--records": args.records, "--parquet": args.parquet, "--save": args.save,
+               "--timeline": args.timeline}
+    for option, path in outputs.items():
+        out_paths.check_file(option, path)
     progress = _progress(args, "simulating")
     try:
         if args.timeline:
@@ -379,16 +384,20 @@ def cmd_run(args) -> int:
     except ConfigError as exc:  # worded with the option the user typed (--cv, not cv)
         raise ConfigError(scenario.as_option(str(exc), scenario.ARRIVAL_KEYS)) from None
     if args.timeline:
-        recorder.write(args.timeline, result)
+        with out_paths.writing("--timeline", args.timeline):
+            recorder.write(args.timeline, result)
     summary = result.summary(slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot)
     if scenario.on_teaching_device(params):
         summary = scenario.without_gpus(summary)  # its numbers are a teaching model's
     if args.records:
-        result.to_csv(args.records)
+        with out_paths.writing("--records", args.records):
+            result.to_csv(args.records)
     if args.parquet:
-        result.to_parquet(args.parquet)
+        with out_paths.writing("--parquet", args.parquet):
+            result.to_parquet(args.parquet)
     if args.save:
-        result.to_json(args.save, slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot)
+        with out_paths.writing("--save", args.save):
+            result.to_json(args.save, slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot)
     if args.json:
         print(json.dumps(_jsonable(summary), indent=1))
     else:
@@ -402,6 +411,7 @@ def cmd_sweep(args) -> int:
     _check_processes(args)
     points = sweep.expand(sweep.load_config(args.config))
     out = Path(args.out or f"{Path(args.config).stem}-results")
+    out_paths.check_folder("--out", out)
     cache = out / "points"
     reused = sum((cache / f"{sweep.point_key(p)}.json").exists() for p in points)
     rows = sweep.run_points(points, executor=args.executor, processes=args.processes,
