@@ -201,7 +201,9 @@ def build_workload(params: dict):
                           "too, or use max_new_tokens to cap outputs")
     arrival = _get(params, "arrival")
     rate = params.get("rate")
-    if rate is None and arrival in ("poisson", "gamma", "constant"):
+    # make_workload reads the name case-blind ("Poisson"): the default rate must too
+    kind = arrival.strip().lower() if isinstance(arrival, str) else arrival
+    if rate is None and kind in ("poisson", "gamma", "constant"):
         rate = _SAMPLED_RATE
     return make_workload(arrival, num_requests=_get(params, "requests"), rate=rate,
                          cv=params.get("cv"), users=params.get("users"),
