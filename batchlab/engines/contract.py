@@ -9,6 +9,8 @@ what surrounds them in every engine loop.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from ..core import Plan, Request
@@ -34,13 +36,37 @@ def check_workload(workload, engine: str):
     return workload
 
 
+# Policy objects that have started a run, by id, each with a weak reference so that the entry
+# leaves with the object. Kept here, not on the object: a policy may be any plugin's class
+# (slots, frozen), on which nothing can be stored.
+_STARTED: dict[int, weakref.ref] = {}
+PROTOCOL = ("add", "schedule", "update", "abort")
+
+
 def check_policy_object(policy, engine: str):
-    """A policy instance, or a ConfigError: a class passed by mistake would otherwise fail at
-    its first add() with 'missing 1 required positional argument', blamed on the policy."""
+    """A policy instance that has not served a run yet, or a ConfigError: a class passed by
+    mistake would otherwise fail at its first add() with 'missing 1 required positional
+    argument', blamed on the policy; None or another object, with an AttributeError blamed
+    on it; and a policy run twice starts from the first run's state (its queue, its clock),
+    which skews the second run's figures without a word."""
     if isinstance(policy, type):
         name = policy.__name__
         raise ConfigError(f"{engine} needs a policy object, got the class {name}; pass an "
                           f"instance, {name}(), or batchlab.load_policy(<its name>)")
+    missing = [m for m in PROTOCOL if not callable(getattr(policy, m, None))]
+    if missing:
+        raise ConfigError(f"{engine} needs a policy (a Scheduler, or a policy name), got "
+                          f"{_show(policy)}, which has no {', '.join(missing)}")
+    key = id(policy)
+    ref = _STARTED.get(key)
+    if ref is not None and ref() is policy:
+        raise ConfigError(f"{engine}: this {type(policy).__name__} object already served a "
+                          "run; a policy keeps its state, so pass a fresh one "
+                          "(batchlab.load_policy(...)) or the policy's name for each run")
+    try:
+        _STARTED[key] = weakref.ref(policy, lambda _, key=key: _STARTED.pop(key, None))
+    except TypeError:  # not weakly referenceable: a second run goes unseen
+        pass
     return policy
 
 
