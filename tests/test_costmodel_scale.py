@@ -180,6 +180,9 @@ def test_runtime_profiles_change_only_fixed_costs():
     # tp was never named: the error says it defaulted, and how DeepSeek's layout is asked for
     (dict(model="deepseek-v3", gpu="h800", num_gpus=144, ep=144),
      r"tp=144 must divide .* \(tp defaults to the 144 GPUs of a stage; .* set tp=1 and ep=144\)"),
+    # the copies are what does not fit: the advice is fewer of them, not the GPUs given
+    (dict(model="deepseek-v3", gpu="h200", num_gpus=8, ep=8, redundant_experts=1000),
+     r"with 1000 redundant experts does not fit .* use fewer redundant experts"),
     (dict(model="llama-3-8b", gpu="h100", num_gpus=24),
      r"tp defaults to the 24 GPUs of a stage; set tp, or use dp"),
 ])

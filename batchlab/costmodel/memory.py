@@ -105,6 +105,18 @@ def plan_memory(m: ModelConfig, lay: Layout, gpu: GPUSpec, *, memory_utilization
     usable = gpu.memory_bytes * memory_utilization
     worst = max(weights)
     if worst + acts >= usable:
+        extra = lay.expert_slots - m.num_experts if m.is_moe and lay.expert_slots else 0
+        if extra > 0:  # the copies are what does not fit: say so, not "more GPUs"
+            copies = (extra / lay.ep) * m.expert_params / lay.expert_tp * m.weight_bytes * \
+                sum(lay.stage_moe_layers) / lay.pp
+            if worst - copies + acts < usable:
+                raise ConfigError(
+                    f"{m.name} with {extra} redundant experts does not fit on "
+                    f"{lay.num_gpus} x {gpu.name}: the copies add about {copies / GIB:.1f} GiB "
+                    f"of weights per GPU, and one GPU must hold {worst / GIB:.1f} GiB of "
+                    f"weights + {acts / GIB:.1f} GiB of activations in {usable / GIB:.1f} "
+                    "GiB usable; use fewer redundant experts (redundant_experts, "
+                    "--redundant-experts), or more GPUs")
         total = m.num_params * m.weight_bytes
         need = math.ceil(total / max(usable - acts, 1.0))
         suggest = 1 << max(0, math.ceil(math.log2(max(need, 1))))
