@@ -71,7 +71,14 @@ class AdaptiveWindow(FixedWindow):
         if self.min_window > self.max_window:
             raise ValueError(f"min_window ({self.min_window}) must not exceed max_window "
                              f"({self.max_window})")
-        self.window = min(max(self.window, self.min_window), self.max_window)
+        if not self.min_window <= self.window <= self.max_window:
+            # The default window (0.05 s) is moved into a range the user narrowed; a window
+            # the user chose outside it would be overridden without a word: refuse it.
+            if self.window != attrs.fields(type(self)).window.default:
+                raise ValueError(f"window ({self.window}) must lie within [min_window, "
+                                 f"max_window] = [{self.min_window}, {self.max_window}]: it "
+                                 "is where the tuning starts; widen the range or move it")
+            self.window = min(max(self.window, self.min_window), self.max_window)
 
     def add(self, request: Request, now: float) -> None:
         self._arrival[request.id] = request.arrival
