@@ -1,0 +1,170 @@
+"""Mistakes an audit of the CLI and the API found slipping through: each now stops with one
+line naming the file, the table and key, or the option, before anything runs."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from batchlab import affine_devices, load_policy, simulate
+from batchlab.workloads import make_workload
+from batchlab.cli import main
+from batchlab.core.errors import ConfigError
+
+pytest.importorskip("batchlab.costmodel")
+
+BASE = textwrap.dedent("""
+    [run]
+    prompt = "64"
+    output = "8"
+
+    [traffic]
+    local_requests = 2
+    rates = [1]
+
+    [[models]]
+    key = "dense"
+    kind = "dense"
+    label = "Llama-3-8B on 1 x H100"
+    model = "llama-3-8b"
+    gpu = "h100"
+    gpus = 1
+
+    [[policies]]
+    label = "continuous"
+    policy = "continuous"
+    set = { max_num_seqs = 8 }
+
+    [[scale]]
+    model = "dense"
+    label = "one GPU"
+    deploy = { gpus = 1 }
+
+    [studies.w]
+    model = "dense"
+    policy = "continuous"
+    knob = "window"
+    values = [0.0, 0.01]
+    rate = 1
+    requests = 10
+    """)
+
+
+def _config(tmp_path, old: str = "", new: str = "", extra: str = ""):
+    assert old in BASE
+    path = tmp_path / "c.toml"
+    path.write_text(BASE.replace(old, new, 1) + extra)
+    return path
+
+
+def test_the_base_config_loads(tmp_path):
+    from batchlab.studies.compare_plan import load_config
+    assert load_config(_config(tmp_path))["models"][0]["key"] == "dense"
+
+
+@pytest.mark.parametrize("old, new, extra, words", [
+    ("", "", "[extra]\nx = 1\n", "the top level: unknown key 'extra'"),
+    ("local_requests = 2", "local_request = 2", "", "[traffic]: unknown key 'local_request'"),
+    ('set = { max_num_seqs = 8 }', 'sett = { max_num_seqs = 8 }', "",
+     "[[policies]] #1: unknown key 'sett'"),
+    ("deploy = { gpus = 1 }", "deply = { gpus = 1 }", "", "[[scale]] #1: unknown key 'deply'"),
+    ("requests = 10", "reqests = 10", "", "[studies.w]: unknown key 'reqests'"),
+    ('kind = "dense"', 'kind = "sparse"', "", "'kind' must be \"moe\" or \"dense\", got 'sparse'"),
+    ('policy = "continuous"\nset', 'policy = "continuos"\nset', "",
+     "[[policies]] #1: unknown policy 'continuos'; available: "),
+    ("max_num_seqs = 8", "max_num_seq = 8", "",
+     "[[policies]] #1 set: policy 'continuous' has no parameter 'max_num_seq'"),
+    ("max_num_seqs = 8", "max_num_seqs = -8", "", "[[policies]] #1 set: policy 'continuous'"),
+    ("max_num_seqs = 8", 'max_num_seqs = "best:nostudy"', "",
+     "max_num_seqs = 'best:nostudy' names no [studies] table (studies: w)"),
+    ('knob = "window"', 'knob = "windw"', "",
+     "[studies.w]: policy 'continuous' has no parameter 'windw'"),
+    ("values = [0.0, 0.01]", "values = [0.0, -0.1]", "",
+     "[studies.w]: policy 'continuous': window must be a duration from 0"),
+    ('model = "llama-3-8b"', 'model = "llama-9"', "", "[[models]] #1 (dense): "),
+    ("deploy = { gpus = 1 }", "deploy = { gpus = 1, tp = 3 }", "", "[[scale]] #1 (one GPU): "),
+])
+def test_a_compare_config_mistake_is_named_before_anything_runs(tmp_path, old, new, extra,
+                                                                 words):
+    from batchlab.studies.compare_plan import load_config
+    path = _config(tmp_path, old, new, extra)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message
+    assert words in message
+
+
+@pytest.mark.parametrize("grid, words", [
+    ('policy = ["continuos"]', "unknown policy 'continuos'"),
+    ('"policy.windw" = [0.1]', "policy 'continuous' has no parameter 'windw'"),
+    ('"policy.window" = [-1.0]', "window must be a duration from 0"),
+])
+def test_a_sweep_refuses_a_policy_mistake_before_running(tmp_path, capsys, grid, words):
+    path = tmp_path / "s.toml"
+    path.write_text(f"[base]\nrequests = 3\n[grid]\n{grid}\n")
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("batchlab: error: sweep point 0 ") and words in err
+    assert not (tmp_path / "out" / "results.csv").exists()
+
+
+def test_output_paths_are_checked_before_the_run(tmp_path, capsys):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("")
+    cases = [
+        (["run", "--records", str(tmp_path / "nodir" / "r.csv")], "--records",
+         "does not exist; create it first"),
+        (["run", "--save", str(tmp_path / "folder")], "--save", "is a folder; give a file"),
+        (["run", "--timeline", str(tmp_path / "file" / "t.json")], "--timeline",
+         "is not a folder"),
+        (["compare", "--out", str(tmp_path / "file")], "--out", "is a file; give a folder"),
+        (["compare", "--out", str(tmp_path / "file" / "sub")], "--out",
+         "is a file, so the folder cannot be created"),
+    ]
+    for argv, option, words in cases:
+        assert main([*argv, "--progress"] if argv[0] == "run" else argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"batchlab: error: {option} ") and words in err, err
+        assert "simulating" not in err  # refused before the run, not after it
+
+
+def test_a_failed_write_names_the_option(tmp_path, capsys, monkeypatch):
+    from batchlab.engines.result import Result
+
+    def full(self, path):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(Result, "to_csv", full)
+    assert main(["run", "--requests", "2", "--records", str(tmp_path / "r.csv")]) == 2
+    assert "--records " in capsys.readouterr().err
+
+
+def test_an_arrival_name_in_capitals_gets_the_default_rate(capsys):
+    assert main(["run", "--arrival", "Poisson", "--requests", "3"]) == 0
+    assert "poisson(rate=1.5/s)" in capsys.readouterr().out
+
+
+def test_a_policy_object_serves_one_run():
+    spec = make_workload("poisson", rate=5.0, num_requests=5)
+    policy = load_policy("continuous")
+    simulate(policy, spec, affine_devices(1))
+    with pytest.raises(ConfigError, match="already served a run; a policy keeps its state"):
+        simulate(policy, spec, affine_devices(1))
+    simulate(load_policy("continuous"), spec, affine_devices(1))  # a fresh one runs
+
+
+@pytest.mark.parametrize("policy", [None, "x".encode(), 3])
+def test_something_that_is_not_a_policy_is_named(policy):
+    with pytest.raises(ConfigError, match="needs a policy .* which has no add, schedule"):
+        simulate(policy, make_workload(rate=1.0, num_requests=2), affine_devices(1))
+
+
+def test_a_binary_profile_file_is_one_line(tmp_path, capsys):
+    path = tmp_path / "g.toml"
+    path.write_bytes(b"\xff\xfe\x00")
+    for option in ("--gpu", "--efficiency", "--model"):
+        argv = ["run", "--model", "llama-3-8b", "--gpu", "h100", option, str(path)]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "not text" in err and "byte 0xff at offset 0" in err and "Traceback" not in err
