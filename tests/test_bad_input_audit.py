@@ -168,3 +168,27 @@ def test_a_binary_profile_file_is_one_line(tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert "not text" in err and "byte 0xff at offset 0" in err and "Traceback" not in err
+
+
+def test_a_plugin_that_claims_a_builtin_name_is_named_not_chosen(tmp_path, monkeypatch,
+                                                                  capsys):
+    """A plugin declaring `continuous` used to replace the built-in without a word (which one
+    ran depended on sys.path); now the name is broken, and says who declares it."""
+    (tmp_path / "shadowplug.py").write_text(
+        "from batchlab.policies.continuous import ContinuousBatching as Policy\n")
+    info = tmp_path / "shadowplug-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: shadowplug\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[batchlab.policies]\ncontinuous = shadowplug:Policy\nshadow-ok = shadowplug:Policy\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from batchlab.core.errors import PluginError
+    with pytest.raises(PluginError, match=r"policy 'continuous' from .* and .* is declared "
+                       r"more than once") as info:
+        load_policy("continuous")
+    assert "shadowplug 1.0 (shadowplug:Policy)" in str(info.value)
+    assert "(batchlab.policies.continuous:ContinuousBatching)" in str(info.value)
+    load_policy("shadow-ok")  # its other, unclaimed name loads
+    assert main(["policies"]) == 0
+    out = capsys.readouterr().out
+    assert "BROKEN: is declared more than once" in out

@@ -48,12 +48,35 @@ def _selected(name: str) -> bool:
     return not wanted or name in {w.strip() for w in wanted.split(",")}
 
 
-def _entry_points():
-    seen = {}
+def _dist_name(ep) -> str | None:
+    dist = getattr(ep, "dist", None)
+    return dist.name if dist else None
+
+
+def _entry_points() -> list[list]:
+    """The entry points of each policy name, sorted by name: one each, or every different
+    declaration of a name that two distributions (or two targets) claim."""
+    seen: dict[str, list] = {}
     for ep in entry_points(group=GROUP):
+        same = seen.setdefault(ep.name, [])
         # The same distribution can be visible twice (an editable install plus a build dir).
-        seen.setdefault(ep.name, ep)
-    return sorted(seen.values(), key=lambda ep: ep.name)
+        if not any(o.value == ep.value and _dist_name(o) == _dist_name(ep) for o in same):
+            same.append(ep)
+    return [seen[name] for name in sorted(seen)]
+
+
+def _source(ep) -> str:
+    dist = getattr(ep, "dist", None)
+    return (f"{dist.name} {dist.version}" if dist else "unknown distribution") + f" ({ep.value})"
+
+
+def _claimed(eps) -> PolicyInfo:
+    """A name several entry points declare: none of them is chosen behind the user's back (a
+    plugin could otherwise replace a built-in policy, or which one runs would depend on the
+    order of sys.path)."""
+    return PolicyInfo(eps[0].name, " and ".join(_source(ep) for ep in eps),
+                      error="is declared more than once: uninstall all but one, or rename "
+                            "the plugin's entry point")
 
 
 def _params(factory) -> tuple[Param, ...]:
@@ -77,9 +100,7 @@ def _type_name(annotation) -> str:
 
 
 def _describe(ep) -> PolicyInfo:
-    dist = getattr(ep, "dist", None)
-    source = f"{dist.name} {dist.version}" if dist else "unknown distribution"
-    source += f" ({ep.value})"
+    source = _source(ep)
     try:
         factory = ep.load()
     except Exception as exc:  # a broken plugin must not take the others down
@@ -100,12 +121,13 @@ def _describe(ep) -> PolicyInfo:
 def policy_names() -> list[str]:
     """The name of every policy entry point, loadable or not, BATCHLAB_POLICIES aside: what
     a name in a config file may be (one outside it is a typo, not a policy switched off)."""
-    return [ep.name for ep in _entry_points()]
+    return [eps[0].name for eps in _entry_points()]
 
 
 def available_policies(include_broken: bool = True) -> list[PolicyInfo]:
     """Every policy entry point (filtered by BATCHLAB_POLICIES), loaded or with its error."""
-    infos = [_describe(ep) for ep in _entry_points() if _selected(ep.name)]
+    infos = [_describe(eps[0]) if len(eps) == 1 else _claimed(eps)
+             for eps in _entry_points() if _selected(eps[0].name)]
     return infos if include_broken else [i for i in infos if i.error is None]
 
 
