@@ -72,7 +72,7 @@ def test_trace_replay(tmp_path, capsys):
     (["run", "--policy", "nope"], "unknown policy 'nope'"),
     (["run", "--set", "foo=1"], "has no parameter 'foo'"),
     (["run", "--policy", "fixed-window", "--set", "window=abc"], "parameter 'window' must be a finite float"),
-    (["run", "--rate", "-1"], "--rate must be a finite number > 0"),
+    (["run", "--rate", "-1"], "--rate must be a finite number >= 1e-09"),
     (["run", "--requests", "0"], "--requests must be an integer"),
     (["run", "--trace", "/no/such/trace.csv"], "/no/such/trace.csv"),
     (["run", "--limit", "3"], "--limit applies to --trace only"),

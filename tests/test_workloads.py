@@ -234,19 +234,20 @@ def test_make_workload_errors(call, message):
 
 nan, inf = math.nan, math.inf
 POSITIVE = "must be a positive finite number"
+RATE = "must be a rate of at least 1e-09 per second"
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: Poisson(-1.0), "Poisson.rate must be a positive finite number, got -1.0"),
-    (lambda: Poisson(0), f"Poisson.rate {POSITIVE}, got 0"),
-    (lambda: Poisson(nan), f"Poisson.rate {POSITIVE}, got nan"),
-    (lambda: Poisson(inf), f"Poisson.rate {POSITIVE}, got inf"),
-    (lambda: Poisson("2"), f"Poisson.rate {POSITIVE}, got '2'"),
-    (lambda: Poisson(True), f"Poisson.rate {POSITIVE}, got True"),
-    (lambda: Gamma(0, 1), f"Gamma.rate {POSITIVE}, got 0"),
+    (lambda: Poisson(-1.0), "Poisson.rate must be a rate of at least 1e-09 per second, got -1.0"),
+    (lambda: Poisson(0), f"Poisson.rate {RATE}, got 0"),
+    (lambda: Poisson(nan), f"Poisson.rate {RATE}, got nan"),
+    (lambda: Poisson(inf), f"Poisson.rate {RATE}, got inf"),
+    (lambda: Poisson("2"), f"Poisson.rate {RATE}, got '2'"),
+    (lambda: Poisson(True), f"Poisson.rate {RATE}, got True"),
+    (lambda: Gamma(0, 1), f"Gamma.rate {RATE}, got 0"),
     (lambda: Gamma(1, 0), f"Gamma.cv {POSITIVE}, got 0"),
     (lambda: Gamma(1, nan), f"Gamma.cv {POSITIVE}, got nan"),
-    (lambda: ConstantRate(-2), f"ConstantRate.rate {POSITIVE}, got -2"),
+    (lambda: ConstantRate(-2), f"ConstantRate.rate {RATE}, got -2"),
     (lambda: ClosedLoop(0), "ClosedLoop.num_users must be a positive integer, got 0"),
     (lambda: ClosedLoop(1.5), "ClosedLoop.num_users must be a positive integer, got 1.5"),
     (lambda: ClosedLoop(1, -1), "ClosedLoop.think_time must be a finite number >= 0, got -1"),

@@ -22,6 +22,7 @@ MAX_TOKENS = 2**31 - 1          # one prompt or output, in tokens (fits int32 an
 MAX_REQUESTS = 10**8            # requests in one run or trace
 MAX_DEVICES = 10_000            # devices (or GPUs) in one run
 MAX_SECONDS = 1e9               # any duration or time (about 31 years)
+MIN_RATE = 1 / MAX_SECONDS      # requests per second: slower, arrivals lie beyond any run
 MAX_SEED = 2**63 - 1            # numpy seeds are non-negative; int64 keeps them portable
 MAX_PRIORITY = 2**31 - 1        # |priority|; policies fold it into float sort keys
 MAX_PORT = 65535

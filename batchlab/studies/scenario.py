@@ -106,7 +106,7 @@ _CHECKS = {
     "requests": limits.check_count, "users": limits.check_count, "limit": limits.check_count,
     "max_new_tokens": limits.check_tokens, "seed": limits.check_seed,
     "devices": lambda v, w: limits.check_count(v, w, limits.MAX_DEVICES),
-    "rate": lambda v, w: limits.check_number(v, w, above=0),
+    "rate": lambda v, w: limits.check_number(v, w, low=limits.MIN_RATE),
     "cv": lambda v, w: limits.check_number(v, w, above=0, high=1000),
     "think_time": limits.check_seconds,
     "time_scale": lambda v, w: limits.check_number(v, w, above=0, high=limits.MAX_SECONDS),

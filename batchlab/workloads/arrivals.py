@@ -10,7 +10,7 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
-from .checks import _cv, _fail, _float_if_real, _int_field, _positive, _seconds
+from .checks import _cv, _fail, _float_if_real, _int_field, _rate, _seconds
 
 
 # --- arrival processes ------------------------------------------------------------------
@@ -26,7 +26,7 @@ def _times_from_gaps(gaps: np.ndarray) -> np.ndarray:
 class Poisson:
     """Open loop, exponential inter-arrival times with mean 1/rate (requests per second)."""
 
-    rate: float = attrs.field(converter=_float_if_real, validator=_positive)
+    rate: float = attrs.field(converter=_float_if_real, validator=_rate)
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return _times_from_gaps(rng.exponential(1.0 / self.rate, size=n))
@@ -42,7 +42,7 @@ class Gamma:
     cv > 1 is burstier than Poisson (clumps and lulls), cv < 1 more regular, cv = 1 is Poisson.
     """
 
-    rate: float = attrs.field(converter=_float_if_real, validator=_positive)
+    rate: float = attrs.field(converter=_float_if_real, validator=_rate)
     cv: float = attrs.field(converter=_float_if_real, validator=_cv)
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -57,7 +57,7 @@ class Gamma:
 class ConstantRate:
     """Open loop, one request every 1/rate seconds exactly."""
 
-    rate: float = attrs.field(converter=_float_if_real, validator=_positive)
+    rate: float = attrs.field(converter=_float_if_real, validator=_rate)
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return np.arange(n, dtype=np.float64) / self.rate

@@ -12,7 +12,7 @@ from numbers import Integral, Real
 import numpy as np
 
 from ..core.errors import ConfigError
-from ..core.limits import MAX_REQUESTS, MAX_SECONDS, MAX_TOKENS, _show
+from ..core.limits import MAX_REQUESTS, MAX_SECONDS, MAX_TOKENS, MIN_RATE, _show
 
 
 def _fail(inst, attr, what: str, value) -> None:
@@ -29,6 +29,13 @@ def _is_real(value) -> bool:
 def _positive(inst, attr, value):
     if not (_is_real(value) and math.isfinite(value) and value > 0):
         _fail(inst, attr, "a positive finite number", value)
+
+
+def _rate(inst, attr, value):
+    # Positive is not enough: at 1e-300 req/s the second arrival lands 1e300 s out, far past
+    # every other time a run may hold (MAX_SECONDS), and the figures are nonsense.
+    if not (_is_real(value) and math.isfinite(value) and value >= MIN_RATE):
+        _fail(inst, attr, f"a rate of at least {MIN_RATE:g} per second", value)
 
 
 def _non_negative(inst, attr, value):
