@@ -192,3 +192,15 @@ def test_a_plugin_that_claims_a_builtin_name_is_named_not_chosen(tmp_path, monke
     assert main(["policies"]) == 0
     out = capsys.readouterr().out
     assert "BROKEN: is declared more than once" in out
+
+
+def test_api_arguments_of_the_wrong_kind_are_named(tmp_path):
+    from batchlab.workloads import load_trace
+    spec = make_workload(rate=1.0, num_requests=2)
+    with pytest.raises(ConfigError, match="faults must be a batchlab.engines.faults.Faults"):
+        simulate("continuous", spec, affine_devices(1), faults="x")
+    with pytest.raises(ConfigError, match="load_trace.path must be a file path"):
+        load_trace(None)
+    # a rate so low the second arrival lands past any time a run may hold (1e9 s)
+    with pytest.raises(ConfigError, match="Poisson.rate must be a rate of at least 1e-09"):
+        make_workload(rate=1e-300, num_requests=2)

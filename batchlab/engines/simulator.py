@@ -90,6 +90,9 @@ class Simulator(FaultEvents):
         self.has_follow_ups = bool((self.follow_up >= 0).any())
         self.faults = faults
         if faults is not None:
+            if not isinstance(faults, Faults):
+                raise ConfigError(f"simulate: faults must be a batchlab.engines.faults.Faults "
+                                  f"or None, got {faults!r}"[:200])
             self._init_faults(faults)
 
     # -- the loop ---------------------------------------------------------------------------

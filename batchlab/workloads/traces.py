@@ -252,6 +252,9 @@ def load_trace(path, *, time_scale: float = 1.0, limit: int | None = None,
                                       and not isinstance(value, bool) and value >= 1):
             raise ConfigError(f"load_trace.{name} must be a positive integer or None, got "
                               f"{value!r}")
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"load_trace.path must be a file path (a str or a Path), got "
+                          f"{path!r}"[:200])
     path = os.fspath(path)
     if os.path.isdir(path):  # checked first: a folder called "x.csv" is no more a trace
         raise TraceError(path, None, None, "is a directory; give a trace file in it (.csv or "
