@@ -84,6 +84,9 @@ def test_the_base_config_loads(tmp_path):
      "[studies.w]: policy 'continuous': window must be a duration from 0"),
     ('model = "llama-3-8b"', 'model = "llama-9"', "", "[[models]] #1 (dense): "),
     ("deploy = { gpus = 1 }", "deploy = { gpus = 1, tp = 3 }", "", "[[scale]] #1 (one GPU): "),
+    ('output = "8"', 'output = "8"\nsed = 0', "", "[run]: unknown run setting 'sed'"),
+    ("gpus = 1\n", "gpus = 1\ngpu_count = 1\n", "",
+     "[[models]] #1 (dense): unknown run setting 'gpu_count'"),
 ])
 def test_a_compare_config_mistake_is_named_before_anything_runs(tmp_path, old, new, extra,
                                                                  words):
@@ -204,3 +207,14 @@ def test_api_arguments_of_the_wrong_kind_are_named(tmp_path):
     # a rate so low the second arrival lands past any time a run may hold (1e9 s)
     with pytest.raises(ConfigError, match="Poisson.rate must be a rate of at least 1e-09"):
         make_workload(rate=1e-300, num_requests=2)
+
+
+def test_a_profile_file_mistake_names_the_file(tmp_path):
+    from batchlab.costmodel import load_gpu
+    for text, words in (('base = "h999"\n', "unknown GPU preset 'h999'"),
+                        ('base = "h100"\nprice_per_hour = "cheap"\n', "price_per_hour")):
+        path = tmp_path / "g.toml"
+        path.write_text(text)
+        with pytest.raises(ConfigError) as info:
+            load_gpu(path)
+        assert str(info.value).startswith(f"{path}: ") and words in str(info.value)

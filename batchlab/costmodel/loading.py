@@ -15,6 +15,7 @@ network_bandwidth_gb_s, link_latency_us, network_latency_us.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tomllib
@@ -84,33 +85,48 @@ def _build(cls, table: dict, base, what: str, where: str):
             from None
 
 
+@contextlib.contextmanager
+def _within(where: str):
+    """Errors while building from a file name the file (a bad `base` preset, a field the
+    class refuses), as the table checks here already do."""
+    try:
+        yield
+    except ConfigError as exc:
+        if str(exc).startswith(f"{where}:"):
+            raise
+        raise ConfigError(f"{where}: {exc}") from None
+
+
 def load_gpu(source) -> GPUSpec:
     """A GPUSpec from a TOML/JSON file path or a dict."""
     table = read_table(source, "gpu")
     where = "gpu table" if isinstance(source, dict) else str(source)
-    base = get_gpu(table.pop("base")) if "base" in table else None
-    for alias, (field, scale) in _GPU_UNITS.items():
-        if alias in table:
-            value = table.pop(alias)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{where}: field {alias!r} must be a number, not {value!r}")
-            table[field] = value * scale
-    return _build(GPUSpec, table, base, "GPU", where)
+    with _within(where):
+        base = get_gpu(table.pop("base")) if "base" in table else None
+        for alias, (field, scale) in _GPU_UNITS.items():
+            if alias in table:
+                value = table.pop(alias)
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ConfigError(f"field {alias!r} must be a number, not {value!r}")
+                table[field] = value * scale
+        return _build(GPUSpec, table, base, "GPU", where)
 
 
 def load_model(source) -> ModelConfig:
     """A ModelConfig from a TOML/JSON file path or a dict."""
     table = read_table(source, "model")
     where = "model table" if isinstance(source, dict) else str(source)
-    base = get_model(table.pop("base")) if "base" in table else None
-    return _build(ModelConfig, table, base, "model", where)
+    with _within(where):
+        base = get_model(table.pop("base")) if "base" in table else None
+        return _build(ModelConfig, table, base, "model", where)
 
 
 def load_efficiency(source) -> Efficiency:
     """An Efficiency profile from a TOML/JSON file path or a dict."""
     table = read_table(source, "efficiency")
     name = table.pop("name", "profile" if isinstance(source, dict) else Path(source).stem)
-    return Efficiency.from_dict(table, name=name)
+    with _within("efficiency table" if isinstance(source, dict) else str(source)):
+        return Efficiency.from_dict(table, name=name)
 
 
 def _is_file_ref(value) -> bool:

@@ -76,6 +76,10 @@ def _check_devices(config: dict, name: str) -> None:
     failed rows in the report."""
     from .compare_scale import deployment_preset
     base = config["run"]  # run settings the points share (an efficiency profile, say)
+    try:
+        check_keys(base)
+    except ConfigError as exc:
+        raise ConfigError(f"{name}: [run]: {exc}") from None
     for i, model in enumerate(config["models"]):
         _build(f"{name}: [[models]] #{i + 1} ({model['key']})",
                {**base, **model_settings(config, model)})
