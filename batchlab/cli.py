@@ -326,8 +326,8 @@ def _params(args) -> dict:
                               "and give --model and --gpu)")
     if args.devices is not None and (args.model or args.gpu):
         raise ConfigError(DEVICES_WITH_MODEL)
-    for flag in ("gpus", "tp", "ep", "pp", "dp", "efficiency", "overlap", "redundant_experts",
-                 "decode_threshold"):
+    for flag in ("gpus", "tp", "ep", "pp", "dp", "efficiency", "runtime", "overlap",
+                 "redundant_experts", "decode_threshold"):
         if params[flag] is not None and not (args.model or args.gpu or args.deployment):
             raise ConfigError(f"{scenario.option(flag)} needs --model and --gpu (it is a "
                               "cost-model setting; the affine device has none)")
@@ -336,6 +336,16 @@ def _params(args) -> dict:
     if args.time_scale is not None and not args.trace:
         raise ConfigError("--time-scale applies to --trace only; use --rate for sampled "
                           "traffic")
+    if args.lengths and args.trace:
+        raise ConfigError("--trace replays its own arrivals and lengths; drop --lengths (or "
+                          "drop --trace: --lengths with --arrival takes a trace's lengths "
+                          "at other arrivals)")
+    if args.lengths and (args.prompt or args.output):
+        raise ConfigError(f"--lengths takes each request's prompt and output lengths from "
+                          f"{args.lengths}; drop --prompt and --output")
+    if args.max_tokens is not None and not args.lengths:
+        raise ConfigError("--max-tokens caps the pairs of --lengths; give --lengths too, or "
+                          "use --max-new-tokens to cap outputs")
     if args.trace:
         # The trace gives the arrivals and lengths; these would be silently ignored.
         ignored = [scenario.option(k) for k in scenario.conflicts(params, by="trace")]

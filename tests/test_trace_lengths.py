@@ -67,9 +67,15 @@ def test_cli_lengths(tmp_path, capsys):
                  "poisson", "--rate", "2", "--requests", "30"]) == 0
     out = capsys.readouterr().out
     assert "pairs of t.csv" in out and "at most 4096 tokens" in out
+    # the CLI names its own options (the API's messages name the settings)
     assert main(["run", "--lengths", str(trace), "--prompt", "10"]) == 2
-    assert "replaces prompt and output" in capsys.readouterr().err
+    assert "; drop --prompt and --output" in capsys.readouterr().err
     assert main(["run", "--max-tokens", "10"]) == 2
-    assert "give lengths" in capsys.readouterr().err
+    assert "--max-tokens caps the pairs of --lengths; give --lengths too" in \
+        capsys.readouterr().err
     assert main(["run", "--lengths", str(tmp_path / "missing.csv")]) == 2
     assert main(["run", "--lengths", str(trace), "--trace", str(trace)]) == 2
+    assert "--trace replays its own arrivals and lengths; drop --lengths" in \
+        capsys.readouterr().err
+    assert main(["run", "--runtime", "eager"]) == 2
+    assert "--runtime needs --model and --gpu" in capsys.readouterr().err
