@@ -420,6 +420,7 @@ def cmd_sweep(args) -> int:
     from .studies import sweep
     _check_processes(args)
     points = sweep.expand(sweep.load_config(args.config))
+    sweep.check_policies(points)
     out = Path(args.out or f"{Path(args.config).stem}-results")
     out_paths.check_folder("--out", out)
     cache = out / "points"

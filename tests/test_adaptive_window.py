@@ -83,7 +83,8 @@ def test_abort_forgets_the_request():
     ({"metric": "tpot"}, "metric must be 'ttft' or 'e2e'"),
     ({"min_window": 0.5, "max_window": 0.1}, "min_window"),
     # asked for 5 s, it used to run at max_window's 1 s without a word
-    ({"window": 5.0}, r"window \(5.0\) must lie within \[min_window, max_window\] = \[0.001, 1.0\]"),
+    ({"window": 5.0},
+     r"window \(5.0\) must lie within \[min_window, max_window\] = \[0.001, 1.0\]"),
 ])
 def test_bad_parameters_are_config_errors(params, message):
     with pytest.raises(batchlab.ConfigError, match=f"policy 'adaptive-window'.*{message}"):

@@ -151,6 +151,8 @@ def test_an_arrival_name_in_capitals_gets_the_default_rate(capsys):
 def test_a_policy_object_serves_one_run():
     spec = make_workload("poisson", rate=5.0, num_requests=5)
     policy = load_policy("continuous")
+    with pytest.raises(ConfigError, match="needs a Workload"):  # refused: leaves it unused
+        simulate(policy, "not a workload", affine_devices(1))
     simulate(policy, spec, affine_devices(1))
     with pytest.raises(ConfigError, match="already served a run; a policy keeps its state"):
         simulate(policy, spec, affine_devices(1))
@@ -218,3 +220,24 @@ def test_a_profile_file_mistake_names_the_file(tmp_path):
         with pytest.raises(ConfigError) as info:
             load_gpu(path)
         assert str(info.value).startswith(f"{path}: ") and words in str(info.value)
+
+
+def test_review_followups(tmp_path, capsys):
+    """What a review of the fixes above found: a study's "device" is not resolved (only
+    [[policies]] resolve it), so it is refused there; a knob beside a deferred one is not
+    built alone (it may be valid only beside the value the study picks); a workload whose
+    arrivals run past 1e9 s is refused however it got there; --records "" writes nothing."""
+    from batchlab.studies.compare_plan import load_config
+    path = _config(tmp_path, "requests = 10", 'requests = 10\nset = { max_num_seqs = "device" }')
+    with pytest.raises(ConfigError, match=r"\[studies.w\]: policy 'continuous': parameter "
+                       "'max_num_seqs' must be int, got 'device'"):
+        load_config(path)
+    extra = ('[[policies]]\nlabel = "aw"\npolicy = "adaptive-window"\n'
+             'set = { min_window = 2.0, window = 2.5, max_window = "best:mw" }\n'
+             '[studies.mw]\nmodel = "dense"\npolicy = "adaptive-window"\n'
+             'knob = "max_window"\nvalues = [3.0, 4.0]\nrate = 1\nset = { min_window = 2.0 }\n')
+    assert load_config(_config(tmp_path, extra=extra))  # valid once the study picks
+    capsys.readouterr()
+    assert main(["run", "--arrival", "constant", "--rate", "1e-9", "--requests", "50"]) == 2
+    assert "past the 1e+09 s any run may span" in capsys.readouterr().err
+    assert main(["run", "--requests", "2", "--records", ""]) == 0

@@ -107,9 +107,9 @@ def plan_memory(m: ModelConfig, lay: Layout, gpu: GPUSpec, *, memory_utilization
     if worst + acts >= usable:
         extra = lay.expert_slots - m.num_experts if m.is_moe and lay.expert_slots else 0
         if extra > 0:  # the copies are what does not fit: say so, not "more GPUs"
-            copies = (extra / lay.ep) * m.expert_params / lay.expert_tp * m.weight_bytes * \
-                sum(lay.stage_moe_layers) / lay.pp
-            if worst - copies + acts < usable:
+            plain = max(weights_per_gpu(m, attrs.evolve(lay, expert_slots=m.num_experts)))
+            copies = worst - plain
+            if plain + acts < usable:
                 raise ConfigError(
                     f"{m.name} with {extra} redundant experts does not fit on "
                     f"{lay.num_gpus} x {gpu.name}: the copies add about {copies / GIB:.1f} GiB "

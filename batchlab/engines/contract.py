@@ -9,6 +9,7 @@ what surrounds them in every engine loop.
 
 from __future__ import annotations
 
+import threading
 import weakref
 
 import numpy as np
@@ -40,7 +41,19 @@ def check_workload(workload, engine: str):
 # leaves with the object. Kept here, not on the object: a policy may be any plugin's class
 # (slots, frozen), on which nothing can be stored.
 _STARTED: dict[int, weakref.ref] = {}
+_STARTED_LOCK = threading.Lock()
 PROTOCOL = ("add", "schedule", "update", "abort")
+
+
+def _has_run(policy) -> bool:
+    ref = _STARTED.get(id(policy))
+    return ref is not None and ref() is policy
+
+
+def _served(policy, engine: str) -> ConfigError:
+    return ConfigError(f"{engine}: this {type(policy).__name__} object already served a run; "
+                       "a policy keeps its state, so pass a fresh one "
+                       "(batchlab.load_policy(...)) or the policy's name for each run")
 
 
 def check_policy_object(policy, engine: str):
@@ -48,7 +61,8 @@ def check_policy_object(policy, engine: str):
     mistake would otherwise fail at its first add() with 'missing 1 required positional
     argument', blamed on the policy; None or another object, with an AttributeError blamed
     on it; and a policy run twice starts from the first run's state (its queue, its clock),
-    which skews the second run's figures without a word."""
+    which skews the second run's figures without a word. The engine calls `claim_policy`
+    once its other checks pass."""
     if isinstance(policy, type):
         name = policy.__name__
         raise ConfigError(f"{engine} needs a policy object, got the class {name}; pass an "
@@ -57,17 +71,24 @@ def check_policy_object(policy, engine: str):
     if missing:
         raise ConfigError(f"{engine} needs a policy (a Scheduler, or a policy name), got "
                           f"{_show(policy)}, which has no {', '.join(missing)}")
-    key = id(policy)
-    ref = _STARTED.get(key)
-    if ref is not None and ref() is policy:
-        raise ConfigError(f"{engine}: this {type(policy).__name__} object already served a "
-                          "run; a policy keeps its state, so pass a fresh one "
-                          "(batchlab.load_policy(...)) or the policy's name for each run")
-    try:
-        _STARTED[key] = weakref.ref(policy, lambda _, key=key: _STARTED.pop(key, None))
-    except TypeError:  # not weakly referenceable: a second run goes unseen
-        pass
+    if _has_run(policy):
+        raise _served(policy, engine)
     return policy
+
+
+def claim_policy(policy, engine: str) -> None:
+    """Record that `policy` starts a run: called at the end of an engine's checks, so that a
+    call refused for a bad workload or device leaves the policy free for the corrected call.
+    A policy that cannot be weakly referenced (a class with __slots__ and no __weakref__)
+    is not recorded: a second run of it goes unseen."""
+    with _STARTED_LOCK:  # two threads starting one policy: one of them is refused
+        if _has_run(policy):
+            raise _served(policy, engine)
+        key = id(policy)
+        try:
+            _STARTED[key] = weakref.ref(policy, lambda _, key=key: _STARTED.pop(key, None))
+        except TypeError:
+            pass
 
 
 def index_devices(devices, engine: str) -> tuple[list, dict[str, int]]:

@@ -19,7 +19,7 @@ from ..core.protocols import policy_name
 from ..core.table import ABORTED, REJECTED, WAITING, RequestTable
 from .accounting import DeviceTotals
 from .contract import (call_policy, check_plan, check_policy_object, check_rejectable,
-                       index_devices, launch_batches, tell_devices)
+                       claim_policy, index_devices, launch_batches, tell_devices)
 from .result import Result
 
 
@@ -45,6 +45,7 @@ class ServingEngine:
         self.num_events = 0
         self.num_failed = 0   # requests ended by a policy error that concerned them alone
         self.start = time.perf_counter()
+        claim_policy(self.policy, "Server")  # last: a refused call leaves it unused
 
     def clock(self) -> float:
         return time.perf_counter() - self.start

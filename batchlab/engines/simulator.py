@@ -40,8 +40,8 @@ from ..core.protocols import policy_name
 from ..core.table import REJECTED, WAITING, RequestTable
 from .accounting import DeviceTotals
 from .contract import (call_policy, check_plan, check_policy_object, check_rejectable,
-                       check_seed, check_workload, follow_ups, index_devices, launch_batches,
-                       request_of, stalled)
+                       check_seed, check_workload, claim_policy, follow_ups, index_devices,
+                       launch_batches, request_of, stalled)
 from .events import ARRIVAL, DONE, MOVED, PROGRESS, WAKE, WOKEN
 from .faults import Faults
 from .result import Result
@@ -94,6 +94,7 @@ class Simulator(FaultEvents):
                 raise ConfigError(f"simulate: faults must be a batchlab.engines.faults.Faults "
                                   f"or None, got {faults!r}"[:200])
             self._init_faults(faults)
+        claim_policy(self.policy, "simulate")  # last: a refused call leaves it unused
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> Result:

@@ -44,8 +44,8 @@ from ..core.protocols import policy_name
 from ..core.table import REJECTED, RequestTable
 from .accounting import DeviceTotals
 from .contract import (call_policy, check_plan, check_policy_object, check_rejectable,
-                       check_seed, check_workload, follow_ups, index_devices, launch_batches,
-                       request_of, stalled, tell_devices)
+                       check_seed, check_workload, claim_policy, follow_ups, index_devices,
+                       launch_batches, request_of, stalled, tell_devices)
 from .result import Result
 
 MAX_IDLE_WAKES = 100_000
@@ -74,6 +74,7 @@ class WallClock:
         self.skipped = 0.0
         self.num_events = 0
         self.start = 0.0
+        claim_policy(self.policy, "run_wallclock")  # last: a refused call leaves it unused
 
     # -- the clock ---------------------------------------------------------------------------
     def clock(self) -> float:

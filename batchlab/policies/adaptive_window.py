@@ -73,7 +73,8 @@ class AdaptiveWindow(FixedWindow):
                              f"({self.max_window})")
         if not self.min_window <= self.window <= self.max_window:
             # The default window (0.05 s) is moved into a range the user narrowed; a window
-            # the user chose outside it would be overridden without a word: refuse it.
+            # the user chose outside it would be overridden without a word: refuse it. (A
+            # window given as exactly 0.05 cannot be told from the default and is moved too.)
             if self.window != attrs.fields(type(self)).window.default:
                 raise ValueError(f"window ({self.window}) must lie within [min_window, "
                                  f"max_window] = [{self.min_window}, {self.max_window}]: it "

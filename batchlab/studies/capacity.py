@@ -52,7 +52,7 @@ def check_search(search: dict, name=lambda key: key) -> dict:
                           f"known: {', '.join(SEARCH_DEFAULTS)}")
     opts = {**SEARCH_DEFAULTS, **search}
     for key in ("start", "min_rate", "max_rate"):
-        limits.check_number(opts[key], name(key), above=0)
+        limits.check_number(opts[key], name(key), low=limits.MIN_RATE)
     limits.check_seconds(opts["duration"], name("duration"), positive=True)
     rel_tol = limits.check_number(opts["rel_tol"], name("rel_tol"), above=0)
     if rel_tol >= 1:

@@ -14,7 +14,7 @@ anything runs.
 from __future__ import annotations
 
 from ..core import limits
-from ..core.errors import ConfigError
+from ..core.errors import BatchlabError, ConfigError
 from ..policies.discovery import available_policies, load_policy, policy_names
 from .capacity import check_search
 
@@ -68,10 +68,18 @@ def _policy(name, where, policy: str, params: dict) -> tuple | None:
     return params[policy]
 
 
-def _knobs(name, where, policy: str, knobs: dict, params: dict) -> None:
-    """Each knob a parameter of `policy`, and its literal values ones the policy accepts
-    (built once here, as every run would: a bad value would otherwise fail its runs and
-    leave only a line in the report). "device" and "best:<study>" are resolved later."""
+def _deferred(value) -> bool:
+    """A [[policies]] knob value resolved only when the tables are planned (compare_plan)."""
+    return isinstance(value, str) and (value == "device" or value.startswith("best:"))
+
+
+def _knobs(name, where, policy: str, knobs: dict, params: dict,
+           deferred: bool = False) -> None:
+    """Each knob a parameter of `policy`, and the knobs together values the policy accepts
+    (it is built once here, as every run would build it: a bad value would otherwise fail
+    its runs and leave only a line in the report). deferred: "device" and "best:<study>"
+    values are resolved later ([[policies]] only); with one among the knobs only the names
+    are checked, since the others may be valid only beside the value it resolves to."""
     declared = _policy(name, where, policy, params)
     if declared is None:
         return
@@ -79,11 +87,11 @@ def _knobs(name, where, policy: str, knobs: dict, params: dict) -> None:
         if knob not in declared:
             _fail(name, where, f"policy {policy!r} has no parameter {knob!r}; parameters: "
                   f"{', '.join(declared)}")
-    literal = {k: v for k, v in knobs.items()
-               if not (isinstance(v, str) and (v == "device" or v.startswith("best:")))}
+    if deferred and any(_deferred(v) for v in knobs.values()):
+        return
     try:
-        load_policy(policy, **literal)
-    except ConfigError as exc:
+        load_policy(policy, **knobs)
+    except BatchlabError as exc:  # a refused value, or a plugin that fails to build
         _fail(name, where, str(exc))
 
 
@@ -105,7 +113,7 @@ def _check_traffic(name: str, traffic) -> None:
               f"{limits._show(rates)}")
     for i, rate in enumerate(rates):
         _optional(name, where, {"rate": rate}, "rate",
-                  lambda v, w: limits.check_number(v, f"rates[{i}]", above=0))
+                  lambda v, w: limits.check_number(v, f"rates[{i}]", low=limits.MIN_RATE))
     _optional(name, where, traffic, "local_requests",
               lambda v, w: limits.check_int(v, w, low=0, high=limits.MAX_REQUESTS))
     _optional(name, where, traffic, "duration", lambda v, w: limits.check_seconds(
@@ -167,7 +175,7 @@ def _check_studies(name: str, studies, model_keys: set, params: dict) -> None:
                   f"{', '.join(sorted(model_keys))})")
         _need(name, where, study, "rate", (int, float), "requests per second")
         _optional(name, where, study, "rate",
-                  lambda v, w: limits.check_number(v, w, above=0))
+                  lambda v, w: limits.check_number(v, w, low=limits.MIN_RATE))
         _optional(name, where, study, "requests", limits.check_count)
         if "set" in study:
             _table(name, f"{where} set", study["set"])
@@ -188,10 +196,9 @@ def _check_policies(name: str, policies, model_keys: set, params: dict,
             if key in entry:
                 _table(name, f"{where} {key}", entry[key])
         _policy(name, where, policy, params)
-        _knobs(name, f"{where} set", policy, entry.get("set", {}), params)
+        _knobs(name, f"{where} set", policy, entry.get("set", {}), params, deferred=True)
         for knob, value in entry.get("set", {}).items():
-            if isinstance(value, str) and value.startswith("best:") and \
-                    value[5:] not in studies:
+            if _deferred(value) and value.startswith("best:") and value[5:] not in studies:
                 _fail(name, f"{where} set", f"{knob} = {value!r} names no [studies] table "
                       f"(studies: {', '.join(studies) or 'none'})")
         for key in ("deploy", "skip"):

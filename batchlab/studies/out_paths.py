@@ -18,14 +18,18 @@ from ..core.errors import ConfigError
 def check_file(option: str, path) -> None:
     """`path` can be written as a file: its folder exists and is writable, and it is not a
     folder itself."""
-    if path is None:
+    if not path:  # None or "": the option was not given, nothing is written
         return
     p = Path(path)
+    if p.is_symlink():  # written through the link: where it points is what must exist
+        p = p.resolve()
     folder = p.parent
     if p.is_dir():
         raise ConfigError(f"{option} {path}: is a folder; give a file name")
     if not folder.exists():
-        raise ConfigError(f"{option} {path}: folder {folder} does not exist; create it first")
+        tilde = " (~ is not expanded here: give the full path)" \
+            if str(path).startswith("~") else "; create it first"
+        raise ConfigError(f"{option} {path}: folder {folder} does not exist{tilde}")
     if not folder.is_dir():
         raise ConfigError(f"{option} {path}: {folder} is not a folder")
     if not os.access(folder if not p.exists() else p, os.W_OK):

@@ -137,6 +137,26 @@ def expand(config: dict) -> list[dict]:
     return [{**base, **c} for c in combos] + [{**base, **p} for p in config["points"]]
 
 
+def check_policies(points: list[dict]) -> None:
+    """Build each point's policy once per distinct setting: an unknown name or parameter, or
+    a value the policy refuses, is a mistake in the file, not a point that fails (a layout
+    that does not fit is one), so `batchlab sweep` calls this before anything runs.
+    (`run_points` does not: compare's points resolve their knobs from studies, and one
+    that fails there is a row.)"""
+    seen = set()
+    for i, point in enumerate(points):
+        policy = _canonical({k: v for k, v in point.items()
+                             if k == "policy" or k.startswith("policy.")})
+        if policy in seen:
+            continue
+        seen.add(policy)
+        try:
+            scenario.check_params(point)
+            scenario.build_policy(point)
+        except BatchlabError as exc:
+            raise ConfigError(f"sweep point {i} {point!r}: {exc}") from None
+
+
 def _canonical(value) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
@@ -214,17 +234,10 @@ def run_points(points, *, executor: str = "local", processes: int | None = None,
                address: str | None = None, cache_dir=None, progress=None) -> list[dict]:
     """One row per point, in the order given; `progress(done, total)` as points finish."""
     points = [dict(p) for p in points]
-    keys, policies = [], set()
+    keys = []
     for i, point in enumerate(points):
         try:
             scenario.check_params(point)   # every point checked before any runs
-            # Its policy built once per distinct setting: an unknown name or parameter is a
-            # mistake in the file, not a point that fails (a layout that does not fit is).
-            policy = _canonical({k: v for k, v in point.items()
-                                 if k == "policy" or k.startswith("policy.")})
-            if policy not in policies:
-                scenario.build_policy(point)
-                policies.add(policy)
             keys.append(point_key(point))
         except ConfigError as exc:
             raise ConfigError(f"sweep point {i} {point!r}: {exc}") from None

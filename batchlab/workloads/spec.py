@@ -20,7 +20,7 @@ import numpy as np
 
 from ..core.errors import ConfigError
 from .arrivals import ClosedLoop, ConstantRate, Gamma, Poisson
-from ..core.limits import MAX_TOKENS
+from ..core.limits import MAX_SECONDS, MAX_TOKENS
 from .checks import (_fail, _int_if_integral, _optional_positive_int, _request_count)
 from .lengths import ConstantLength, LogNormalLength, UniformLength
 
@@ -83,6 +83,11 @@ class Workload:
         open_loop = ~np.isnan(self.arrival)
         if (self.arrival[open_loop] < 0).any() or not np.isfinite(self.arrival[open_loop]).all():
             raise ConfigError(f"workload {self.name!r}: arrival times must be finite and >= 0")
+        last = float(np.fmax.reduce(self.arrival)) if n else 0.0  # fmax: NaN (closed) skipped
+        if last > MAX_SECONDS:  # past every other time a run may hold: nonsense figures
+            raise ConfigError(f"workload {self.name!r}: its last request arrives at {last:.3g} "
+                              f"s, past the {MAX_SECONDS:g} s any run may span; raise the rate, "
+                              "use fewer requests or a smaller time_scale")
         if (~open_loop).any() and (self.user is None or self.think is None):
             raise ConfigError(f"workload {self.name!r}: closed-loop requests (arrival NaN) "
                               "need user and think")
