@@ -44,7 +44,7 @@ import attrs
 import numpy as np
 
 from ..core import Batch, KVBlockManager, Plan, PolicyError, Request
-from ..core.fastnp import count_nonzero
+from ..core.fastnp import ONE, count_nonzero
 from ..core.reoffer import plan_devices
 from ..core.validators import positive, seconds
 from .running import RunningRows
@@ -222,9 +222,9 @@ class ContinuousBatching:
         emitted = result.emitted
         if count_nonzero(emitted) == emitted.size:  # every row (always, in a stretch)
             if whole:
-                run.known = fed + 1
+                run.known = fed + ONE
             else:
-                run.known[rows] = fed + 1
+                run.known[rows] = fed + ONE
         else:
             run.known[rows] = np.where(emitted, fed + 1, run.known[rows])
         finished = result.finished
@@ -360,7 +360,7 @@ class ContinuousBatching:
         stall-free order: a long prefill never holds up a running decode), then prefills
         and recomputes in rank order. Unchunked, a prefill runs whole or waits; the first one
         runs even if it alone exceeds the budget, or it could never run."""
-        decode = need == 1
+        decode = need == ONE
         if need.size <= budget and count_nonzero(decode) == need.size:
             return decode.astype(np.int64)  # every row a decode within budget: one token each
         take = (decode & (np.cumsum(decode) <= budget)).astype(np.int64)
