@@ -242,3 +242,27 @@ def test_micro_batches_shrink_the_pipeline_bubble():
                .summary()["bubble_fraction"] for m in (1, 4)]
     assert bubbles[0] == pytest.approx(3 / 4, rel=1e-3)  # (p - 1) / (m + p - 1), m=1, p=4
     assert bubbles[1] < bubbles[0]
+
+
+def test_waiting_queue_pops_in_heap_order():
+    """WaitingQueue (a sorted run for entries that come in order, a heap for the rest) pops
+    the same entries in the same order as one heap, whatever the mix of pushes and pops."""
+    import heapq
+
+    from batchlab.policies.waiting import WaitingQueue
+
+    rng = np.random.default_rng(3)
+    for trial in range(200):
+        queue, heap, rank = WaitingQueue(), [], 0
+        for _ in range(300):
+            if heap and rng.random() < 0.45:
+                assert queue.peek() == heap[0]
+                assert queue.pop() == heapq.heappop(heap)
+            else:  # mostly in order (FCFS); now and then an old rank or a better key
+                rank += 1
+                r = rank if rng.random() < 0.8 else int(rng.integers(0, rank + 1)) - 10_000
+                key = 0.0 if trial % 2 else float(-rng.integers(0, 3))
+                entry = (key, r, int(rng.integers(0, 10**6)))
+                queue.push(entry)
+                heapq.heappush(heap, entry)
+            assert len(queue) == len(heap) and bool(queue) == bool(heap)

@@ -39,7 +39,6 @@ matters, and the records are the same as when every step is planned on its own
 from __future__ import annotations
 
 import bisect
-import heapq
 
 import attrs
 import numpy as np
@@ -49,6 +48,7 @@ from ..core.fastnp import ONE, count_nonzero
 from ..core.reoffer import plan_devices
 from ..core.validators import positive, seconds
 from .running import RunningRows
+from .waiting import WaitingQueue
 
 
 def _order(instance, attribute, value):
@@ -90,7 +90,7 @@ class ContinuousBatching:
     # Steps a pure decode batch may be planned ahead (multi-step plans); 1: plan every step.
     max_num_steps: int = attrs.field(default=64, validator=positive)
     name: str = attrs.field(default="continuous", init=False)
-    _waiting: list = attrs.field(factory=list, init=False)   # heap of (key, rank, id)
+    _waiting: WaitingQueue = attrs.field(factory=WaitingQueue, init=False)  # (key, rank, id)
     _requests: dict = attrs.field(factory=dict, init=False)  # id -> Request, until it ends
     _key: dict = attrs.field(factory=dict, init=False)       # id -> (sort key, rank)
     _known: dict = attrs.field(factory=dict, init=False)     # id -> known tokens if preempted
@@ -156,7 +156,7 @@ class ContinuousBatching:
                               f"runs first), got {key!r} for request {request.id}")
         self._key[request.id] = (float(key), rank)
         self._requests[request.id] = request
-        heapq.heappush(self._waiting, (float(key), rank, request.id))
+        self._waiting.push((float(key), rank, request.id))
         self._unchecked.append(request)
 
     def abort(self, request_id: int) -> None:
@@ -166,7 +166,7 @@ class ContinuousBatching:
         self._key.pop(request_id, None)
         device = self._where.pop(request_id, None)
         if device is None:
-            return  # a waiting entry is skipped when it reaches the head of the heap
+            return  # a waiting entry is skipped when it reaches the head of the queue
         self._kv[device].free(request_id)
         run = self._running[device]
         if run.scheduled is None:
@@ -353,7 +353,7 @@ class ContinuousBatching:
     def _admission_due(self, run: RunningRows) -> bool:
         if self.admission_delay <= 0 or run.ids.size == 0 or not self._waiting:
             return True
-        request = self._requests.get(self._waiting[0][-1])  # a stale head: admit, it is skipped
+        request = self._requests.get(self._waiting.peek()[-1])  # a stale head: admit, it is skipped
         return request is None or self._clock[0] >= request.arrival + self.admission_delay
 
     def _take(self, need: np.ndarray, budget: int) -> tuple[np.ndarray, int]:
@@ -396,7 +396,7 @@ class ContinuousBatching:
             kv.free(rid)
             del self._where[rid]
             self._known[rid] = int(run.known[victim])  # prompt + generated, to recompute
-            heapq.heappush(self._waiting, (*self._key[rid], rid))
+            self._waiting.push((*self._key[rid], rid))
             run.take(np.arange(run.ids.size) != victim)
             preempted = True
             self._num_preempted += 1
@@ -414,14 +414,14 @@ class ContinuousBatching:
         waiting, requests, where, key_of = self._waiting, self._requests, self._where, self._key
         known_of, may_admit, room = self._known, self.may_admit, cap - run.ids.size
         while waiting and len(ids) < room and left > 0:
-            key, rank, rid = waiting[0]
+            key, rank, rid = waiting.peek()
             request = requests.get(rid)
             if request is None or rid in where or key_of[rid] != (key, rank):
-                heapq.heappop(waiting)  # aborted, finished or already running
+                waiting.pop()  # aborted, finished or already running
                 continue
             admitting[0], admitting[1] = name, len(ids)  # so num_running_on counts them
             if not may_admit(request, device):
-                refused.append(heapq.heappop(waiting))  # keeps its place: pushed back
+                refused.append(waiting.pop())  # keeps its place: pushed back
                 continue
             known = known_of.get(rid) or request.prompt_tokens
             if self.chunked_prefill:
@@ -432,7 +432,7 @@ class ContinuousBatching:
                 break
             if not kv.grow_if_fits(rid, chunk):
                 break
-            heapq.heappop(waiting)
+            waiting.pop()
             known_of.pop(rid, None)
             where[rid] = name
             ids.append(rid)
@@ -441,7 +441,7 @@ class ContinuousBatching:
             left -= chunk
         admitting[0], admitting[1] = None, 0
         for entry in refused:
-            heapq.heappush(waiting, entry)
+            waiting.push(entry)
         if not ids:
             return take
         num_before = run.ids.size
