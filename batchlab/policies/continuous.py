@@ -154,9 +154,10 @@ class ContinuousBatching:
                 or key != key:
             raise PolicyError(self.name, "rank_key", f"rank_key must return a number (smaller "
                               f"runs first), got {key!r} for request {request.id}")
-        self._key[request.id] = (float(key), rank)
-        self._requests[request.id] = request
-        self._waiting.push((float(key), rank, request.id))
+        rid, key = request.id, float(key)
+        self._key[rid] = (key, rank)
+        self._requests[rid] = request
+        self._waiting.push((key, rank, rid))
         self._unchecked.append(request)
 
     def abort(self, request_id: int) -> None:
