@@ -133,7 +133,7 @@ def test_running_rows_appended_into_spare_room_match_concatenated_columns():
     from batchlab.policies.running import RunningRows
 
     rng = np.random.default_rng(5)
-    run, want = RunningRows(), {c: np.zeros(0) for c in ("ids", "computed", "known", "key", "rank")}
+    run, want = RunningRows(), {c: np.zeros(0) for c in ("ids", "computed", "known")}
     next_id = 0
     for step in range(400):
         before = run.ids
@@ -142,11 +142,8 @@ def test_running_rows_appended_into_spare_room_match_concatenated_columns():
         ids = list(range(next_id, next_id + k))
         next_id += k
         known = rng.integers(1, 100, k).tolist()
-        key = rng.random(k).tolist()
-        rank = rng.integers(0, 1000, k).tolist()
-        run.append(ids, known, key, rank)
-        for column, rows in (("ids", ids), ("computed", [0] * k), ("known", known),
-                             ("key", key), ("rank", rank)):
+        run.append(ids, known)
+        for column, rows in (("ids", ids), ("computed", [0] * k), ("known", known)):
             want[column] = np.concatenate((want[column], rows))
         assert np.array_equal(before, copy)  # untouched by the append
         what = rng.integers(0, 4)
@@ -159,15 +156,36 @@ def test_running_rows_appended_into_spare_room_match_concatenated_columns():
             keep = rng.random(run.ids.size) < 0.7
             run.take(keep)
             want = {c: v[keep] for c, v in want.items()}
-        elif what == 2:  # a reorder (lexsort after admissions)
+        elif what == 2:  # a reorder (admitted rows that jumped in)
             order = rng.permutation(run.ids.size)
             run.take(order)
             want = {c: v[order] for c, v in want.items()}
         for column, values in want.items():
             got = getattr(run, column)
-            assert got.dtype == (np.float64 if column == "key" else np.int64), column
+            assert got.dtype == np.int64, column
             assert np.array_equal(got, values), (step, column)
     assert run._buffers[0].size > 64  # outgrown at least once
+
+
+def test_admitted_rows_that_jump_in_are_merged_as_a_lexsort_would_order_them():
+    """Where admitted rows (a recomputed request, a higher priority) rank before running ones,
+    _admit merges the two sorted parts by binary search: the same order as a lexsort of every
+    row's (sort key, rank), which the running rows no longer keep as columns."""
+    rng = np.random.default_rng(11)
+    policy = load_policy("continuous")
+    for trial in range(500):
+        num_before, k = int(rng.integers(1, 40)), int(rng.integers(1, 6))
+        ids = np.arange(num_before + k) + 100
+        keys = rng.choice([0.0, -1.0, -2.0, 0.5], ids.size) if trial % 2 else np.zeros(ids.size)
+        ranks = rng.permutation(1000)[:ids.size]
+        policy._key = {int(r): (float(a), int(b)) for r, a, b in zip(ids, keys, ranks)}
+        rank_of = policy._key.__getitem__
+        ids = np.array(sorted(ids[:num_before].tolist(), key=rank_of)
+                       + sorted(ids[num_before:].tolist(), key=rank_of))
+        order = policy._merged_order(ids, num_before)
+        want = np.lexsort((np.array([rank_of(r)[1] for r in ids.tolist()]),
+                           np.array([rank_of(r)[0] for r in ids.tolist()])))
+        assert np.array_equal(order, want), trial
 
 
 def test_update_of_a_whole_batch_matches_the_row_by_row_path():
@@ -192,7 +210,7 @@ def test_update_of_a_whole_batch_matches_the_row_by_row_path():
         fast.update(batch, result, t + 0.1)
         general.update(batch, result, t + 0.1)
         a, b = fast._running["dev0"], general._running["dev0"]
-        for column in ("ids", "computed", "known", "key", "rank"):
+        for column in ("ids", "computed", "known"):
             assert np.array_equal(getattr(a, column), getattr(b, column)), column
         assert np.array_equal(fast._kv["dev0"]._held, general._kv["dev0"]._held)
         fast.check_valid()
@@ -224,3 +242,27 @@ def test_micro_batches_shrink_the_pipeline_bubble():
                .summary()["bubble_fraction"] for m in (1, 4)]
     assert bubbles[0] == pytest.approx(3 / 4, rel=1e-3)  # (p - 1) / (m + p - 1), m=1, p=4
     assert bubbles[1] < bubbles[0]
+
+
+def test_waiting_queue_pops_in_heap_order():
+    """WaitingQueue (a sorted run for entries that come in order, a heap for the rest) pops
+    the same entries in the same order as one heap, whatever the mix of pushes and pops."""
+    import heapq
+
+    from batchlab.policies.waiting import WaitingQueue
+
+    rng = np.random.default_rng(3)
+    for trial in range(200):
+        queue, heap, rank = WaitingQueue(), [], 0
+        for _ in range(300):
+            if heap and rng.random() < 0.45:
+                assert queue.peek() == heap[0]
+                assert queue.pop() == heapq.heappop(heap)
+            else:  # mostly in order (FCFS); now and then an old rank or a better key
+                rank += 1
+                r = rank if rng.random() < 0.8 else int(rng.integers(0, rank + 1)) - 10_000
+                key = 0.0 if trial % 2 else float(-rng.integers(0, 3))
+                entry = (key, r, int(rng.integers(0, 10**6)))
+                queue.push(entry)
+                heapq.heappush(heap, entry)
+            assert len(queue) == len(heap) and bool(queue) == bool(heap)

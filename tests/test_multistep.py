@@ -230,7 +230,7 @@ def test_probes_back_off_while_requests_wait():
         return sum(policy._worth_planning_ahead() for _ in range(plans))
 
     assert probes(32 * PROBE_EVERY) == 32  # nobody waits: the back-off does not apply
-    policy._waiting.append((0.0, 0, 0))  # somebody waits (the heap's entry shape)
+    policy._waiting.push((0.0, 0, 0))  # somebody waits (the queue's entry shape)
     assert probes(2 * PROBE_MOST) == 2
     policy._planned_ahead(True)
     assert probes(8 * PROBE_EVERY) == 8

@@ -11,6 +11,8 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
+from .fastnp import ZERO, constant
+
 
 @attrs.define
 class KVBlockManager:
@@ -24,6 +26,8 @@ class KVBlockManager:
     block_size: int = 16
     _held: np.ndarray = attrs.field(init=False)
     num_free_blocks: int = attrs.field(init=False)
+    # (block_size, block_size - 1 and block_size as int64 0-d arrays) for `_blocks` (fastnp)
+    _block_arrays: tuple = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self):
         if self.block_size < 1:
@@ -31,6 +35,7 @@ class KVBlockManager:
         if self.num_blocks < 0:
             raise ValueError(f"KVBlockManager.num_blocks must be >= 0, got {self.num_blocks}")
         self._held = np.zeros(64, dtype=np.int64)
+        self._block_arrays = self._make_block_arrays()
         self.num_free_blocks = int(self.num_blocks)
 
     @classmethod
@@ -181,7 +186,7 @@ class KVBlockManager:
             ids = ids[ids < len(self._held)]
             held = self._held[ids]
         self.num_free_blocks += int(np.add.reduce(held))  # = .sum, without its wrapper
-        self._held[ids] = 0
+        self._held[ids] = ZERO
 
     def _one(self, rid, num_tokens) -> tuple[int, int, int]:
         """(id, blocks it needs for num_tokens, blocks beyond those it holds) of one id, the
@@ -200,7 +205,14 @@ class KVBlockManager:
         it is."""
         if type(num_tokens) is not np.ndarray or num_tokens.dtype != np.int64:
             return self.blocks_for(num_tokens)
-        return (num_tokens + (self.block_size - 1)) // self.block_size
+        b, b_less_one, b_array = self._block_arrays
+        if b != self.block_size:  # reassigned since (nothing does): make them again
+            b, b_less_one, b_array = self._block_arrays = self._make_block_arrays()
+        return (num_tokens + b_less_one) // b_array
+
+    def _make_block_arrays(self) -> tuple:
+        b = int(self.block_size)
+        return b, constant(b - 1, np.int64), constant(b, np.int64)
 
     def _held_by(self, ids: np.ndarray) -> np.ndarray:
         """Blocks held by distinct, non-negative ids, the table grown to hold them (an id one

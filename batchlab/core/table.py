@@ -20,13 +20,14 @@ import attrs
 import numpy as np
 
 from .batch import Batch
-from .fastnp import count_nonzero
+from .fastnp import FALSE, MINUS_ONE, ONE, TRUE, ZERO, constant, count_nonzero
 from .gaps import GapHistogram
 
 # Request states.
 PENDING, WAITING, FINISHED, REJECTED, ABORTED = 0, 1, 2, 3, 4
 STATUS_NAMES = {PENDING: "pending", WAITING: "waiting", FINISHED: "finished",
                 REJECTED: "rejected", ABORTED: "aborted"}
+_FINISHED = constant(FINISHED, np.int8)  # the status column's dtype (fastnp: no scalar)
 
 RECORD_DTYPE = np.dtype([
     ("id", np.int64),
@@ -131,7 +132,7 @@ class RequestTable:
             never = np.isnan(self.first_scheduled[idx])
             if count_nonzero(never):
                 self.first_scheduled[idx[never]] = now
-        self.in_flight[idx] = True
+        self.in_flight[idx] = TRUE
         self.home[idx] = device_index
 
     def complete(self, batch: Batch, end: float):
@@ -146,8 +147,8 @@ class RequestTable:
         emitted = new_cached >= self.prompt[idx] + before  # a length not reached before
         every = count_nonzero(emitted) == emitted.size  # most steps: no mask to apply
         if every:
-            generated = before + 1
-            first = before == 0
+            generated = before + ONE
+            first = before == ZERO
             num_first = count_nonzero(first)
             later = idx[~first] if num_first else idx  # no row's first token: no gather
         else:
@@ -171,14 +172,14 @@ class RequestTable:
         self.last_token[idx if every else idx[emitted]] = end
         self.generated[idx] = generated
         self.cached[idx] = new_cached
-        self.in_flight[idx] = False
+        self.in_flight[idx] = FALSE
         finished = generated >= self.output[idx]
         if count_nonzero(finished):
             done = idx[finished]
             self.finish[done] = end
-            self.status[done] = FINISHED
-            self.cached[done] = 0
-            self.home[done] = -1
+            self.status[done] = _FINISHED
+            self.cached[done] = ZERO
+            self.home[done] = MINUS_ONE
             self.num_finished += done.size
             self.num_closed += done.size
         return emitted, finished, generated

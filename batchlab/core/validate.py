@@ -15,8 +15,10 @@ import numpy as np
 
 from .batch import Batch
 from .errors import PolicyError
-from .fastnp import count_nonzero
+from .fastnp import ONE, ZERO, constant, count_nonzero
 from .table import FINISHED, PENDING, STATUS_NAMES, WAITING, RequestTable
+
+_WAITING = constant(WAITING, np.int8)  # the status column's dtype (fastnp: no scalar)
 
 
 def check_batch(batch, device, device_index: int, table: RequestTable, policy: str) -> None:
@@ -34,10 +36,10 @@ def check_batch(batch, device, device_index: int, table: RequestTable, policy: s
     if ordered[0] < 0 or ordered[-1] >= table.size:
         _diagnose(batch, device, device_index, table, policy)
     lengths = cached + new
-    fresh = cached == 0
+    fresh = cached == ZERO
     known = table.prompt[ids] + table.generated[ids]  # tokens that exist: prompt + output
     # One element-wise conjunction and one reduction: this runs on every simulated step.
-    good = ((table.status[ids] == WAITING) & ~table.in_flight[ids] & (new >= 1)
+    good = ((table.status[ids] == _WAITING) & ~table.in_flight[ids] & (new >= ONE)
             & (fresh | ((cached == table.cached[ids]) & (table.home[ids] == device_index)))
             & (lengths <= known))
     # count_nonzero is several times faster than .all()/.any() on small arrays.

@@ -97,7 +97,10 @@ class DecodePricer:
         """Durations (num_steps,) and cost rows (num_steps, 10; `COST_FIELDS` order) of
         steps 1..num_steps of a decode batch (step j: context + (j - 1) tokens per row)."""
         rows = batch.num_seqs
-        context = batch.num_context_tokens + rows * np.arange(num_steps, dtype=np.int64)
+        if num_steps == 1:  # every single decode step: the same context, without arange
+            context = np.array([batch.num_context_tokens], dtype=np.int64)
+        else:
+            context = batch.num_context_tokens + rows * np.arange(num_steps, dtype=np.int64)
         m = max(1, min(int(batch.num_micro_batches), rows))
         return self.price_totals(rows, context, m)
 
@@ -129,14 +132,15 @@ class DecodePricer:
         np.multiply(mem_op, bound, out=comp_op)   # row 0 its compute-bound share
         # One reduction along each contiguous row: the same sums whatever k is.
         sums = np.add.reduce(out * self._K0, axis=2)  # = .sum, without its wrapper
-        comp, time, flops, nbytes = sums.T
         one = isinstance(micro, int) and micro == 1  # x 1 and / 1 change no bit: skip them
         comm = self._comm0 + self._comm1 * (rows if one else rows / micro)
         if one:
             costs = sums @ self._one_batch  # (see __init__) all but two columns
             costs[:, 2] = comm
             costs[:, 3] = self._ovh + self._step_overhead
-            return (time + self._ovh + comm) + self._step_overhead, costs
+            # time: column 1 (unpacking all four columns as views costs more than the rest)
+            return (sums[:, 1] + self._ovh + comm) + self._step_overhead, costs
+        comp, time, flops, nbytes = sums.T
         costs = np.zeros((k, 10))
         costs[:, 0] = micro * comp
         costs[:, 1] = micro * (time - comp)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from batchlab.core import Batch
+from batchlab.core.fastnp import ONE
 
 # Prompts in a mixed step up to which their sums are taken in Python: cheaper than three
 # numpy calls for the one or two a continuous-batching step usually admits.
@@ -49,7 +50,7 @@ def batch_features(batch, decode_threshold: int = 1) -> tuple:
             return r, r, 0.0, 0.0, 0.0, r, cd, r, cd
         if decode_threshold > 1:
             return _features_with_threshold(new, cached, int(decode_threshold))
-        pre = (new > 1).nonzero()[0]
+        pre = (new > ONE).nonzero()[0]  # ONE: an int64 0-d array (see core.fastnp)
         n_pre = pre.size
         if n_pre == rows:  # pure prefill (or chunked prefill) batch
             tp = float(s_new)

@@ -280,9 +280,10 @@ class StepModel:
         out = self._op_out(group, m)
         if group is not feats:
             out[2:] = self._work(feats, group, m, out)
-        bound = out[0] >= out[1]
-        np.maximum(out[0], out[1], out=out[1])
-        np.multiply(out[1], bound, out=out[0])
+        comp_op, mem_op = out[0], out[1]  # each row's view made once
+        bound = comp_op >= mem_op
+        np.maximum(comp_op, mem_op, out=mem_op)
+        np.multiply(mem_op, bound, out=comp_op)
         comp, time, flops, nbytes = (out @ self._K[0]).tolist()
         scale = self._size * m
         flops *= scale

@@ -179,13 +179,13 @@ def stalled(table, name: str) -> PolicyError:
 def request_of(workload, table, rid: int, *, oracle: bool = False) -> Request:
     """Request `rid` of a sampled workload as the policy sees it (after it has arrived):
     never its true output length, unless the run is an oracle run."""
-    return Request(
-        id=rid, arrival=float(table.arrival[rid]),
-        prompt_tokens=int(workload.prompt_tokens[rid]),
-        max_new_tokens=int(workload.max_new_tokens),
-        priority=0 if workload.priority is None else int(workload.priority[rid]),
-        oracle_output_tokens=int(workload.output_tokens[rid]) if oracle else None,
-    )
+    # Positional, in field order (id, arrival, prompt_tokens, max_new_tokens, priority,
+    # deadline, oracle_output_tokens): attrs' __init__ binds them faster than keywords, and
+    # this runs once per arrival.
+    return Request(rid, float(table.arrival[rid]), int(workload.prompt_tokens[rid]),
+                   int(workload.max_new_tokens),
+                   0 if workload.priority is None else int(workload.priority[rid]), None,
+                   int(workload.output_tokens[rid]) if oracle else None)
 
 
 def follow_ups(workload) -> np.ndarray:

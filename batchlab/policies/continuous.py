@@ -38,16 +38,17 @@ matters, and the records are the same as when every step is planned on its own
 
 from __future__ import annotations
 
-import heapq
+import bisect
 
 import attrs
 import numpy as np
 
 from ..core import Batch, KVBlockManager, Plan, PolicyError, Request
-from ..core.fastnp import count_nonzero
+from ..core.fastnp import ONE, count_nonzero
 from ..core.reoffer import plan_devices
 from ..core.validators import positive, seconds
 from .running import RunningRows
+from .waiting import WaitingQueue
 
 
 def _order(instance, attribute, value):
@@ -89,7 +90,7 @@ class ContinuousBatching:
     # Steps a pure decode batch may be planned ahead (multi-step plans); 1: plan every step.
     max_num_steps: int = attrs.field(default=64, validator=positive)
     name: str = attrs.field(default="continuous", init=False)
-    _waiting: list = attrs.field(factory=list, init=False)   # heap of (key, rank, id)
+    _waiting: WaitingQueue = attrs.field(factory=WaitingQueue, init=False)  # (key, rank, id)
     _requests: dict = attrs.field(factory=dict, init=False)  # id -> Request, until it ends
     _key: dict = attrs.field(factory=dict, init=False)       # id -> (sort key, rank)
     _known: dict = attrs.field(factory=dict, init=False)     # id -> known tokens if preempted
@@ -153,9 +154,10 @@ class ContinuousBatching:
                 or key != key:
             raise PolicyError(self.name, "rank_key", f"rank_key must return a number (smaller "
                               f"runs first), got {key!r} for request {request.id}")
-        self._key[request.id] = (float(key), rank)
-        self._requests[request.id] = request
-        heapq.heappush(self._waiting, (float(key), rank, request.id))
+        rid, key = request.id, float(key)
+        self._key[rid] = (key, rank)
+        self._requests[rid] = request
+        self._waiting.push((key, rank, rid))
         self._unchecked.append(request)
 
     def abort(self, request_id: int) -> None:
@@ -165,7 +167,7 @@ class ContinuousBatching:
         self._key.pop(request_id, None)
         device = self._where.pop(request_id, None)
         if device is None:
-            return  # a waiting entry is skipped when it reaches the head of the heap
+            return  # a waiting entry is skipped when it reaches the head of the queue
         self._kv[device].free(request_id)
         run = self._running[device]
         if run.scheduled is None:
@@ -222,9 +224,9 @@ class ContinuousBatching:
         emitted = result.emitted
         if count_nonzero(emitted) == emitted.size:  # every row (always, in a stretch)
             if whole:
-                run.known = fed + 1
+                run.known = fed + ONE
             else:
-                run.known[rows] = fed + 1
+                run.known[rows] = fed + ONE
         else:
             run.known[rows] = np.where(emitted, fed + 1, run.known[rows])
         finished = result.finished
@@ -270,11 +272,11 @@ class ContinuousBatching:
         if run.ids.size == 0 and not self._waiting:  # an idle device with nothing to do:
             return None  # cheap, so a cluster of many idle devices costs little per call
         budget = self.token_budget_on(self._offered[name])
-        preempted, take = self._fit_running(run, kv, budget)
+        preempted, take, fed = self._fit_running(run, kv, budget)
         num_running = run.ids.size
         # like vLLM: no admissions in a step that had to preempt
         if not preempted and self._admission_due(run):
-            take = self._admit(name, run, kv, budget - int(np.add.reduce(take)), take)
+            take = self._admit(name, run, kv, budget - fed, take)
         if count_nonzero(take) == take.size:  # every row gets tokens (most steps)
             rows = np.arange(take.size)
         else:
@@ -352,38 +354,42 @@ class ContinuousBatching:
     def _admission_due(self, run: RunningRows) -> bool:
         if self.admission_delay <= 0 or run.ids.size == 0 or not self._waiting:
             return True
-        request = self._requests.get(self._waiting[0][-1])  # a stale head: admit, it is skipped
+        request = self._requests.get(self._waiting.peek()[-1])  # a stale head: admit, it is skipped
         return request is None or self._clock[0] >= request.arrival + self.admission_delay
 
-    def _take(self, need: np.ndarray, budget: int) -> np.ndarray:
-        """Tokens each running row gets within the budget: decodes first (Sarathi's
-        stall-free order: a long prefill never holds up a running decode), then prefills
-        and recomputes in rank order. Unchunked, a prefill runs whole or waits; the first one
-        runs even if it alone exceeds the budget, or it could never run."""
-        decode = need == 1
+    def _take(self, need: np.ndarray, budget: int) -> tuple[np.ndarray, int]:
+        """Tokens each running row gets within the budget, and their sum: decodes first
+        (Sarathi's stall-free order: a long prefill never holds up a running decode), then
+        prefills and recomputes in rank order. Unchunked, a prefill runs whole or waits; the
+        first one runs even if it alone exceeds the budget, or it could never run."""
+        decode = need == ONE
         if need.size <= budget and count_nonzero(decode) == need.size:
-            return decode.astype(np.int64)  # every row a decode within budget: one token each
+            # every row a decode within budget: one token each (the sum without a reduction)
+            return decode.astype(np.int64), need.size
         take = (decode & (np.cumsum(decode) <= budget)).astype(np.int64)
         left = budget - int(count_nonzero(take))
         prefill = np.where(decode, 0, need)
         before = np.cumsum(prefill) - prefill
         if self.chunked_prefill:
-            return take + np.minimum(prefill, np.maximum(left - before, 0))
-        whole = (prefill > 0) & (before + prefill <= left)
-        first = np.flatnonzero(prefill)
-        if first.size and not whole.any():
-            whole[first[0]] = True
-        return np.where(whole, prefill, take)
+            take = take + np.minimum(prefill, np.maximum(left - before, 0))
+        else:
+            whole = (prefill > 0) & (before + prefill <= left)
+            first = np.flatnonzero(prefill)
+            if first.size and not whole.any():
+                whole[first[0]] = True
+            take = np.where(whole, prefill, take)
+        return take, int(np.add.reduce(take))
 
     def _fit_running(self, run: RunningRows, kv: KVBlockManager, budget: int):
         """Preempt the lowest-ranked rows until what this step feeds to the running rows
-        fits in memory, and reserve it; returns (whether it preempted, tokens per row)."""
+        fits in memory, and reserve it; returns (whether it preempted, tokens per row, their
+        sum)."""
         preempted = False
         while True:
-            take = self._take(run.known - run.computed, budget)
+            take, fed = self._take(run.known - run.computed, budget)
             try:
                 kv.grow(run.ids, run.computed + take, unique=True)  # no change if it raises
-                return preempted, take
+                return preempted, take, fed
             except MemoryError:
                 pass
             victim = run.ids.size - 1
@@ -391,7 +397,7 @@ class ContinuousBatching:
             kv.free(rid)
             del self._where[rid]
             self._known[rid] = int(run.known[victim])  # prompt + generated, to recompute
-            heapq.heappush(self._waiting, (*self._key[rid], rid))
+            self._waiting.push((*self._key[rid], rid))
             run.take(np.arange(run.ids.size) != victim)
             preempted = True
             self._num_preempted += 1
@@ -400,7 +406,7 @@ class ContinuousBatching:
                take: np.ndarray) -> np.ndarray:
         """Admit waiting requests while budget, sequence cap and memory allow; returns the
         take of every row, the admitted ones included, in the running set's new order."""
-        ids, takes, knowns, keys, ranks = [], [], [], [], []
+        ids, takes, knowns = [], [], []
         device, admitting = self._offered[name], self._admitting
         cap, refused = self.max_num_seqs_on(device), []
         # no prefill in the batch yet (read only when prompts run whole)
@@ -409,14 +415,14 @@ class ContinuousBatching:
         waiting, requests, where, key_of = self._waiting, self._requests, self._where, self._key
         known_of, may_admit, room = self._known, self.may_admit, cap - run.ids.size
         while waiting and len(ids) < room and left > 0:
-            key, rank, rid = waiting[0]
+            key, rank, rid = waiting.peek()
             request = requests.get(rid)
             if request is None or rid in where or key_of[rid] != (key, rank):
-                heapq.heappop(waiting)  # aborted, finished or already running
+                waiting.pop()  # aborted, finished or already running
                 continue
             admitting[0], admitting[1] = name, len(ids)  # so num_running_on counts them
             if not may_admit(request, device):
-                refused.append(heapq.heappop(waiting))  # keeps its place: pushed back
+                refused.append(waiting.pop())  # keeps its place: pushed back
                 continue
             known = known_of.get(rid) or request.prompt_tokens
             if self.chunked_prefill:
@@ -427,32 +433,46 @@ class ContinuousBatching:
                 break
             if not kv.grow_if_fits(rid, chunk):
                 break
-            heapq.heappop(waiting)
+            waiting.pop()
             known_of.pop(rid, None)
             where[rid] = name
             ids.append(rid)
             takes.append(chunk)
             knowns.append(known)
-            keys.append(key)  # its _key entry: checked equal above
-            ranks.append(rank)
             left -= chunk
         admitting[0], admitting[1] = None, 0
         for entry in refused:
-            heapq.heappush(waiting, entry)
+            waiting.push(entry)
         if not ids:
             return take
         num_before = run.ids.size
-        run.append(ids, knowns, keys, ranks)
+        run.append(ids, knowns)
         # A list goes into concatenate as it is: one conversion inside, not a call each.
         take = np.concatenate((take, takes))
-        head = keys[0], ranks[0]  # the first admitted: the best ranked of them
-        if num_before and (run.key[num_before - 1], run.rank[num_before - 1]) > head:
-            # A recomputed or high-priority request jumped in (both parts are sorted: the
-            # running rows already, the admitted ones as they left the heap).
-            order = np.lexsort((run.rank, run.key))
+        # The first admitted is the best ranked of them (they left the heap in order).
+        if num_before and key_of[int(run.ids[num_before - 1])] > key_of[ids[0]]:
+            # A recomputed or high-priority request jumped in.
+            order = self._merged_order(run.ids, num_before)
             run.take(order)
             take = take[order]
         return take
+
+    def _merged_order(self, ids: np.ndarray, num_before: int) -> np.ndarray:
+        """The order that sorts rows `ids` by (sort key, rank) where both parts are sorted
+        already, the running rows before num_before and the admitted ones after: each admitted
+        row goes where a binary search of the running rows puts it. Ranks are distinct, so
+        this is the one sorted order (the same as a lexsort of every row)."""
+        key_of = self._key
+        older = ids[:num_before].tolist()
+        admitted = [key_of[rid] for rid in ids[num_before:].tolist()]
+        where = [bisect.bisect_left(older, entry, key=key_of.__getitem__) for entry in admitted]
+        # Admitted row j lands at where[j] + j (where is non-decreasing: they are sorted).
+        moved = np.zeros(ids.size, dtype=bool)
+        moved[np.add(where, np.arange(len(where)))] = True
+        order = np.empty(ids.size, dtype=np.int64)
+        order[moved] = np.arange(num_before, ids.size)
+        order[~moved] = np.arange(num_before)
+        return order
 
     def _reject_impossible(self) -> list[int]:
         """A request whose prompt + max_new_tokens exceeds every device's memory could be

@@ -1,7 +1,9 @@
 """`RunningRows`: one device's running sequences for continuous batching, as numpy columns.
 
 Kept sorted best rank first, so that a step is a handful of whole-array operations; admitted
-rows are written into room kept beyond the live rows (`append`) rather than concatenated.
+rows are written into room kept beyond the live rows (`append`) rather than concatenated. The
+rank itself (the policy's sort key and arrival rank) is not a column: the policy keeps it per
+request and reads it only where admitted rows may break the order.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ _EMPTY = np.zeros(0, dtype=np.int64)
 
 @attrs.define
 class RunningRows:
-    """One device's running sequences, sorted best rank first (continuous batching's state).
+    """One device's running sequences, sorted best rank first (continuous batching's state;
+    the ranks live in the policy, which keeps the order).
 
     A column is either an array of its own or, after `append`, a view of the first rows of
     a buffer with room beyond them: admitting writes into the room instead of concatenating
@@ -26,17 +29,13 @@ class RunningRows:
     ids: np.ndarray = _EMPTY
     computed: np.ndarray = _EMPTY   # tokens in the KV cache
     known: np.ndarray = _EMPTY      # prompt + generated so far: what could be fed
-    key: np.ndarray = _EMPTY        # sort key (smaller runs first)
-    rank: np.ndarray = _EMPTY       # arrival rank: breaks ties of key
     scheduled: np.ndarray | None = None  # positions of the rows of the batch in flight
     _buffers: tuple | None = attrs.field(default=None, init=False, repr=False)
 
     def take(self, keep: np.ndarray) -> None:
-        self.ids, self.computed = self.ids[keep], self.computed[keep]
-        self.known, self.key = self.known[keep], self.key[keep]
-        self.rank = self.rank[keep]
+        self.ids, self.computed, self.known = self.ids[keep], self.computed[keep], self.known[keep]
 
-    def append(self, ids: list, known: list, key: list, rank: list) -> None:
+    def append(self, ids: list, known: list) -> None:
         """Add rows (nothing computed yet) after the others."""
         n = self.ids.size
         m = n + len(ids)
@@ -44,9 +43,8 @@ class RunningRows:
         if buffers is None or buffers[0].size < m:
             size = max(2 * m, 64)  # doubling: a buffer is outgrown a few times a run
             buffers = self._buffers = (
-                np.empty(size, np.int64), np.empty(size, np.int64), np.empty(size, np.int64),
-                np.empty(size, np.float64), np.empty(size, np.int64))
-        b_ids, b_computed, b_known, b_key, b_rank = buffers
+                np.empty(size, np.int64), np.empty(size, np.int64), np.empty(size, np.int64))
+        b_ids, b_computed, b_known = buffers
         # A column that is no longer the view append left (rebound since: a take, update's
         # whole columns) is copied into its buffer first. Written out, not looped: this runs
         # at every step that admits.
@@ -56,15 +54,8 @@ class RunningRows:
             b_computed[:n] = self.computed
         if self.known.base is not b_known:
             b_known[:n] = self.known
-        if self.key.base is not b_key:
-            b_key[:n] = self.key
-        if self.rank.base is not b_rank:
-            b_rank[:n] = self.rank
         if m == n + 1:  # one admitted (most steps that admit): items, cheaper than slices
-            b_ids[n], b_computed[n], b_known[n], b_key[n], b_rank[n] = (
-                ids[0], 0, known[0], key[0], rank[0])
+            b_ids[n], b_computed[n], b_known[n] = ids[0], 0, known[0]
         else:
-            b_ids[n:m], b_computed[n:m], b_known[n:m], b_key[n:m], b_rank[n:m] = (
-                ids, 0, known, key, rank)
+            b_ids[n:m], b_computed[n:m], b_known[n:m] = ids, 0, known
         self.ids, self.computed, self.known = b_ids[:m], b_computed[:m], b_known[:m]
-        self.key, self.rank = b_key[:m], b_rank[:m]
