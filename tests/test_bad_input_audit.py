@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import textwrap
 
+import numpy as np
+
 import pytest
 
 from batchlab import affine_devices, load_policy, simulate
@@ -241,3 +243,20 @@ def test_review_followups(tmp_path, capsys):
     assert main(["run", "--arrival", "constant", "--rate", "1e-9", "--requests", "50"]) == 2
     assert "past the 1e+09 s any run may span" in capsys.readouterr().err
     assert main(["run", "--requests", "2", "--records", ""]) == 0
+
+
+@pytest.mark.parametrize("rows", [1, 2])
+def test_new_tokens_that_overflow_int64_are_refused_by_name(rows):
+    """cached + new wrapped around int64 and passed `lengths <= known`: two such rows ran
+    (num_tokens -20), one failed the memory check and then tripped the diagnosis's own
+    assertion instead of a PolicyError."""
+    from batchlab.core import Batch
+    from batchlab.core.errors import PolicyError
+    from batchlab.core.table import WAITING, RequestTable
+    from batchlab.core.validate import check_batch
+    table = RequestTable.for_requests(np.full(2, 100), np.full(2, 10))
+    table.status[:2], table.cached[:2], table.home[:2] = WAITING, 50, 0
+    batch = Batch(np.arange(rows), np.full(rows, 2**63 - 10), np.full(rows, 50))
+    with pytest.raises(PolicyError, match=r"rule 'tokens'.* feeds 9223372036854775798 new "
+                       "tokens but only 100 exist"):
+        check_batch(batch, affine_devices(1)[0], 0, table, "p")

@@ -39,9 +39,11 @@ def check_batch(batch, device, device_index: int, table: RequestTable, policy: s
     fresh = cached == ZERO
     known = table.prompt[ids] + table.generated[ids]  # tokens that exist: prompt + output
     # One element-wise conjunction and one reduction: this runs on every simulated step.
+    # new <= known: no row's cached + new can wrap around int64 (cached is 0 or the table's),
+    # so lengths <= known cannot pass on a negative sum.
     good = ((table.status[ids] == _WAITING) & ~table.in_flight[ids] & (new >= ONE)
             & (fresh | ((cached == table.cached[ids]) & (table.home[ids] == device_index)))
-            & (lengths <= known))
+            & (new <= known) & (lengths <= known))
     # count_nonzero is several times faster than .all()/.any() on small arrays.
     ok = (count_nonzero(good) == len(good) and distinct
           and 1 <= batch.num_micro_batches <= batch.num_seqs)
@@ -122,6 +124,11 @@ def _diagnose(batch, device, device_index: int, table: RequestTable, policy: str
         fail("cache", f"request {int(ids[bad])} continues from a KV cache that lives on "
                       "another device; recompute it from 0 instead")
     limit = table.prompt[ids] + table.generated[ids]
+    huge = new > limit  # first: cached + new could wrap around int64 and pass the next rule
+    if huge.any():
+        bad = int(np.argmax(huge))
+        fail("tokens", f"request {int(ids[bad])} feeds {int(new[bad])} new tokens but only "
+                       f"{int(limit[bad])} exist (prompt + generated so far)")
     over = cached + new > limit
     if over.any():
         bad = int(np.argmax(over))
