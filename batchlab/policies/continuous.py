@@ -272,11 +272,11 @@ class ContinuousBatching:
         if run.ids.size == 0 and not self._waiting:  # an idle device with nothing to do:
             return None  # cheap, so a cluster of many idle devices costs little per call
         budget = self.token_budget_on(self._offered[name])
-        preempted, take, fed = self._fit_running(run, kv, budget)
+        preempted, take, num_fed = self._fit_running(run, kv, budget)
         num_running = run.ids.size
         # like vLLM: no admissions in a step that had to preempt
         if not preempted and self._admission_due(run):
-            take = self._admit(name, run, kv, budget - fed, take)
+            take = self._admit(name, run, kv, budget - num_fed, take)
         if count_nonzero(take) == take.size:  # every row gets tokens (most steps)
             rows = np.arange(take.size)
         else:
