@@ -420,7 +420,10 @@ def cmd_sweep(args) -> int:
     from .studies import sweep
     _check_processes(args)
     points = sweep.expand(sweep.load_config(args.config))
-    sweep.check_policies(points)
+    try:
+        sweep.check_points(points)
+    except ConfigError as exc:  # name the file, as load_config's errors do
+        raise ConfigError(f"{args.config}: {exc}") from None
     out = Path(args.out or f"{Path(args.config).stem}-results")
     out_paths.check_folder("--out", out)
     cache = out / "points"

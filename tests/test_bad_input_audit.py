@@ -111,7 +111,7 @@ def test_a_sweep_refuses_a_policy_mistake_before_running(tmp_path, capsys, grid,
     path.write_text(f"[base]\nrequests = 3\n[grid]\n{grid}\n")
     assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("batchlab: error: sweep point 0 ") and words in err
+    assert err.startswith(f"batchlab: error: {path}: sweep point 0 ") and words in err
     assert not (tmp_path / "out" / "results.csv").exists()
 
 

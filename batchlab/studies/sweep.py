@@ -137,22 +137,21 @@ def expand(config: dict) -> list[dict]:
     return [{**base, **c} for c in combos] + [{**base, **p} for p in config["points"]]
 
 
-def check_policies(points: list[dict]) -> None:
-    """Build each point's policy once per distinct setting: an unknown name or parameter, or
-    a value the policy refuses, is a mistake in the file, not a point that fails (a layout
-    that does not fit is one), so `batchlab sweep` calls this before anything runs.
-    (`run_points` does not: compare's points resolve their knobs from studies, and one
-    that fails there is a row.)"""
+def check_points(points: list[dict]) -> None:
+    """Check every point's settings, and build its policy once per distinct setting: an
+    unknown name or parameter, or a value the policy refuses, is a mistake in the file, not a
+    point that fails (a layout that does not fit is one), so `batchlab sweep` calls this
+    before anything runs. (`run_points` checks the settings too but builds no policy:
+    compare's points resolve their knobs from studies, and one that fails there is a row.)"""
     seen = set()
     for i, point in enumerate(points):
-        policy = _canonical({k: v for k, v in point.items()
-                             if k == "policy" or k.startswith("policy.")})
-        if policy in seen:
-            continue
-        seen.add(policy)
         try:
             scenario.check_params(point)
-            scenario.build_policy(point)
+            policy = _canonical({k: v for k, v in point.items()
+                                 if k == "policy" or k.startswith("policy.")})
+            if policy not in seen:
+                seen.add(policy)
+                scenario.build_policy(point)
         except BatchlabError as exc:
             raise ConfigError(f"sweep point {i} {point!r}: {exc}") from None
 
