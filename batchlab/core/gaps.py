@@ -68,9 +68,10 @@ MAX_PENDING = 1 << 16
 # Most gaps a flush bins in the histogram's kept arrays: what is held once an entry of up to
 # BIN_CHUNK gaps (a step's rows) brings it to MAX_PENDING.
 SCRATCH = MAX_PENDING + BIN_CHUNK
-# Repeated gaps (`add_same`: one value, a count) held before they are binned: Python numbers,
-# about 60 bytes an entry.
-MAX_SAME = 1 << 14
+# Repeated gaps (`add_same`: one value, a count) held as Python numbers (about 60 bytes an
+# entry) before they join the pending gaps as one weighted entry; at most BIN_CHUNK, so that
+# entry still fits the kept arrays (SCRATCH) beside up to MAX_PENDING others.
+MAX_SAME = BIN_CHUNK
 _FLOAT64 = np.dtype(np.float64)
 _EXACT_FLOAT = 1 << 53  # integers below it are exact as float64, and so are their sums
 
@@ -114,7 +115,7 @@ class GapHistogram:
             self._same.append(gap)
             self._same_times.append(times)
             if len(self._same) >= MAX_SAME:
-                self._flush_same()
+                self._hold_same()
 
     def add_weighted(self, gaps: np.ndarray, times: np.ndarray) -> None:
         """Book gap i `times[i]` times (a stretch whose rows leave as they finish)."""
@@ -135,25 +136,18 @@ class GapHistogram:
         self._scratch = None
         return self
 
-    def _flush_same(self) -> None:
+    def _hold_same(self) -> None:
+        """The `add_same` entries as one weighted entry (gap i booked times[i] times), binned
+        with the others by `_flush`."""
         gaps = np.array(self._same, dtype=np.float64)
         times = np.array(self._same_times, dtype=np.int64)
         self._same.clear()
         self._same_times.clear()
-        bins = bin_of(gaps)
-        booked = int(np.add.reduce(times))
-        if booked < _EXACT_FLOAT:  # bincount sums weights as float64: exact here
-            self._counts += np.bincount(bins, weights=times,
-                                        minlength=NUM_BINS).astype(np.int64)
-        else:
-            np.add.at(self._counts, bins, times)
-        self._max = max(self._max, float(np.fmax.reduce(gaps)))
-        self._num_gaps += booked
-        self._total += float(np.add.reduce(gaps * times))
+        self._hold(gaps, times)
 
     def _flush(self) -> None:
         if self._same:
-            self._flush_same()
+            self._hold_same()  # flushes itself when it brings the held gaps to MAX_PENDING
         if not self._pending:
             return
         pending, n = self._pending, self._num_pending

@@ -46,27 +46,17 @@ def load_config(path=None) -> dict:
         if section not in config:
             raise ConfigError(f"{name}: missing [{section}] (copy the default with "
                               "`batchlab compare --print-config`)")
-    check_config(config, name)
+    check_config(config, name)  # every table's shape, keys and policies
+    for i, model in enumerate(config["models"]):
+        for field in ("model", "gpu"):  # without them the entry would run the teaching device
+            if field not in model:
+                raise ConfigError(f"{name}: [[models]] #{i + 1} has no {field!r}")
     _check_devices(config, name)
     config["_name"] = name
     try:
         config["_slo"] = SLO.from_config(config.get("slo"), f"{name}: [slo]")
     except ConfigError as exc:
         raise ConfigError(str(exc)) from None
-    keys = [m.get("key") for m in config["models"]]
-    for i, model in enumerate(config["models"]):
-        for field in ("key", "label", "model", "gpu"):
-            if field not in model:
-                raise ConfigError(f"{name}: [[models]] #{i + 1} has no {field!r}")
-    if len(set(keys)) != len(keys):
-        raise ConfigError(f"{name}: two [[models]] share a key; keys must differ")
-    for i, entry in enumerate(config.get("policies", [])):
-        if "policy" not in entry or "label" not in entry:
-            raise ConfigError(f"{name}: [[policies]] #{i + 1} needs a label and a policy")
-    for i, entry in enumerate(config.get("scale", [])):
-        if entry.get("model") not in keys or "label" not in entry:
-            raise ConfigError(f"{name}: [[scale]] #{i + 1} needs a label and a model that is "
-                              f"a [[models]] key ({', '.join(keys)})")
     return config
 
 
