@@ -15,29 +15,12 @@ from batchlab.cli import main
 from batchlab.core.errors import ConfigError
 
 pytest.importorskip("batchlab.costmodel")
+from test_bad_input_run_compare import TINY  # noqa: E402  (needs the cost model too)
 
-BASE = textwrap.dedent("""
-    [run]
-    prompt = "64"
-    output = "8"
-
-    [traffic]
-    local_requests = 2
-    rates = [1]
-
-    [[models]]
-    key = "dense"
-    kind = "dense"
-    label = "Llama-3-8B on 1 x H100"
-    model = "llama-3-8b"
-    gpu = "h100"
-    gpus = 1
-
-    [[policies]]
-    label = "continuous"
-    policy = "continuous"
-    set = { max_num_seqs = 8 }
-
+# The small compare config of the run/compare bad-input tests, with a policy knob, a scale
+# entry and a study: every table these checks read.
+BASE = TINY.replace('policy = "continuous"\n',
+                    'policy = "continuous"\nset = { max_num_seqs = 8 }\n', 1) + textwrap.dedent("""
     [[scale]]
     model = "dense"
     label = "one GPU"
@@ -71,7 +54,7 @@ def test_the_base_config_loads(tmp_path):
     ('set = { max_num_seqs = 8 }', 'sett = { max_num_seqs = 8 }', "",
      "[[policies]] #1: unknown key 'sett'"),
     ("deploy = { gpus = 1 }", "deply = { gpus = 1 }", "", "[[scale]] #1: unknown key 'deply'"),
-    ("requests = 10", "reqests = 10", "", "[studies.w]: unknown key 'reqests'"),
+    ("\nrequests = 10", "\nreqests = 10", "", "[studies.w]: unknown key 'reqests'"),
     ('kind = "dense"', 'kind = "sparse"', "", "'kind' must be \"moe\" or \"dense\", got 'sparse'"),
     ('policy = "continuous"\nset', 'policy = "continuos"\nset', "",
      "[[policies]] #1: unknown policy 'continuos'; available: "),
@@ -230,7 +213,8 @@ def test_review_followups(tmp_path, capsys):
     built alone (it may be valid only beside the value the study picks); a workload whose
     arrivals run past 1e9 s is refused however it got there; --records "" writes nothing."""
     from batchlab.studies.compare_plan import load_config
-    path = _config(tmp_path, "requests = 10", 'requests = 10\nset = { max_num_seqs = "device" }')
+    path = _config(tmp_path, "\nrequests = 10",
+                   '\nrequests = 10\nset = { max_num_seqs = "device" }')
     with pytest.raises(ConfigError, match=r"\[studies.w\]: policy 'continuous': parameter "
                        "'max_num_seqs' must be int, got 'device'"):
         load_config(path)
