@@ -292,7 +292,7 @@ CLI = [
     ("compare-study-model", ["compare", "--config", "{tmp}/study-model.toml"],
      "[studies.s]: model 'zz' is not a [[models]] key"),
     ("compare-variants-string", ["compare", "--config", "{tmp}/variants-string.toml"],
-     "[variants] continuous: must be a list of inline tables"),
+     "[variants]: is no longer read: give each policy setting its own [[policies]] entry"),
 ]
 
 HAS_COSTMODEL = importlib.util.find_spec("batchlab.costmodel") is not None

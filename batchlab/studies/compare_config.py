@@ -21,8 +21,7 @@ from .capacity import check_search
 # The keys compare reads in each table (run settings, in [run], [[models]], `deploy` and `set`
 # tables, are checked with every run's by scenario.check_params instead). A key outside these
 # would be ignored: a typo ("reqests") must not run a different comparison than the one asked.
-TOP = ("run", "traffic", "models", "variants", "studies", "policies", "scale", "slo",
-       "capacity")
+TOP = ("run", "traffic", "models", "studies", "policies", "scale", "slo", "capacity")
 TRAFFIC = ("local_requests", "rates", "duration", "min_requests", "max_requests")
 POLICY_ENTRY = ("label", "policy", "set", "deploy", "skip")
 SCALE_ENTRY = ("label", "model", "preset", "deploy", "set", "capacity")
@@ -148,15 +147,6 @@ def _check_models(name: str, models) -> set:
     return keys
 
 
-def _check_variants(name: str, variants) -> None:
-    _table(name, "[variants]", variants)
-    for policy, knobs in variants.items():
-        where = f"[variants] {policy}"
-        if not isinstance(knobs, list) or not all(isinstance(k, dict) for k in knobs):
-            _fail(name, where, "must be a list of inline tables, e.g. [{ window = 0.2 }], "
-                  f"got {limits._show(knobs)}")
-
-
 def _check_studies(name: str, studies, model_keys: set, params: dict) -> None:
     _table(name, "[studies]", studies)
     for key, study in studies.items():
@@ -225,6 +215,10 @@ def _check_scale(name: str, scale, model_keys: set) -> None:
 
 def check_config(config: dict, name: str) -> None:
     """Raise a ConfigError naming the first table and key of `config` that is malformed."""
+    if "variants" in config:  # read by early versions; later nothing did, silently
+        _fail(name, "[variants]", "is no longer read: give each policy setting its own "
+              "[[policies]] entry (label, policy, set = { knob = value }), or sweep one knob "
+              "with a [studies.NAME] table")
     _known(name, "the top level", config, TOP)
     _table(name, "[run]", config["run"])
     _check_traffic(name, config["traffic"])
@@ -232,8 +226,6 @@ def check_config(config: dict, name: str) -> None:
     # Parameter names of every policy that loads (one discovery pass for the whole file).
     params = {i.name: tuple(p.name for p in i.params)
               for i in available_policies(include_broken=False)}
-    if "variants" in config:
-        _check_variants(name, config["variants"])
     if "studies" in config:
         _check_studies(name, config["studies"], model_keys, params)
     if "policies" in config:
