@@ -25,6 +25,7 @@ BASE = TINY.replace('policy = "continuous"\n',
     model = "dense"
     label = "one GPU"
     deploy = { gpus = 1 }
+    set = { max_num_seqs = 16 }
 
     [studies.w]
     model = "dense"
@@ -69,6 +70,12 @@ def test_the_base_config_loads(tmp_path):
      "[studies.w]: policy 'continuous': window must be a duration from 0"),
     ('model = "llama-3-8b"', 'model = "llama-9"', "", "[[models]] #1 (dense): "),
     ("deploy = { gpus = 1 }", "deploy = { gpus = 1, tp = 3 }", "", "[[scale]] #1 (one GPU): "),
+    ("max_num_seqs = 16", "max_num_seqs = 0", "",
+     "[[scale]] #1 set: policy 'continuous'"),
+    ("max_num_seqs = 16", "max_num_seq = 16", "",
+     "[[scale]] #1 set: policy 'continuous' has no parameter 'max_num_seq'"),
+    ("max_num_seqs = 16", 'max_num_seqs = "device"', "",
+     "max_num_seqs = 'device': only a [[policies]] entry's set resolves"),
     ('output = "8"', 'output = "8"\nsed = 0', "", "[run]: unknown run setting 'sed'"),
     ("gpus = 1\n", "gpus = 1\ngpu_count = 1\n", "",
      "[[models]] #1 (dense): unknown run setting 'gpu_count'"),
@@ -215,8 +222,8 @@ def test_review_followups(tmp_path, capsys):
     from batchlab.studies.compare_plan import load_config
     path = _config(tmp_path, "\nrequests = 10",
                    '\nrequests = 10\nset = { max_num_seqs = "device" }')
-    with pytest.raises(ConfigError, match=r"\[studies.w\]: policy 'continuous': parameter "
-                       "'max_num_seqs' must be int, got 'device'"):
+    with pytest.raises(ConfigError, match=r"\[studies.w\]: max_num_seqs = 'device': only a "
+                       r"\[\[policies\]\] entry's set resolves"):
         load_config(path)
     extra = ('[[policies]]\nlabel = "aw"\npolicy = "adaptive-window"\n'
              'set = { min_window = 2.0, window = 2.5, max_window = "best:mw" }\n'

@@ -82,6 +82,11 @@ def _knobs(name, where, policy: str, knobs: dict, params: dict,
     declared = _policy(name, where, policy, params)
     if declared is None:
         return
+    if not deferred:
+        for knob, value in knobs.items():
+            if _deferred(value):
+                _fail(name, where, f"{knob} = {value!r}: only a [[policies]] entry's set "
+                      "resolves \"device\" and \"best:<study>\"; give a value")
     for knob in knobs:
         if knob not in declared:
             _fail(name, where, f"policy {policy!r} has no parameter {knob!r}; parameters: "
@@ -198,7 +203,7 @@ def _check_policies(name: str, policies, model_keys: set, params: dict,
                           f"{', '.join(sorted(model_keys))})")
 
 
-def _check_scale(name: str, scale, model_keys: set) -> None:
+def _check_scale(name: str, scale, model_keys: set, params: dict) -> None:
     for where, entry in _entries(name, "scale", scale):
         _known(name, where, entry, SCALE_ENTRY)
         _need(name, where, entry, "label", str, "a title for tables and plots")
@@ -211,6 +216,8 @@ def _check_scale(name: str, scale, model_keys: set) -> None:
         for key in ("deploy", "set", "capacity"):
             if key in entry:
                 _table(name, f"{where} {key}", entry[key])
+        if "set" in entry and "continuous" in params:  # scale runs continuous batching
+            _knobs(name, f"{where} set", "continuous", entry["set"], params)
 
 
 def check_config(config: dict, name: str) -> None:
@@ -232,7 +239,7 @@ def check_config(config: dict, name: str) -> None:
         _check_policies(name, config["policies"], model_keys, params,
                         config.get("studies") or {})
     if "scale" in config:
-        _check_scale(name, config["scale"], model_keys)
+        _check_scale(name, config["scale"], model_keys, params)
     for section in ("slo", "capacity"):
         if section in config:
             _table(name, f"[{section}]", config[section])
