@@ -19,6 +19,14 @@ from .fastnp import ONE, ZERO, constant, count_nonzero
 from .table import FINISHED, PENDING, STATUS_NAMES, WAITING, RequestTable
 
 _WAITING = constant(WAITING, np.int8)  # the status column's dtype (fastnp: no scalar)
+_HOMES: dict = {}  # device index -> the same as an int64 0-d array (the home column's dtype)
+
+
+def _home(device_index) -> np.ndarray:
+    home = _HOMES.get(device_index)
+    if home is None:
+        home = _HOMES[device_index] = constant(device_index, np.int64)
+    return home
 
 
 def check_batch(batch, device, device_index: int, table: RequestTable, policy: str) -> None:
@@ -35,22 +43,23 @@ def check_batch(batch, device, device_index: int, table: RequestTable, policy: s
         ordered, distinct = ids, True
     if ordered[0] < 0 or ordered[-1] >= table.size:
         _diagnose(batch, device, device_index, table, policy)
-    lengths = cached + new
     fresh = cached == ZERO
     known = table.prompt[ids] + table.generated[ids]  # tokens that exist: prompt + output
     # One element-wise conjunction and one reduction: this runs on every simulated step.
-    # new <= known: no row's cached + new can wrap around int64 (cached is 0 or the table's),
-    # so lengths <= known cannot pass on a negative sum.
-    good = ((table.status[ids] == _WAITING) & ~table.in_flight[ids] & (new >= ONE)
-            & (fresh | ((cached == table.cached[ids]) & (table.home[ids] == device_index)))
-            & (new <= known) & (lengths <= known))
+    # Waiting and not in flight: one comparison of the two masks (True > False only).
+    # cached <= known - new: cached + new <= known without the sum, which could wrap around
+    # int64 (known - new cannot: known >= 0 and new >= 1), and so new <= known, cached being
+    # 0 or the table's (>= 0).
+    good = (((table.status[ids] == _WAITING) > table.in_flight[ids]) & (new >= ONE)
+            & (fresh | ((cached == table.cached[ids]) & (table.home[ids] == _home(device_index))))
+            & (cached <= known - new))
     # count_nonzero is several times faster than .all()/.any() on small arrays.
     ok = (count_nonzero(good) == len(good) and distinct
           and 1 <= batch.num_micro_batches <= batch.num_seqs)
     if batch.padded_len is None:
         need = batch.num_context_tokens  # the rows' cached + new, summed by the Batch once
     else:
-        ok = ok and batch.padded_len >= lengths.max()
+        ok = ok and batch.padded_len >= (cached + new).max()
         need = batch.padded_len * batch.num_seqs
     if batch.num_steps != 1:
         ok = ok and _can_repeat(batch, table, known)
