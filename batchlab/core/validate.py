@@ -29,8 +29,11 @@ def _home(device_index) -> np.ndarray:
     return home
 
 
-def check_batch(batch, device, device_index: int, table: RequestTable, policy: str) -> None:
-    """Raise PolicyError if `batch` may not run on `device` given the engine's table."""
+def check_batch(batch, device, device_index: int, table: RequestTable, policy: str) -> tuple:
+    """Raise PolicyError if `batch` may not run on `device` given the engine's table.
+
+    Returns the rows' table entries it read, (generated, prompt + generated, cached), for
+    `RequestTable.launch` to take instead of reading them again."""
     if not isinstance(batch, Batch) or batch.num_seqs == 0:
         _diagnose(batch, device, device_index, table, policy)
     ids, new, cached = batch.request_ids, batch.num_new_tokens, batch.num_cached_tokens
@@ -44,14 +47,15 @@ def check_batch(batch, device, device_index: int, table: RequestTable, policy: s
     if ordered[0] < 0 or ordered[-1] >= table.size:
         _diagnose(batch, device, device_index, table, policy)
     fresh = cached == ZERO
-    known = table.prompt[ids] + table.generated[ids]  # tokens that exist: prompt + output
+    before, have = table.generated[ids], table.cached[ids]
+    known = table.prompt[ids] + before  # tokens that exist: prompt + output
     # One element-wise conjunction and one reduction: this runs on every simulated step.
     # Waiting and not in flight: one comparison of the two masks (True > False only).
     # cached <= known - new: cached + new <= known without the sum, which could wrap around
     # int64 (known - new cannot: known >= 0 and new >= 1), and so new <= known, cached being
     # 0 or the table's (>= 0).
     good = (((table.status[ids] == _WAITING) > table.in_flight[ids]) & (new >= ONE)
-            & (fresh | ((cached == table.cached[ids]) & (table.home[ids] == _home(device_index))))
+            & (fresh | ((cached == have) & (table.home[ids] == _home(device_index))))
             & (cached <= known - new))
     # count_nonzero is several times faster than .all()/.any() on small arrays.
     ok = (count_nonzero(good) == len(good) and distinct
@@ -66,6 +70,7 @@ def check_batch(batch, device, device_index: int, table: RequestTable, policy: s
         need += (batch.num_steps - 1) * batch.num_seqs if ok else 0  # memory at the last step
     if not ok or need > device.kv_capacity_tokens:
         _diagnose(batch, device, device_index, table, policy)
+    return before, known, have
 
 
 def _can_repeat(batch: Batch, table: RequestTable, known=None) -> bool:

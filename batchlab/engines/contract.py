@@ -160,8 +160,7 @@ def launch_batches(plan: Plan, devices, index: dict, table, name: str, now: floa
             what = "no such device" if d is None else "it is busy"
             raise PolicyError(name, "device",
                               f"planned a batch for device {device_name!r}, but {what}")
-        check_batch(batch, devices[d], d, table, name)
-        table.launch(batch, d, now)
+        table.launch(batch, d, now, check_batch(batch, devices[d], d, table, name))
         launched.append((d, batch))
     return launched
 
