@@ -28,6 +28,16 @@ PENDING, WAITING, FINISHED, REJECTED, ABORTED = 0, 1, 2, 3, 4
 STATUS_NAMES = {PENDING: "pending", WAITING: "waiting", FINISHED: "finished",
                 REJECTED: "rejected", ABORTED: "aborted"}
 _FINISHED = constant(FINISHED, np.int8)  # the status column's dtype (fastnp: no scalar)
+_HOMES: dict = {}  # device index -> home_constant's array of it
+
+
+def home_constant(device_index) -> np.ndarray:
+    """A device index as an int64 0-d array: the home column's dtype (fastnp: no scalar)."""
+    home = _HOMES.get(device_index)
+    if home is None:
+        home = _HOMES[device_index] = constant(device_index, np.int64)
+    return home
+
 
 RECORD_DTYPE = np.dtype([
     ("id", np.int64),
@@ -142,7 +152,7 @@ class RequestTable:
         if seen is not None:
             self._seen[id(batch)] = (batch, seen[0], seen[1])
         self.in_flight[idx] = TRUE
-        self.home[idx] = device_index
+        self.home[idx] = home_constant(device_index)
 
     def complete(self, batch: Batch, end: float):
         """Book a batch as finished at `end`; returns (emitted, finished, num_generated) per row.

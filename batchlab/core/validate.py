@@ -16,17 +16,9 @@ import numpy as np
 from .batch import Batch
 from .errors import PolicyError
 from .fastnp import ONE, ZERO, constant, count_nonzero
-from .table import FINISHED, PENDING, STATUS_NAMES, WAITING, RequestTable
+from .table import FINISHED, PENDING, STATUS_NAMES, WAITING, RequestTable, home_constant
 
 _WAITING = constant(WAITING, np.int8)  # the status column's dtype (fastnp: no scalar)
-_HOMES: dict = {}  # device index -> the same as an int64 0-d array (the home column's dtype)
-
-
-def _home(device_index) -> np.ndarray:
-    home = _HOMES.get(device_index)
-    if home is None:
-        home = _HOMES[device_index] = constant(device_index, np.int64)
-    return home
 
 
 def check_batch(batch, device, device_index: int, table: RequestTable, policy: str) -> tuple:
@@ -55,7 +47,7 @@ def check_batch(batch, device, device_index: int, table: RequestTable, policy: s
     # int64 (known - new cannot: known >= 0 and new >= 1), and so new <= known, cached being
     # 0 or the table's (>= 0).
     good = (((table.status[ids] == _WAITING) > table.in_flight[ids]) & (new >= ONE)
-            & (fresh | ((cached == have) & (table.home[ids] == _home(device_index))))
+            & (fresh | ((cached == have) & (table.home[ids] == home_constant(device_index))))
             & (cached <= known - new))
     # count_nonzero is several times faster than .all()/.any() on small arrays.
     ok = (count_nonzero(good) == len(good) and distinct

@@ -105,10 +105,11 @@ class DecodePricer:
         return self.price_totals(rows, context, m)
 
     def price_one(self, batch) -> tuple[float, list]:
-        """`price(batch, 1)` as (duration, cost row as a list, padded tokens an int): what `CostModelDevice.run`
-        needs for every single decode step. With one micro-batch, the per-op arrays are
-        those of `price_totals` without the steps' axis and the rest is scalar arithmetic in
-        the same order, so the bits are the same (the simulator's records rely on it)."""
+        """`price(batch, 1)` as (duration, cost row as a list, padded tokens an int): what
+        `CostModelDevice.run` needs for every single decode step. With one micro-batch, the
+        per-op arrays are those of `price_totals` without the steps' axis and the rest is
+        scalar arithmetic in the same order, so the bits are the same (the simulator's
+        records rely on it)."""
         rows = batch.num_seqs
         if rows < 1 or int(batch.num_micro_batches) != 1:
             durations, costs = self.price(batch, 1)

@@ -180,11 +180,12 @@ def request_of(workload, table, rid: int, *, oracle: bool = False) -> Request:
     never its true output length, unless the run is an oracle run."""
     # Positional, in field order (id, arrival, prompt_tokens, max_new_tokens, priority,
     # deadline, oracle_output_tokens): attrs' __init__ binds them faster than keywords, and
-    # this runs once per arrival.
-    return Request(rid, float(table.arrival[rid]), int(workload.prompt_tokens[rid]),
+    # this runs once per arrival. item(): the Python float or int (the columns are float64
+    # and int64) without a numpy scalar between.
+    return Request(rid, table.arrival.item(rid), workload.prompt_tokens.item(rid),
                    int(workload.max_new_tokens),
                    0 if workload.priority is None else int(workload.priority[rid]), None,
-                   int(workload.output_tokens[rid]) if oracle else None)
+                   workload.output_tokens.item(rid) if oracle else None)
 
 
 def follow_ups(workload) -> np.ndarray:
