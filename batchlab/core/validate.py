@@ -36,7 +36,7 @@ def check_batch(batch, device, device_index: int, table: RequestTable, policy: s
         distinct = not count_nonzero(ordered[1:] == ordered[:-1])
     else:
         ordered, distinct = ids, True
-    if ordered[0] < 0 or ordered[-1] >= table.size:
+    if ordered.item(0) < 0 or ordered.item(-1) >= table.size:  # item(): Python ints
         _diagnose(batch, device, device_index, table, policy)
     fresh = cached == ZERO
     before, have = table.generated[ids], table.cached[ids]

@@ -122,8 +122,12 @@ def call_policy(policy, name: str, method: str, args, passthrough=(PolicyError,)
         raise
     except (Exception, SystemExit) as exc:  # the policy's own bug: say whose and where
         # SystemExit too: a plugin calling sys.exit() must not end a run as a success.
-        raise PolicyError(name, "raised",
-                          f"{method}() raised {type(exc).__name__}: {exc}") from exc
+        raise policy_raised(name, method, exc) from exc
+
+
+def policy_raised(name: str, method: str, exc: BaseException) -> PolicyError:
+    """The PolicyError for an exception raised in the policy's `method` (`call_policy`)."""
+    return PolicyError(name, "raised", f"{method}() raised {type(exc).__name__}: {exc}")
 
 
 def check_plan(plan, name: str, now: float, *, migrations: str | None = None) -> Plan:
