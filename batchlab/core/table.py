@@ -28,6 +28,16 @@ PENDING, WAITING, FINISHED, REJECTED, ABORTED = 0, 1, 2, 3, 4
 STATUS_NAMES = {PENDING: "pending", WAITING: "waiting", FINISHED: "finished",
                 REJECTED: "rejected", ABORTED: "aborted"}
 _FINISHED = constant(FINISHED, np.int8)  # the status column's dtype (fastnp: no scalar)
+_HOMES: dict = {}  # device index -> home_constant's array of it
+
+
+def home_constant(device_index) -> np.ndarray:
+    """A device index as an int64 0-d array: the home column's dtype (fastnp: no scalar)."""
+    home = _HOMES.get(device_index)
+    if home is None:
+        home = _HOMES[device_index] = constant(device_index, np.int64)
+    return home
+
 
 RECORD_DTYPE = np.dtype([
     ("id", np.int64),
@@ -69,6 +79,11 @@ class RequestTable:
     num_finished: int = 0
     num_closed: int = 0  # finished + rejected + aborted
     itl: GapHistogram = attrs.field(factory=GapHistogram)  # every token gap of the run
+    # Batches launched with the rows' entries `check_batch` read, by id(batch): (the batch,
+    # its rows' generated, prompt + generated), for `complete` to take instead of reading
+    # them again (in flight, a row's entries change only there). The entry holds the batch,
+    # so no other object takes its id while it lives; complete, complete_steps or lose ends it.
+    _seen: dict = attrs.field(factory=dict, init=False, repr=False, eq=False)
 
     @classmethod
     def for_requests(cls, prompt_tokens, output_tokens) -> "RequestTable":
@@ -117,23 +132,27 @@ class RequestTable:
         self.home[rid] = -1
         self.num_closed += 1
 
-    def launch(self, batch: Batch, device_index: int, now: float) -> None:
-        """Book a validated batch as started on a device at `now`."""
+    def launch(self, batch: Batch, device_index: int, now: float, seen=None) -> None:
+        """Book a validated batch as started on a device at `now`.
+        seen: what `check_batch` returned for it, if the caller has it."""
         idx = batch.request_ids
-        have = self.cached[idx]
-        num_have = count_nonzero(have)
-        # Validated, a row continues from the tokens cached or recomputes from 0: rows
-        # restarted are the cached ones beyond the batch's nonzero counts (most steps: none,
-        # and no mask is built).
-        if num_have != count_nonzero(batch.num_cached_tokens):
-            restarted = (batch.num_cached_tokens == 0) & (have > 0)
-            self.preemptions[idx[restarted]] += 1
-        if num_have < idx.size:  # a row with a cache was scheduled before: only others are new
-            never = np.isnan(self.first_scheduled[idx])
-            if count_nonzero(never):
-                self.first_scheduled[idx[never]] = now
+        num_cached = count_nonzero(batch.num_cached_tokens)
+        # Validated, a row continues from the tokens cached or recomputes from 0: rows that
+        # never ran and rows restarted are among those from 0 (most steps: few or none).
+        if num_cached < idx.size:
+            have = self.cached[idx] if seen is None else seen[2]
+            num_have = count_nonzero(have)
+            if num_have != num_cached:  # restarted: the cached rows beyond the batch's
+                restarted = (batch.num_cached_tokens == ZERO) & (have > ZERO)
+                self.preemptions[idx[restarted]] += 1
+            if num_have < idx.size:  # a row with a cache was scheduled before: only others are new
+                never = np.isnan(self.first_scheduled[idx])
+                if count_nonzero(never):
+                    self.first_scheduled[idx[never]] = now
+        if seen is not None:
+            self._seen[id(batch)] = (batch, seen[0], seen[1])
         self.in_flight[idx] = TRUE
-        self.home[idx] = device_index
+        self.home[idx] = home_constant(device_index)
 
     def complete(self, batch: Batch, end: float):
         """Book a batch as finished at `end`; returns (emitted, finished, num_generated) per row.
@@ -143,8 +162,13 @@ class RequestTable:
         """
         idx = batch.request_ids
         new_cached = batch.num_cached_tokens + batch.num_new_tokens
-        before = self.generated[idx]
-        emitted = new_cached >= self.prompt[idx] + before  # a length not reached before
+        seen = self._seen.pop(id(batch), None)
+        if seen is None:
+            before = self.generated[idx]
+            known = self.prompt[idx] + before
+        else:
+            _, before, known = seen
+        emitted = new_cached >= known  # a length not reached before
         every = count_nonzero(emitted) == emitted.size  # most steps: no mask to apply
         if every:
             generated = before + ONE
@@ -194,6 +218,7 @@ class RequestTable:
         (the simulator's stretch has); else they are counted here."""
         idx = batch.request_ids
         j = len(ends)
+        self._seen.pop(id(batch), None)
         before = self.generated[idx]
         generated = before + (j if row_steps is None else row_steps)
         # A row's first gap; NaN for a row without a token before (its last_token is NaN).
@@ -255,6 +280,7 @@ class RequestTable:
     def lose(self, batch: Batch) -> None:
         """A device failed mid-step: the batch's work and its rows' KV caches are gone."""
         idx = batch.request_ids
+        self._seen.pop(id(batch), None)
         self.in_flight[idx] = False
         self.cached[idx] = 0
         self.home[idx] = -1

@@ -16,13 +16,16 @@ import numpy as np
 from .batch import Batch
 from .errors import PolicyError
 from .fastnp import ONE, ZERO, constant, count_nonzero
-from .table import FINISHED, PENDING, STATUS_NAMES, WAITING, RequestTable
+from .table import FINISHED, PENDING, STATUS_NAMES, WAITING, RequestTable, home_constant
 
 _WAITING = constant(WAITING, np.int8)  # the status column's dtype (fastnp: no scalar)
 
 
-def check_batch(batch, device, device_index: int, table: RequestTable, policy: str) -> None:
-    """Raise PolicyError if `batch` may not run on `device` given the engine's table."""
+def check_batch(batch, device, device_index: int, table: RequestTable, policy: str) -> tuple:
+    """Raise PolicyError if `batch` may not run on `device` given the engine's table.
+
+    Returns the rows' table entries it read, (generated, prompt + generated, cached), for
+    `RequestTable.launch` to take instead of reading them again."""
     if not isinstance(batch, Batch) or batch.num_seqs == 0:
         _diagnose(batch, device, device_index, table, policy)
     ids, new, cached = batch.request_ids, batch.num_new_tokens, batch.num_cached_tokens
@@ -33,30 +36,33 @@ def check_batch(batch, device, device_index: int, table: RequestTable, policy: s
         distinct = not count_nonzero(ordered[1:] == ordered[:-1])
     else:
         ordered, distinct = ids, True
-    if ordered[0] < 0 or ordered[-1] >= table.size:
+    if ordered.item(0) < 0 or ordered.item(-1) >= table.size:  # item(): Python ints
         _diagnose(batch, device, device_index, table, policy)
-    lengths = cached + new
     fresh = cached == ZERO
-    known = table.prompt[ids] + table.generated[ids]  # tokens that exist: prompt + output
+    before, have = table.generated[ids], table.cached[ids]
+    known = table.prompt[ids] + before  # tokens that exist: prompt + output
     # One element-wise conjunction and one reduction: this runs on every simulated step.
-    # new <= known: no row's cached + new can wrap around int64 (cached is 0 or the table's),
-    # so lengths <= known cannot pass on a negative sum.
-    good = ((table.status[ids] == _WAITING) & ~table.in_flight[ids] & (new >= ONE)
-            & (fresh | ((cached == table.cached[ids]) & (table.home[ids] == device_index)))
-            & (new <= known) & (lengths <= known))
+    # Waiting and not in flight: one comparison of the two masks (True > False only).
+    # cached <= known - new: cached + new <= known without the sum, which could wrap around
+    # int64 (known - new cannot: known >= 0 and new >= 1), and so new <= known, cached being
+    # 0 or the table's (>= 0).
+    good = (((table.status[ids] == _WAITING) > table.in_flight[ids]) & (new >= ONE)
+            & (fresh | ((cached == have) & (table.home[ids] == home_constant(device_index))))
+            & (cached <= known - new))
     # count_nonzero is several times faster than .all()/.any() on small arrays.
     ok = (count_nonzero(good) == len(good) and distinct
           and 1 <= batch.num_micro_batches <= batch.num_seqs)
     if batch.padded_len is None:
         need = batch.num_context_tokens  # the rows' cached + new, summed by the Batch once
     else:
-        ok = ok and batch.padded_len >= lengths.max()
+        ok = ok and batch.padded_len >= (cached + new).max()
         need = batch.padded_len * batch.num_seqs
     if batch.num_steps != 1:
         ok = ok and _can_repeat(batch, table, known)
         need += (batch.num_steps - 1) * batch.num_seqs if ok else 0  # memory at the last step
     if not ok or need > device.kv_capacity_tokens:
         _diagnose(batch, device, device_index, table, policy)
+    return before, known, have
 
 
 def _can_repeat(batch: Batch, table: RequestTable, known=None) -> bool:

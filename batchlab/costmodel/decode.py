@@ -104,6 +104,40 @@ class DecodePricer:
         m = max(1, min(int(batch.num_micro_batches), rows))
         return self.price_totals(rows, context, m)
 
+    def price_one(self, batch) -> tuple[float, list]:
+        """`price(batch, 1)` as (duration, cost row as a list, padded tokens an int): what
+        `CostModelDevice.run` needs for every single decode step. With one micro-batch, the
+        per-op arrays are those of `price_totals` without the steps' axis and the rest is
+        scalar arithmetic in the same order, so the bits are the same (the simulator's
+        records rely on it)."""
+        rows = batch.num_seqs
+        if rows < 1 or int(batch.num_micro_batches) != 1:
+            durations, costs = self.price(batch, 1)
+            row = costs[0].tolist()
+            row[-1] = 0  # padded tokens: an int
+            return float(durations[0]), row
+        s = self._scale / 1  # price_totals' scale at one micro-batch
+        base = self._bases.get((rows, 1))
+        if base is None:
+            base = self._A + self._B * (rows * s)
+            if len(self._bases) < 4096:
+                self._bases[rows, 1] = base
+        # x 1.0 changes no bit (see price_totals); the context as a float64, as there
+        context = float(batch.num_context_tokens)
+        out = base + self._C * (context if s == 1.0 else context * s)
+        out = out.reshape(4, self._n)
+        comp_op, mem_op = out[0], out[1]
+        bound = comp_op >= mem_op
+        np.maximum(comp_op, mem_op, out=mem_op)
+        np.multiply(mem_op, bound, out=comp_op)
+        # The same reduction along each contiguous row as price_totals'.
+        comp, time, flops, nbytes = np.add.reduce(out * self._K0, axis=1).tolist()
+        comm = self._comm0 + self._comm1 * rows
+        # price_totals' cost columns, each its one rounding (see __init__: _one_batch).
+        return ((time + self._ovh + comm) + self._step_overhead,
+                [comp, time - comp, comm, self._ovh + self._step_overhead,
+                 flops * self._size, nbytes * self._size, 0.0, 0.0, 0.0, 0])
+
     def price_totals(self, rows: np.ndarray, context: np.ndarray, micro):
         """Durations and cost rows of decode steps given by their totals, one entry per
         step: rows (>= 1), context tokens attended after the step (cached + 1 per row) and

@@ -12,12 +12,20 @@ and bytes/s of all its GPUs together), so that
 from __future__ import annotations
 
 import attrs
+import numpy as np
 
 from batchlab.core import Batch, StepCost, StepResult
 
 from .decode import DecodePricer
 from .memory import MemoryPlan, kv_bytes_per_token_layer_gpu
 from .step import PartTimes, StepModel
+
+# A device's result leaves the per-row fields to the engine: empty, read-only arrays shared
+# by every result (StepResult's defaults, without making a fresh array per step).
+_NO_ROWS = np.zeros(0, dtype=bool)
+_NO_COUNTS = np.zeros(0, dtype=np.int64)
+_NO_ROWS.setflags(write=False)
+_NO_COUNTS.setflags(write=False)
 
 
 @attrs.define(eq=False)
@@ -58,11 +66,10 @@ class CostModelDevice:
     def run(self, batch: Batch) -> StepResult:
         if (self._decode is not None and batch.num_tokens == batch.num_seqs > 0
                 and batch.padded_len is None):
-            durations, costs = self._decode.price(batch, 1)  # the same path as run_steps
-            c = costs[0].tolist()
-            return StepResult(float(durations[0]), StepCost(*c[:9], padded_tokens=0))
+            duration, row = self._decode.price_one(batch)  # the same bits as run_steps
+            return StepResult(duration, StepCost(*row), _NO_ROWS, _NO_ROWS, _NO_COUNTS)
         duration, cost = self.step_model.cost(batch)
-        return StepResult(duration, cost=cost)
+        return StepResult(duration, cost, _NO_ROWS, _NO_ROWS, _NO_COUNTS)
 
     def run_steps(self, batch: Batch, num_steps: int):
         """Steps 1..num_steps of a multi-step decode batch in one call (see `Device`), or

@@ -331,11 +331,12 @@ class StepModel:
                 flops=flops, bytes=nbytes, experts_touched=touched, tokens_per_expert=tpe,
                 bubble_fraction=0.0, padded_tokens=batch.num_padded_tokens)
         duration = m * (time + ovh + comm) + eff.step_overhead
+        # Positional (compute, memory, communication, overhead, flops, bytes, experts
+        # touched, tokens per expert, bubble fraction, padded tokens): attrs binds them
+        # faster than keywords, on the path of most simulated steps.
         return duration, StepCost(
-            compute=m * comp, memory=m * (time - comp), communication=m * comm,
-            overhead=m * ovh + eff.step_overhead, flops=flops, bytes=nbytes,
-            experts_touched=touched, tokens_per_expert=tpe, bubble_fraction=0.0,
-            padded_tokens=batch.num_padded_tokens)
+            m * comp, m * (time - comp), m * comm, m * ovh + eff.step_overhead, flops, nbytes,
+            touched, tpe, 0.0, batch.num_padded_tokens)
 
     def _phases(self, op_time, experts, ar, xc, per_gpu, is_decode) -> tuple[Phases, float]:
         """One micro-batch's MoE layer in overlap phases, from the ops' seconds for one layer

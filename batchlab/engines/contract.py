@@ -122,8 +122,12 @@ def call_policy(policy, name: str, method: str, args, passthrough=(PolicyError,)
         raise
     except (Exception, SystemExit) as exc:  # the policy's own bug: say whose and where
         # SystemExit too: a plugin calling sys.exit() must not end a run as a success.
-        raise PolicyError(name, "raised",
-                          f"{method}() raised {type(exc).__name__}: {exc}") from exc
+        raise policy_raised(name, method, exc) from exc
+
+
+def policy_raised(name: str, method: str, exc: BaseException) -> PolicyError:
+    """The PolicyError for an exception raised in the policy's `method` (`call_policy`)."""
+    return PolicyError(name, "raised", f"{method}() raised {type(exc).__name__}: {exc}")
 
 
 def check_plan(plan, name: str, now: float, *, migrations: str | None = None) -> Plan:
@@ -160,8 +164,7 @@ def launch_batches(plan: Plan, devices, index: dict, table, name: str, now: floa
             what = "no such device" if d is None else "it is busy"
             raise PolicyError(name, "device",
                               f"planned a batch for device {device_name!r}, but {what}")
-        check_batch(batch, devices[d], d, table, name)
-        table.launch(batch, d, now)
+        table.launch(batch, d, now, check_batch(batch, devices[d], d, table, name))
         launched.append((d, batch))
     return launched
 
@@ -181,11 +184,12 @@ def request_of(workload, table, rid: int, *, oracle: bool = False) -> Request:
     never its true output length, unless the run is an oracle run."""
     # Positional, in field order (id, arrival, prompt_tokens, max_new_tokens, priority,
     # deadline, oracle_output_tokens): attrs' __init__ binds them faster than keywords, and
-    # this runs once per arrival.
-    return Request(rid, float(table.arrival[rid]), int(workload.prompt_tokens[rid]),
+    # this runs once per arrival. item(): the Python float or int (the columns are float64
+    # and int64) without a numpy scalar between.
+    return Request(rid, table.arrival.item(rid), workload.prompt_tokens.item(rid),
                    int(workload.max_new_tokens),
                    0 if workload.priority is None else int(workload.priority[rid]), None,
-                   int(workload.output_tokens[rid]) if oracle else None)
+                   workload.output_tokens.item(rid) if oracle else None)
 
 
 def follow_ups(workload) -> np.ndarray:
