@@ -91,7 +91,11 @@ class ContinuousBatching:
     max_num_steps: int = attrs.field(default=64, validator=positive)
     name: str = attrs.field(default="continuous", init=False)
     _waiting: WaitingQueue = attrs.field(factory=WaitingQueue, init=False)  # (key, rank, id)
-    _requests: dict = attrs.field(factory=dict, init=False)  # id -> Request, until it ends
+    # id -> (prompt tokens, arrival), until it ends: numbers, not the Request, which the
+    # cyclic GC would walk at every full collection (an overloaded run keeps ~500k waiting;
+    # a tuple of numbers is untracked)
+    _requests: dict = attrs.field(factory=dict, init=False)
+    _asked: dict = attrs.field(factory=dict, init=False)  # id -> Request, for a may_admit override
     _key: dict = attrs.field(factory=dict, init=False)       # id -> (sort key, rank)
     _known: dict = attrs.field(factory=dict, init=False)     # id -> known tokens if preempted
     _where: dict = attrs.field(factory=dict, init=False)     # id -> device name if running
@@ -134,6 +138,10 @@ class ContinuousBatching:
         """Most tokens fed in one step on `device`."""
         return self.max_num_batched_tokens
 
+    def _asks(self) -> bool:
+        """Whether may_admit is overridden (else it says yes, and needs no Request kept)."""
+        return type(self).may_admit is not ContinuousBatching.may_admit
+
     # -- what hooks may read ----------------------------------------------------------------
     def num_running_on(self, device) -> int:
         """Sequences holding memory on `device` now (admitted, not finished or preempted)."""
@@ -156,13 +164,16 @@ class ContinuousBatching:
                               f"runs first), got {key!r} for request {request.id}")
         rid, key = request.id, float(key)
         self._key[rid] = (key, rank)
-        self._requests[rid] = request
+        self._requests[rid] = (request.prompt_tokens, request.arrival)
+        if self._asks():
+            self._asked[rid] = request
         self._waiting.push((key, rank, rid))
         self._unchecked.append(request)
 
     def abort(self, request_id: int) -> None:
         if self._requests.pop(request_id, None) is None:
             return
+        self._asked.pop(request_id, None)
         self._known.pop(request_id, None)
         self._key.pop(request_id, None)
         device = self._where.pop(request_id, None)
@@ -236,10 +247,13 @@ class ContinuousBatching:
         if num_finished:
             done = batch.request_ids[finished]
             self._kv[name].free(done, unique=True)
+            requests, where, key_of, asked = self._requests, self._where, self._key, self._asked
             for rid in done.tolist():
-                self._requests.pop(rid, None)
-                self._where.pop(rid, None)
-                self._key.pop(rid, None)
+                requests.pop(rid, None)
+                where.pop(rid, None)
+                key_of.pop(rid, None)
+                if asked:
+                    asked.pop(rid, None)
         if whole and not self._aborted:  # rows is 0..n-1: the rows not finished stay
             run.take(np.logical_not(finished))
             return
@@ -354,8 +368,8 @@ class ContinuousBatching:
     def _admission_due(self, run: RunningRows) -> bool:
         if self.admission_delay <= 0 or run.ids.size == 0 or not self._waiting:
             return True
-        request = self._requests.get(self._waiting.peek()[-1])  # a stale head: admit, it is skipped
-        return request is None or self._clock[0] >= request.arrival + self.admission_delay
+        entry = self._requests.get(self._waiting.peek()[-1])  # a stale head: admit, it is skipped
+        return entry is None or self._clock[0] >= entry[1] + self.admission_delay  # arrival
 
     def _take(self, need: np.ndarray, budget: int) -> tuple[np.ndarray, int]:
         """Tokens each running row gets within the budget, and their sum: decodes first
@@ -413,18 +427,20 @@ class ContinuousBatching:
         alone = not self.chunked_prefill and not (take > 1).any()
         # Locals: this loop runs for every admission and for the head that does not fit.
         waiting, requests, where, key_of = self._waiting, self._requests, self._where, self._key
-        known_of, may_admit, room = self._known, self.may_admit, cap - run.ids.size
+        known_of, room = self._known, cap - run.ids.size
+        asked = self._asked if self._asks() else None
         while waiting and len(ids) < room and left > 0:
             key, rank, rid = waiting.peek()
-            request = requests.get(rid)
-            if request is None or rid in where or key_of[rid] != (key, rank):
+            entry = requests.get(rid)  # (prompt tokens, arrival)
+            if entry is None or rid in where or key_of[rid] != (key, rank):
                 waiting.pop()  # aborted, finished or already running
                 continue
-            admitting[0], admitting[1] = name, len(ids)  # so num_running_on counts them
-            if not may_admit(request, device):
-                refused.append(waiting.pop())  # keeps its place: pushed back
-                continue
-            known = known_of.get(rid) or request.prompt_tokens
+            if asked is not None:
+                admitting[0], admitting[1] = name, len(ids)  # so num_running_on counts them
+                if not self.may_admit(asked[rid], device):
+                    refused.append(waiting.pop())  # keeps its place: pushed back
+                    continue
+            known = known_of.get(rid) or entry[0]
             if self.chunked_prefill:
                 chunk = min(known, left)
             elif known <= left or (alone and not ids):
@@ -485,4 +501,5 @@ class ContinuousBatching:
         self._unchecked.clear()
         for rid in too_big:
             self._requests.pop(rid, None)
+            self._asked.pop(rid, None)
         return too_big
