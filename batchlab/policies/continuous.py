@@ -371,15 +371,19 @@ class ContinuousBatching:
         entry = self._requests.get(self._waiting.peek()[-1])  # a stale head: admit, it is skipped
         return entry is None or self._clock[0] >= entry[1] + self.admission_delay  # arrival
 
-    def _take(self, need: np.ndarray, budget: int) -> tuple[np.ndarray, int]:
-        """Tokens each running row gets within the budget, and their sum: decodes first
-        (Sarathi's stall-free order: a long prefill never holds up a running decode), then
-        prefills and recomputes in rank order. Unchunked, a prefill runs whole or waits; the
-        first one runs even if it alone exceeds the budget, or it could never run."""
+    def _take(self, run: RunningRows, budget: int) -> tuple[np.ndarray, int, np.ndarray]:
+        """Tokens each running row gets within the budget, their sum, and each row's tokens
+        after the step: decodes first (Sarathi's stall-free order: a long prefill never holds
+        up a running decode), then prefills and recomputes in rank order. Unchunked, a prefill
+        runs whole or waits; the first one runs even if it alone exceeds the budget, or it
+        could never run."""
+        need = run.known - run.computed
         decode = need == ONE
         if need.size <= budget and count_nonzero(decode) == need.size:
-            # every row a decode within budget: one token each (the sum without a reduction)
-            return decode.astype(np.int64), need.size
+            # every row a decode within budget (most steps): one token each, need itself (a
+            # fresh array of ones); the sum without a reduction; each row then holds what it
+            # knows, so known is the tokens after the step without an addition
+            return need, need.size, run.known
         take = (decode & (np.cumsum(decode) <= budget)).astype(np.int64)
         left = budget - int(count_nonzero(take))
         prefill = np.where(decode, 0, need)
@@ -392,7 +396,7 @@ class ContinuousBatching:
             if first.size and not whole.any():
                 whole[first[0]] = True
             take = np.where(whole, prefill, take)
-        return take, int(np.add.reduce(take))
+        return take, int(np.add.reduce(take)), run.computed + take
 
     def _fit_running(self, run: RunningRows, kv: KVBlockManager, budget: int):
         """Preempt the lowest-ranked rows until what this step feeds to the running rows
@@ -400,9 +404,9 @@ class ContinuousBatching:
         sum)."""
         preempted = False
         while True:
-            take, fed = self._take(run.known - run.computed, budget)
+            take, fed, tokens = self._take(run, budget)
             try:
-                kv.grow(run.ids, run.computed + take, unique=True)  # no change if it raises
+                kv.grow(run.ids, tokens, unique=True)  # no change if it raises
                 return preempted, take, fed
             except MemoryError:
                 pass
