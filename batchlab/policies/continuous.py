@@ -90,13 +90,15 @@ class ContinuousBatching:
     # Steps a pure decode batch may be planned ahead (multi-step plans); 1: plan every step.
     max_num_steps: int = attrs.field(default=64, validator=positive)
     name: str = attrs.field(default="continuous", init=False)
-    _waiting: WaitingQueue = attrs.field(factory=WaitingQueue, init=False)  # (key, rank, id)
-    # id -> (prompt tokens, arrival), until it ends: numbers, not the Request, which the
-    # cyclic GC would walk at every full collection (an overloaded run keeps ~500k waiting;
-    # a tuple of numbers is untracked)
+    # Entries (sort key, rank, id, prompt tokens, arrival): ranks are distinct, so an entry
+    # sorts by (sort key, rank) alone.
+    _waiting: WaitingQueue = attrs.field(factory=WaitingQueue, init=False)
+    # id -> its entry, until it ends: the very tuple the queue holds while it waits (a queue
+    # entry is current if it is this one), and numbers, not the Request, which the cyclic GC
+    # would walk at every full collection (an overloaded run keeps ~500k waiting; a tuple of
+    # numbers is untracked)
     _requests: dict = attrs.field(factory=dict, init=False)
     _asked: dict = attrs.field(factory=dict, init=False)  # id -> Request, for a may_admit override
-    _key: dict = attrs.field(factory=dict, init=False)       # id -> (sort key, rank)
     _known: dict = attrs.field(factory=dict, init=False)     # id -> known tokens if preempted
     _where: dict = attrs.field(factory=dict, init=False)     # id -> device name if running
     _running: dict = attrs.field(factory=dict, init=False)   # device name -> RunningRows
@@ -163,11 +165,10 @@ class ContinuousBatching:
             raise PolicyError(self.name, "rank_key", f"rank_key must return a number (smaller "
                               f"runs first), got {key!r} for request {request.id}")
         rid, key = request.id, float(key)
-        self._key[rid] = (key, rank)
-        self._requests[rid] = (request.prompt_tokens, request.arrival)
+        self._requests[rid] = entry = (key, rank, rid, request.prompt_tokens, request.arrival)
         if self._asks():
             self._asked[rid] = request
-        self._waiting.push((key, rank, rid))
+        self._waiting.push(entry)
         self._unchecked.append(request)
 
     def abort(self, request_id: int) -> None:
@@ -175,7 +176,6 @@ class ContinuousBatching:
             return
         self._asked.pop(request_id, None)
         self._known.pop(request_id, None)
-        self._key.pop(request_id, None)
         device = self._where.pop(request_id, None)
         if device is None:
             return  # a waiting entry is skipped when it reaches the head of the queue
@@ -247,11 +247,10 @@ class ContinuousBatching:
         if num_finished:
             done = batch.request_ids[finished]
             self._kv[name].free(done, unique=True)
-            requests, where, key_of, asked = self._requests, self._where, self._key, self._asked
+            requests, where, asked = self._requests, self._where, self._asked
             for rid in done.tolist():
                 requests.pop(rid, None)
                 where.pop(rid, None)
-                key_of.pop(rid, None)
                 if asked:
                     asked.pop(rid, None)
         if whole and not self._aborted:  # rows is 0..n-1: the rows not finished stay
@@ -368,8 +367,8 @@ class ContinuousBatching:
     def _admission_due(self, run: RunningRows) -> bool:
         if self.admission_delay <= 0 or run.ids.size == 0 or not self._waiting:
             return True
-        entry = self._requests.get(self._waiting.peek()[-1])  # a stale head: admit, it is skipped
-        return entry is None or self._clock[0] >= entry[1] + self.admission_delay  # arrival
+        entry = self._requests.get(self._waiting.peek()[2])  # a stale head: admit, it is skipped
+        return entry is None or self._clock[0] >= entry[4] + self.admission_delay  # arrival
 
     def _take(self, run: RunningRows, budget: int) -> tuple[np.ndarray, int, np.ndarray]:
         """Tokens each running row gets within the budget, their sum, and each row's tokens
@@ -415,7 +414,7 @@ class ContinuousBatching:
             kv.free(rid)
             del self._where[rid]
             self._known[rid] = int(run.known[victim])  # prompt + generated, to recompute
-            self._waiting.push((*self._key[rid], rid))
+            self._waiting.push(self._requests[rid])
             run.take(np.arange(run.ids.size) != victim)
             preempted = True
             self._num_preempted += 1
@@ -430,21 +429,21 @@ class ContinuousBatching:
         # no prefill in the batch yet (read only when prompts run whole)
         alone = not self.chunked_prefill and not (take > 1).any()
         # Locals: this loop runs for every admission and for the head that does not fit.
-        waiting, requests, where, key_of = self._waiting, self._requests, self._where, self._key
+        waiting, requests, where = self._waiting, self._requests, self._where
         known_of, room = self._known, cap - run.ids.size
         asked = self._asked if self._asks() else None
         while waiting and len(ids) < room and left > 0:
-            key, rank, rid = waiting.peek()
-            entry = requests.get(rid)  # (prompt tokens, arrival)
-            if entry is None or rid in where or key_of[rid] != (key, rank):
-                waiting.pop()  # aborted, finished or already running
+            entry = waiting.peek()
+            rid = entry[2]
+            if requests.get(rid) is not entry or rid in where:
+                waiting.pop()  # aborted, finished, already running, or its id added again
                 continue
             if asked is not None:
                 admitting[0], admitting[1] = name, len(ids)  # so num_running_on counts them
                 if not self.may_admit(asked[rid], device):
                     refused.append(waiting.pop())  # keeps its place: pushed back
                     continue
-            known = known_of.get(rid) or entry[0]
+            known = known_of.get(rid) or entry[3]  # else its prompt
             if self.chunked_prefill:
                 chunk = min(known, left)
             elif known <= left or (alone and not ids):
@@ -470,7 +469,7 @@ class ContinuousBatching:
         # A list goes into concatenate as it is: one conversion inside, not a call each.
         take = np.concatenate((take, takes))
         # The first admitted is the best ranked of them (they left the heap in order).
-        if num_before and key_of[int(run.ids[num_before - 1])] > key_of[ids[0]]:
+        if num_before and requests[int(run.ids[num_before - 1])] > requests[ids[0]]:
             # A recomputed or high-priority request jumped in.
             order = self._merged_order(run.ids, num_before)
             run.take(order)
@@ -482,7 +481,7 @@ class ContinuousBatching:
         already, the running rows before num_before and the admitted ones after: each admitted
         row goes where a binary search of the running rows puts it. Ranks are distinct, so
         this is the one sorted order (the same as a lexsort of every row)."""
-        key_of = self._key
+        key_of = self._requests  # entries sort by (sort key, rank)
         older = ids[:num_before].tolist()
         admitted = [key_of[rid] for rid in ids[num_before:].tolist()]
         where = [bisect.bisect_left(older, entry, key=key_of.__getitem__) for entry in admitted]

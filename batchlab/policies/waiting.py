@@ -19,7 +19,7 @@ import attrs
 
 @attrs.define
 class WaitingQueue:
-    """(sort key, rank, request id) entries: `push`, and `peek`/`pop` the smallest."""
+    """Entries (tuples: sort key, rank, request id, ...): `push`, and `peek`/`pop` the smallest."""
 
     _heap: list = attrs.field(factory=list)     # entries that came out of order
     _run: deque = attrs.field(factory=deque)    # entries that came in order: sorted
