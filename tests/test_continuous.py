@@ -266,3 +266,4 @@ def test_waiting_queue_pops_in_heap_order():
                 queue.push(entry)
                 heapq.heappush(heap, entry)
             assert len(queue) == len(heap) and bool(queue) == bool(heap)
+            assert queue.peek() == (heap[0] if heap else None)

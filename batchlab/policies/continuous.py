@@ -432,8 +432,10 @@ class ContinuousBatching:
         waiting, requests, where = self._waiting, self._requests, self._where
         known_of, room = self._known, cap - run.ids.size
         asked = self._asked if self._asks() else None
-        while waiting and len(ids) < room and left > 0:
+        while len(ids) < room and left > 0:
             entry = waiting.peek()
+            if entry is None:  # nobody waits
+                break
             rid = entry[2]
             if requests.get(rid) is not entry or rid in where:
                 waiting.pop()  # aborted, finished, already running, or its id added again
