@@ -178,8 +178,8 @@ def test_admitted_rows_that_jump_in_are_merged_as_a_lexsort_would_order_them():
         ids = np.arange(num_before + k) + 100
         keys = rng.choice([0.0, -1.0, -2.0, 0.5], ids.size) if trial % 2 else np.zeros(ids.size)
         ranks = rng.permutation(1000)[:ids.size]
-        policy._key = {int(r): (float(a), int(b)) for r, a, b in zip(ids, keys, ranks)}
-        rank_of = policy._key.__getitem__
+        policy._requests = {int(r): (float(a), int(b)) for r, a, b in zip(ids, keys, ranks)}
+        rank_of = policy._requests.__getitem__
         ids = np.array(sorted(ids[:num_before].tolist(), key=rank_of)
                        + sorted(ids[num_before:].tolist(), key=rank_of))
         order = policy._merged_order(ids, num_before)
@@ -266,3 +266,4 @@ def test_waiting_queue_pops_in_heap_order():
                 queue.push(entry)
                 heapq.heappush(heap, entry)
             assert len(queue) == len(heap) and bool(queue) == bool(heap)
+            assert queue.peek() == (heap[0] if heap else None)

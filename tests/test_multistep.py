@@ -241,7 +241,7 @@ def test_continuous_forgets_what_it_no_longer_needs():
     wl = Workload(np.arange(50) * 0.01, np.full(50, 30), np.full(50, 5))
     policy = load_policy("continuous")
     simulate(policy, wl, [AffineDevice()])
-    assert not policy._key and not policy._requests and not policy._where
+    assert not policy._requests and not policy._where
 
 
 def test_table_registers_one_at_a_time_in_amortised_constant_time():

@@ -90,9 +90,15 @@ class ContinuousBatching:
     # Steps a pure decode batch may be planned ahead (multi-step plans); 1: plan every step.
     max_num_steps: int = attrs.field(default=64, validator=positive)
     name: str = attrs.field(default="continuous", init=False)
-    _waiting: WaitingQueue = attrs.field(factory=WaitingQueue, init=False)  # (key, rank, id)
-    _requests: dict = attrs.field(factory=dict, init=False)  # id -> Request, until it ends
-    _key: dict = attrs.field(factory=dict, init=False)       # id -> (sort key, rank)
+    # Entries (sort key, rank, id, prompt tokens, arrival): ranks are distinct, so an entry
+    # sorts by (sort key, rank) alone.
+    _waiting: WaitingQueue = attrs.field(factory=WaitingQueue, init=False)
+    # id -> its entry, until it ends: the very tuple the queue holds while it waits (a queue
+    # entry is current if it is this one), and numbers, not the Request, which the cyclic GC
+    # would walk at every full collection (an overloaded run keeps ~500k waiting; a tuple of
+    # numbers is untracked)
+    _requests: dict = attrs.field(factory=dict, init=False)
+    _asked: dict = attrs.field(factory=dict, init=False)  # id -> Request, for a may_admit override
     _known: dict = attrs.field(factory=dict, init=False)     # id -> known tokens if preempted
     _where: dict = attrs.field(factory=dict, init=False)     # id -> device name if running
     _running: dict = attrs.field(factory=dict, init=False)   # device name -> RunningRows
@@ -134,6 +140,10 @@ class ContinuousBatching:
         """Most tokens fed in one step on `device`."""
         return self.max_num_batched_tokens
 
+    def _asks(self) -> bool:
+        """Whether may_admit is overridden (else it says yes, and needs no Request kept)."""
+        return type(self).may_admit is not ContinuousBatching.may_admit
+
     # -- what hooks may read ----------------------------------------------------------------
     def num_running_on(self, device) -> int:
         """Sequences holding memory on `device` now (admitted, not finished or preempted)."""
@@ -155,16 +165,17 @@ class ContinuousBatching:
             raise PolicyError(self.name, "rank_key", f"rank_key must return a number (smaller "
                               f"runs first), got {key!r} for request {request.id}")
         rid, key = request.id, float(key)
-        self._key[rid] = (key, rank)
-        self._requests[rid] = request
-        self._waiting.push((key, rank, rid))
+        self._requests[rid] = entry = (key, rank, rid, request.prompt_tokens, request.arrival)
+        if self._asks():
+            self._asked[rid] = request
+        self._waiting.push(entry)
         self._unchecked.append(request)
 
     def abort(self, request_id: int) -> None:
         if self._requests.pop(request_id, None) is None:
             return
+        self._asked.pop(request_id, None)
         self._known.pop(request_id, None)
-        self._key.pop(request_id, None)
         device = self._where.pop(request_id, None)
         if device is None:
             return  # a waiting entry is skipped when it reaches the head of the queue
@@ -236,10 +247,12 @@ class ContinuousBatching:
         if num_finished:
             done = batch.request_ids[finished]
             self._kv[name].free(done, unique=True)
+            requests, where, asked = self._requests, self._where, self._asked
             for rid in done.tolist():
-                self._requests.pop(rid, None)
-                self._where.pop(rid, None)
-                self._key.pop(rid, None)
+                requests.pop(rid, None)
+                where.pop(rid, None)
+                if asked:
+                    asked.pop(rid, None)
         if whole and not self._aborted:  # rows is 0..n-1: the rows not finished stay
             run.take(np.logical_not(finished))
             return
@@ -354,18 +367,22 @@ class ContinuousBatching:
     def _admission_due(self, run: RunningRows) -> bool:
         if self.admission_delay <= 0 or run.ids.size == 0 or not self._waiting:
             return True
-        request = self._requests.get(self._waiting.peek()[-1])  # a stale head: admit, it is skipped
-        return request is None or self._clock[0] >= request.arrival + self.admission_delay
+        entry = self._requests.get(self._waiting.peek()[2])  # a stale head: admit, it is skipped
+        return entry is None or self._clock[0] >= entry[4] + self.admission_delay  # arrival
 
-    def _take(self, need: np.ndarray, budget: int) -> tuple[np.ndarray, int]:
-        """Tokens each running row gets within the budget, and their sum: decodes first
-        (Sarathi's stall-free order: a long prefill never holds up a running decode), then
-        prefills and recomputes in rank order. Unchunked, a prefill runs whole or waits; the
-        first one runs even if it alone exceeds the budget, or it could never run."""
+    def _take(self, run: RunningRows, budget: int) -> tuple[np.ndarray, int, np.ndarray]:
+        """Tokens each running row gets within the budget, their sum, and each row's tokens
+        after the step: decodes first (Sarathi's stall-free order: a long prefill never holds
+        up a running decode), then prefills and recomputes in rank order. Unchunked, a prefill
+        runs whole or waits; the first one runs even if it alone exceeds the budget, or it
+        could never run."""
+        need = run.known - run.computed
         decode = need == ONE
         if need.size <= budget and count_nonzero(decode) == need.size:
-            # every row a decode within budget: one token each (the sum without a reduction)
-            return decode.astype(np.int64), need.size
+            # every row a decode within budget (most steps): one token each, need itself (a
+            # fresh array of ones); the sum without a reduction; each row then holds what it
+            # knows, so known is the tokens after the step without an addition
+            return need, need.size, run.known
         take = (decode & (np.cumsum(decode) <= budget)).astype(np.int64)
         left = budget - int(count_nonzero(take))
         prefill = np.where(decode, 0, need)
@@ -378,7 +395,7 @@ class ContinuousBatching:
             if first.size and not whole.any():
                 whole[first[0]] = True
             take = np.where(whole, prefill, take)
-        return take, int(np.add.reduce(take))
+        return take, int(np.add.reduce(take)), run.computed + take
 
     def _fit_running(self, run: RunningRows, kv: KVBlockManager, budget: int):
         """Preempt the lowest-ranked rows until what this step feeds to the running rows
@@ -386,9 +403,9 @@ class ContinuousBatching:
         sum)."""
         preempted = False
         while True:
-            take, fed = self._take(run.known - run.computed, budget)
+            take, fed, tokens = self._take(run, budget)
             try:
-                kv.grow(run.ids, run.computed + take, unique=True)  # no change if it raises
+                kv.grow(run.ids, tokens, unique=True)  # no change if it raises
                 return preempted, take, fed
             except MemoryError:
                 pass
@@ -397,7 +414,7 @@ class ContinuousBatching:
             kv.free(rid)
             del self._where[rid]
             self._known[rid] = int(run.known[victim])  # prompt + generated, to recompute
-            self._waiting.push((*self._key[rid], rid))
+            self._waiting.push(self._requests[rid])
             run.take(np.arange(run.ids.size) != victim)
             preempted = True
             self._num_preempted += 1
@@ -412,19 +429,23 @@ class ContinuousBatching:
         # no prefill in the batch yet (read only when prompts run whole)
         alone = not self.chunked_prefill and not (take > 1).any()
         # Locals: this loop runs for every admission and for the head that does not fit.
-        waiting, requests, where, key_of = self._waiting, self._requests, self._where, self._key
-        known_of, may_admit, room = self._known, self.may_admit, cap - run.ids.size
-        while waiting and len(ids) < room and left > 0:
-            key, rank, rid = waiting.peek()
-            request = requests.get(rid)
-            if request is None or rid in where or key_of[rid] != (key, rank):
-                waiting.pop()  # aborted, finished or already running
+        waiting, requests, where = self._waiting, self._requests, self._where
+        known_of, room = self._known, cap - run.ids.size
+        asked = self._asked if self._asks() else None
+        while len(ids) < room and left > 0:
+            entry = waiting.peek()
+            if entry is None:  # nobody waits
+                break
+            rid = entry[2]
+            if requests.get(rid) is not entry or rid in where:
+                waiting.pop()  # aborted, finished, already running, or its id added again
                 continue
-            admitting[0], admitting[1] = name, len(ids)  # so num_running_on counts them
-            if not may_admit(request, device):
-                refused.append(waiting.pop())  # keeps its place: pushed back
-                continue
-            known = known_of.get(rid) or request.prompt_tokens
+            if asked is not None:
+                admitting[0], admitting[1] = name, len(ids)  # so num_running_on counts them
+                if not self.may_admit(asked[rid], device):
+                    refused.append(waiting.pop())  # keeps its place: pushed back
+                    continue
+            known = known_of.get(rid) or entry[3]  # else its prompt
             if self.chunked_prefill:
                 chunk = min(known, left)
             elif known <= left or (alone and not ids):
@@ -450,7 +471,7 @@ class ContinuousBatching:
         # A list goes into concatenate as it is: one conversion inside, not a call each.
         take = np.concatenate((take, takes))
         # The first admitted is the best ranked of them (they left the heap in order).
-        if num_before and key_of[int(run.ids[num_before - 1])] > key_of[ids[0]]:
+        if num_before and requests[int(run.ids[num_before - 1])] > requests[ids[0]]:
             # A recomputed or high-priority request jumped in.
             order = self._merged_order(run.ids, num_before)
             run.take(order)
@@ -462,7 +483,7 @@ class ContinuousBatching:
         already, the running rows before num_before and the admitted ones after: each admitted
         row goes where a binary search of the running rows puts it. Ranks are distinct, so
         this is the one sorted order (the same as a lexsort of every row)."""
-        key_of = self._key
+        key_of = self._requests  # entries sort by (sort key, rank)
         older = ids[:num_before].tolist()
         admitted = [key_of[rid] for rid in ids[num_before:].tolist()]
         where = [bisect.bisect_left(older, entry, key=key_of.__getitem__) for entry in admitted]
@@ -485,4 +506,5 @@ class ContinuousBatching:
         self._unchecked.clear()
         for rid in too_big:
             self._requests.pop(rid, None)
+            self._asked.pop(rid, None)
         return too_big

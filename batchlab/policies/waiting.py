@@ -19,7 +19,7 @@ import attrs
 
 @attrs.define
 class WaitingQueue:
-    """(sort key, rank, request id) entries: `push`, and `peek`/`pop` the smallest."""
+    """Entries (tuples: sort key, rank, request id, ...): `push`, and `peek`/`pop` the smallest."""
 
     _heap: list = attrs.field(factory=list)     # entries that came out of order
     _run: deque = attrs.field(factory=deque)    # entries that came in order: sorted
@@ -37,12 +37,13 @@ class WaitingQueue:
         else:
             heapq.heappush(self._heap, entry)
 
-    def peek(self) -> tuple:
-        """The smallest entry (the queue must not be empty)."""
+    def peek(self) -> tuple | None:
+        """The smallest entry, or None if the queue is empty (one call where a loop would
+        test the queue and then peek)."""
         heap, run = self._heap, self._run
         if heap and (not run or heap[0] < run[0]):
             return heap[0]
-        return run[0]
+        return run[0] if run else None
 
     def pop(self) -> tuple:
         """Remove and return the smallest entry (the queue must not be empty)."""
