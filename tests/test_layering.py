@@ -66,7 +66,7 @@ def test_every_module_is_in_a_layer():
 def test_no_upward_or_sideways_imports():
     bad = []
     for src, dst in import_graph().edges:
-        if src == FACADE or dst == FACADE and src.endswith(("cli", "sweep")):
+        if src == FACADE or dst == FACADE and src.endswith(("cli.parser", "sweep")):
             continue   # the facade itself; __version__ comes from it
         a, b = layer(src), layer(dst)
         if dst == FACADE or (a != b and RANK[b] >= RANK[a]):

@@ -1,4 +1,4 @@
-"""The `batchlab` command line's options: the parser of every command that `cli.main`
+"""The `batchlab` command line's options: the parser of every command that `main`
 dispatches (calibrate, bench and serve parse their own, with `Parser`)."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 import math
 
-from . import __version__
-from .core import limits
-from .core.errors import ConfigError
+from .. import __version__
+from ..core import limits
+from ..core.errors import ConfigError
 
 DEFAULT_POLICY = "continuous"
 

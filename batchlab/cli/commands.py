@@ -12,7 +12,7 @@
 
 A user mistake (unknown policy, bad parameter, unreadable trace) prints one line starting
 with "batchlab: error:" and exits with status 2; no traceback. The options of each command
-are declared in `cli_parser.py`; here, what each command does with them.
+are declared in `parser.py`; here, what each command does with them.
 """
 
 from __future__ import annotations
@@ -22,19 +22,19 @@ import os
 import sys
 import warnings
 
-from .cli_parser import one_line, Parser, build_parser
-from .studies import out_paths, scenario
-from .core import limits
-from .core.errors import BatchlabError, ConfigError
-from .policies.discovery import available_policies
-from .engines.result import _jsonable
-from .studies.progress import Progress
-from .studies.summary import format_summary
+from .parser import one_line, Parser, build_parser
+from ..studies import out_paths, scenario
+from ..core import limits
+from ..core.errors import BatchlabError, ConfigError
+from ..policies.discovery import available_policies
+from ..engines.result import _jsonable
+from ..studies.progress import Progress
+from ..studies.summary import format_summary
 
 
 def cmd_capacity(args) -> int:
-    from .studies.capacity import check_search, find_capacity, format_capacity
-    from .studies.slo import SLO
+    from ..studies.capacity import check_search, find_capacity, format_capacity
+    from ..studies.slo import SLO
     search = {"rel_tol": args.tol, "duration": args.duration, "start": args.start}
     options = {"rel_tol": "--tol", "duration": "--duration", "start": "--start"}
     check_search(search, lambda key: options.get(key, f"the search's {key}"))
@@ -62,7 +62,7 @@ def cmd_policies(args) -> int:
     if not infos:
         import os
         from importlib.metadata import entry_points
-        from .policies.discovery import ENV_FILTER, GROUP
+        from ..policies.discovery import ENV_FILTER, GROUP
         installed = sorted({ep.name for ep in entry_points(group=GROUP)})
         if os.environ.get(ENV_FILTER, "").strip() and installed:
             # The filter, not the installation, is why the list is empty: say so.
@@ -85,7 +85,7 @@ def cmd_policies(args) -> int:
 
 def cmd_compare(args) -> int:
     from importlib import resources
-    from .studies import compare
+    from ..studies import compare
     if args.print_config:
         print((resources.files("batchlab") / "data" / compare.DEFAULT_CONFIG).read_text(),
               end="")
@@ -111,7 +111,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_presets(args) -> int:
-    from .costmodel import list_gpus, list_models
+    from ..costmodel import list_gpus, list_models
     for title, rows in (("GPUs (--gpu)", list_gpus()), ("models (--model)", list_models())):
         print(title)
         width = max(len(name) for name, _ in rows)
@@ -214,7 +214,7 @@ def cmd_run(args) -> int:
     progress = _progress(args, "simulating")
     try:
         if args.timeline:
-            from .studies.timeline import run_with_timeline
+            from ..studies.timeline import run_with_timeline
             result, recorder = run_with_timeline(params, progress=progress)
         else:
             result = scenario.run(params, progress=progress)
@@ -244,7 +244,7 @@ def cmd_run(args) -> int:
 
 def cmd_sweep(args) -> int:
     from pathlib import Path
-    from .studies import sweep
+    from ..studies import sweep
     _check_processes(args)
     points = sweep.expand(sweep.load_config(args.config))
     try:
@@ -269,12 +269,12 @@ def _delegated(command: str):
     """The main(argv, parser_class) of a command that parses its own options, imported only
     when it runs (calibrate needs torch, serve the serve extra)."""
     if command == "calibrate":
-        from .backends.torch.calibrate_cli import calibrate_main
+        from ..backends.torch.calibrate_cli import calibrate_main
         return calibrate_main
     if command == "bench":  # replay a workload against an OpenAI-compatible server
-        from .studies.bench import bench_main
+        from ..studies.bench import bench_main
         return bench_main
-    from .studies.serve import main as serve_main
+    from ..studies.serve import main as serve_main
     return serve_main
 
 
@@ -312,7 +312,3 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("batchlab: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
