@@ -113,9 +113,9 @@ class Stretch:
         """Fix the steps it runs: up to the first ending at or after `horizon`."""
         self.extend(horizon)
         if self.first_result is not None and self.ends[0][0] >= horizon:
-            self.ends, self.num_run = self.ends[0], 1  # one step, priced by `run`: no arrays
+            self.ends, self.num_run = self.ends[0][:1], 1  # one step, priced by `run`
             return 1
-        if len(self.ends) == 1 and self.first_result is None:
+        if len(self.ends) == 1 and not isinstance(self.ends[0], tuple):  # one priced chunk
             ends, durations, costs = self.ends[0], self.durations[0], self.costs[0]
         else:
             ends, durations = np.concatenate(self.ends), np.concatenate(self.durations)
@@ -227,10 +227,16 @@ class Stretch:
     def _append(self, durations, costs, k: int, method: str) -> None:
         """Book `k` priced steps; a device that priced another number, or gave costs of
         another shape, is named (its steps would be booked as tokens nobody asked for)."""
-        ends = None
+        ends = seq = None
         if (getattr(durations, "shape", None) == (k,) and k
                 and getattr(costs, "shape", None) == (k, len(COST_FIELDS))):
-            ends = np.cumsum(np.concatenate(((self.end,), durations)))[1:]  # sequential sums
+            if self.num_priced == 1 and self.first_result is not None:
+                # After a prefill step priced by `run`: one chunk of every step from the
+                # start (the same sequential sums), which `settle` takes without joining.
+                seq = np.concatenate(((self.start,), self.durations[0], durations))
+                ends = np.cumsum(seq)[1:]
+            else:
+                ends = np.cumsum(np.concatenate(((self.end,), durations)))[1:]  # sequential
         # Every duration >= 0 (NaN fails it) and a finite last end: all finite, in two checks.
         if ends is None or not (np.minimum.reduce(durations) >= 0 and math.isfinite(ends[-1])):
             raise ConfigError(
@@ -238,8 +244,13 @@ class Stretch:
                 f"durations of shape {getattr(durations, 'shape', None)} and costs of shape "
                 f"{getattr(costs, 'shape', None)}; it must return ({k},) durations >= 0 and "
                 f"({k}, {len(COST_FIELDS)}) costs")
-        self.durations.append(durations)
-        self.costs.append(costs)
-        self.ends.append(ends)
+        if seq is not None:  # step 1's chunk becomes the joined one
+            self.durations[0] = seq[1:]
+            self.costs[0] = np.concatenate((self.costs[0], costs))
+            self.ends[0] = ends
+        else:
+            self.durations.append(durations)
+            self.costs.append(costs)
+            self.ends.append(ends)
         self.num_priced += k
         self.end = float(ends[-1])
