@@ -48,6 +48,9 @@ class DecodePricer:
         self._A = np.ascontiguousarray(M[:, 0])
         self._B = M[:, T] + M[:, R] + M[:, RD] + M[:, TD]
         self._C = M[:, CD] + M[:, QD]
+        # The same, shaped (4 quantities, 1, ops) for price_totals' (4, steps, ops) layout.
+        self._A3, self._B3, self._C3 = (a.reshape(4, 1, self._n)
+                                        for a in (self._A, self._B, self._C))
         layers, dense, _, ar_l, ar_s, _ = self._stage
         # Two all-reduces' worth per layer: latency, and bytes (R / m rows of hidden states).
         self._comm0 = (layers + dense) * ar_l if ar_s else 0.0
@@ -145,36 +148,40 @@ class DecodePricer:
         step. Element-wise over steps, so a step is priced the same alone or among others
         (the simulator's records rely on it): (A + B x rows) + C x keys per op, the first
         sum cached where rows and micro-batches are ints, the same values either way."""
-        k = len(context)
+        k, n = len(context), self._n
         s = self._scale / micro
         # x 1.0 changes no bit (ints become the same floats in the product): skip it
         unscaled = isinstance(s, float) and s == 1.0
+        # Laid out (4 quantities, k steps, n ops): the compute and memory planes the roofline
+        # compares are contiguous, and each op's row is still one contiguous reduction.
         if isinstance(rows, int) and isinstance(micro, int):
             base = self._bases.get((rows, micro))
             if base is None:
                 base = self._A + self._B * (rows * s)
                 if len(self._bases) < 4096:
                     self._bases[rows, micro] = base
+            base = base.reshape(4, 1, n)
         else:
-            base = self._A + np.multiply.outer(rows if unscaled else rows * s, self._B)
-        out = base + np.multiply.outer(context if unscaled else context * s, self._C)
-        # out: (k, 4 quantities x n ops)
-        out = out.reshape(k, 4, self._n)  # per step: compute, memory, FLOPs, bytes of each op
-        comp_op, mem_op = out[:, 0], out[:, 1]
+            scaled = np.asarray(rows if unscaled else rows * s)
+            base = self._A3 + self._B3 * scaled.reshape(1, -1, 1)
+        # In place: the same sums as base + C x keys (addition commutes exactly).
+        out = self._C3 * (context if unscaled else context * s).reshape(1, k, 1)
+        out += base
+        comp_op, mem_op = out[0], out[1]
         bound = comp_op >= mem_op
         np.maximum(comp_op, mem_op, out=mem_op)   # row 1 becomes the op's roofline time
         np.multiply(mem_op, bound, out=comp_op)   # row 0 its compute-bound share
+        out *= self._K0
         # One reduction along each contiguous row: the same sums whatever k is.
-        sums = np.add.reduce(out * self._K0, axis=2)  # = .sum, without its wrapper
+        sums = np.add.reduce(out, axis=2)  # (4, k); = .sum, without its wrapper
         one = isinstance(micro, int) and micro == 1  # x 1 and / 1 change no bit: skip them
         comm = self._comm0 + self._comm1 * (rows if one else rows / micro)
         if one:
-            costs = sums @ self._one_batch  # (see __init__) all but two columns
+            costs = sums.T @ self._one_batch  # (see __init__) all but two columns
             costs[:, 2] = comm
             costs[:, 3] = self._ovh + self._step_overhead
-            # time: column 1 (unpacking all four columns as views costs more than the rest)
-            return (sums[:, 1] + self._ovh + comm) + self._step_overhead, costs
-        comp, time, flops, nbytes = sums.T
+            return (sums[1] + self._ovh + comm) + self._step_overhead, costs
+        comp, time, flops, nbytes = sums
         costs = np.zeros((k, 10))
         costs[:, 0] = micro * comp
         costs[:, 1] = micro * (time - comp)
