@@ -21,7 +21,7 @@ Cases:
 - million: 1,000,000 requests of that length mix at 8 req/s with max_num_seqs=512, which
   keeps a few hundred sequences running: about twice what the two GPUs serve (about 4 req/s),
   so the queue grows through the run and the batch stays as large as memory allows.
-  Multi-step only by default (a mode takes about a minute and a half; add --modes
+  Multi-step only by default (a mode takes about a minute; add --modes
   single,multi for both: single steps are as fast here, since nearly every step ends at an
   arrival or a finish).
 - default: Poisson arrivals at 40 req/s, lognormal prompts of mean 512 and outputs of mean
