@@ -147,23 +147,22 @@ class KVBlockManager:
             return max_steps
         held = self._held_by(ids)
         b = self.block_size
-        want = (num_tokens + (max_steps + b - 1)) // b
-        extra = want - held
-        need = int(np.add.reduce(np.maximum(extra, 0)))  # no mask: one temporary less
+        # Blocks each row holds after k steps, and the growth: what the table takes.
+        grown = np.maximum(self._blocks(num_tokens, max_steps), held)
+        need = int(np.add.reduce(grown - held))
         k = max_steps
         if need > self.num_free_blocks:  # the (free + 1)-th block threshold: num_steps_fit
-            most = int(extra.max())
+            most = int((grown - held).max())
             first = held * b - num_tokens + 1
             thresholds = (first[:, None] + b * np.arange(most)).ravel()
             free = self.num_free_blocks
             k = max(0, min(max_steps, int(np.partition(thresholds, free)[free]) - 1))
             if k == 0:
                 return 0
-            want = (num_tokens + (k + b - 1)) // b
-            extra = want - held
-            need = int(np.add.reduce(np.maximum(extra, 0)))
+            grown = np.maximum(self._blocks(num_tokens, k), held)
+            need = int(np.add.reduce(grown - held))
         if need:
-            self._held[ids] = np.maximum(want, held)
+            self._held[ids] = grown
             self.num_free_blocks -= need
         return k
 
@@ -202,16 +201,16 @@ class KVBlockManager:
         need = -(-int(num_tokens) // self.block_size)
         return rid, need, need - self._held.item(rid)
 
-    def _blocks(self, num_tokens):
+    def _blocks(self, num_tokens, ahead: int = 0):
         """`blocks_for` on the hot paths: ceil(n / b) as (n + b - 1) // b, two array
         operations instead of three (the same for every integer), for an int64 array as
-        it is."""
+        it is. ahead: tokens more per row (steps reserved ahead), folded into the b - 1."""
         if type(num_tokens) is not np.ndarray or num_tokens.dtype != np.int64:
-            return self.blocks_for(num_tokens)
+            return self.blocks_for(np.asarray(num_tokens, dtype=np.int64) + ahead)
         b, b_less_one, divide, by = self._block_arrays
         if b != self.block_size:  # reassigned since (nothing does): make them again
             b, b_less_one, divide, by = self._block_arrays = self._make_block_arrays()
-        return divide(num_tokens + b_less_one, by)
+        return divide(num_tokens + (ahead + b - 1 if ahead else b_less_one), by)
 
     def _make_block_arrays(self) -> tuple:
         b = int(self.block_size)

@@ -218,8 +218,12 @@ class RequestTable:
         (the simulator's stretch has); else they are counted here."""
         idx = batch.request_ids
         j = len(ends)
-        self._seen.pop(id(batch), None)
-        before = self.generated[idx]
+        seen = self._seen.pop(id(batch), None)
+        if seen is None:
+            before = self.generated[idx]
+            fed = batch.num_cached_tokens + batch.num_new_tokens
+        else:  # at step 1 every row fed what it knew (validated): its prompt + generated
+            _, before, fed = seen
         generated = before + (j if row_steps is None else row_steps)
         # A row's first gap; NaN for a row without a token before (its last_token is NaN).
         gap = ends[0] - self.last_token[idx]
@@ -233,7 +237,8 @@ class RequestTable:
             steps = ends[1:] - ends[:-1]  # every row's gap at each later step: its duration
             if row_steps is None:
                 self.itl.add_repeated(steps, idx.size)
-                gap = np.fmax(gap, steps.max())  # fmax: NaN (no gap yet) loses
+                # fmax: NaN (no gap yet) loses; np.maximum.reduce: .max() without its wrapper
+                gap = np.fmax(gap, np.maximum.reduce(steps))
             else:  # step s + 2 is a gap of the rows that ran more than s + 1 steps
                 if step_rows is None:
                     ran = np.searchsorted(np.sort(row_steps), np.arange(2, j + 1))
@@ -247,7 +252,6 @@ class RequestTable:
                 np.fmax.accumulate(longest, out=longest)
                 gap = np.fmax(gap, longest[row_steps - 1])
         self.max_tbt[idx] = np.fmax(self.max_tbt[idx], gap)
-        fed = batch.num_cached_tokens + batch.num_new_tokens
         if row_steps is None:
             self.last_token[idx] = ends[-1]
             self.cached[idx] = fed + (j - 1)
@@ -256,7 +260,7 @@ class RequestTable:
             self.last_token[idx] = ends[last]
             self.cached[idx] = fed + last
         self.generated[idx] = generated
-        self.in_flight[idx] = False
+        self.in_flight[idx] = FALSE
         finished = generated >= self.output[idx]
         if count_nonzero(finished):
             done = idx[finished]

@@ -45,10 +45,12 @@ def check_batch(batch, device, device_index: int, table: RequestTable, policy: s
     # Waiting and not in flight: one comparison of the two masks (True > False only).
     # cached <= known - new: cached + new <= known without the sum, which could wrap around
     # int64 (known - new cannot: known >= 0 and new >= 1), and so new <= known, cached being
-    # 0 or the table's (>= 0).
+    # 0 or the table's (>= 0). A multi-step batch's rows must emit at step 1, cached + new =
+    # known (`_can_repeat`): its equality checks both in the one comparison.
+    multi = batch.num_steps != 1
     good = (((table.status[ids] == _WAITING) > table.in_flight[ids]) & (new >= ONE)
             & (fresh | ((cached == have) & (table.home[ids] == home_constant(device_index))))
-            & (cached <= known - new))
+            & ((cached == known - new) if multi else (cached <= known - new)))
     # count_nonzero is several times faster than .all()/.any() on small arrays.
     ok = (count_nonzero(good) == len(good) and distinct
           and 1 <= batch.num_micro_batches <= batch.num_seqs)
@@ -57,29 +59,32 @@ def check_batch(batch, device, device_index: int, table: RequestTable, policy: s
     else:
         ok = ok and batch.padded_len >= (cached + new).max()
         need = batch.padded_len * batch.num_seqs
-    if batch.num_steps != 1:
-        ok = ok and _can_repeat(batch, table, known)
+    if multi:
+        ok = ok and _repeatable(batch)  # the rows' part is in `good`
         need += (batch.num_steps - 1) * batch.num_seqs if ok else 0  # memory at the last step
     if not ok or need > device.kv_capacity_tokens:
         _diagnose(batch, device, device_index, table, policy)
     return before, known, have
 
 
-def _can_repeat(batch: Batch, table: RequestTable, known=None) -> bool:
+def _can_repeat(batch: Batch, table: RequestTable) -> bool:
     """A multi-step batch is one whose every row emits a token at its first step (cached +
     new = prompt + generated: a decode, or a prefill chunk completing what the row knows);
-    the later steps decode every row, so they emit too.
-    known: the rows' prompt + generated tokens, if the caller has them already."""
+    the later steps decode every row, so they emit too."""
+    if not _repeatable(batch):
+        return False
+    ids = batch.request_ids
+    known = table.prompt[ids] + table.generated[ids]
+    return not count_nonzero(batch.num_cached_tokens + batch.num_new_tokens != known)
+
+
+def _repeatable(batch: Batch) -> bool:
+    """The batch's own part of `_can_repeat`: num_steps a whole number >= 1, drop_finished
+    true or false, nothing padded."""
     k = batch.num_steps
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         return False
-    if not isinstance(batch.drop_finished, (bool, np.bool_)):
-        return False
-    if known is None:
-        ids = batch.request_ids
-        known = table.prompt[ids] + table.generated[ids]
-    return (batch.padded_len is None
-            and not count_nonzero(batch.num_cached_tokens + batch.num_new_tokens != known))
+    return isinstance(batch.drop_finished, (bool, np.bool_)) and batch.padded_len is None
 
 
 def _diagnose(batch, device, device_index: int, table: RequestTable, policy: str) -> None:

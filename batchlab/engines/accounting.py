@@ -20,6 +20,7 @@ ACC_FIELDS = ("steps", "busy_time", "new_tokens", "context_tokens", "output_toke
 BUSY = ACC_FIELDS.index("busy_time")
 # Cost columns (core.step.COST_FIELDS) feeding ACC_FIELDS[5:] in order.
 _COST_TO_ACC = np.array([4, 5, 0, 1, 2, 3, 6, 7, 8, 9])
+_NUM_SUMMED = 1 + len(_COST_TO_ACC)  # book_steps' float columns: busy time and the costs
 
 
 class DeviceTotals:
@@ -60,28 +61,31 @@ class DeviceTotals:
         batch as planned, the later ones decode every row still in it.
         totals: (rows, context tokens) per step where rows left on the way; None: every
         row ran every step."""
-        j, rows = len(durations), batch.num_seqs
-        block = np.empty((j + 1, len(ACC_FIELDS)))
-        block[0] = self.acc[d]
-        block[1:, 0] = 1
-        block[1:, 1] = durations
+        j, rows, acc = len(durations), batch.num_seqs, self.acc[d]
+        # The token counts are whole numbers far below 2**53: their sums, taken in ints, are
+        # the floats a step-by-step sum gives. Every row emits a token at every step of a
+        # stretch; step 1 feeds what was planned (prefill chunks too), a later one its rows.
         if totals is None:
-            block[1:, 2] = rows  # every row emits a token at every step of a stretch
-            block[1:, 3] = batch.num_context_tokens + rows * np.arange(j)
-            block[1:, 4] = rows
+            emitted = rows * j
+            context = batch.num_context_tokens * j + rows * (j * (j - 1) // 2)
         else:
-            block[1:, 2] = totals[0]
-            block[1:, 3] = totals[1]
-            block[1:, 4] = totals[0]
-        block[1, 2] = batch.num_tokens  # step 1 feeds what was planned (prefill chunks too)
-        # flops, bytes, compute, memory, communication, overhead, experts touched, then
-        # tokens per expert and bubble fraction (made routed tokens and bubble time below),
-        # padded tokens: the cost columns in ACC_FIELDS order, in one copy.
-        costs.take(_COST_TO_ACC, axis=1, out=block[1:, 5:])  # no temporary, unlike costs[:, ...]
-        block[1:, 12] *= costs[:, 6]
-        block[1:, 13] *= durations
+            emitted, context = int(np.add.reduce(totals[0])), int(np.add.reduce(totals[1]))
+        # The float columns, summed down the steps as `book` would (a cumulative sum adds
+        # sequentially): busy time, then the cost columns in ACC_FIELDS[5:] order, in one
+        # copy (flops, bytes, compute, memory, communication, overhead, experts touched, then
+        # tokens per expert and bubble fraction, made routed tokens and bubble time below,
+        # padded tokens).
+        block = np.empty((j + 1, _NUM_SUMMED))
+        block[0, 0] = acc[BUSY]
+        block[0, 1:] = acc[5:]
+        block[1:, 0] = durations
+        costs.take(_COST_TO_ACC, axis=1, out=block[1:, 1:])  # no temporary, unlike costs[:, ...]
+        block[1:, 8] *= costs[:, 6]
+        block[1:, 9] *= durations
         # np.cumsum is this same accumulate behind a Python-level wrapper (about 1 us a call).
-        self.acc[d] = np.add.accumulate(block, axis=0)[-1].tolist()
+        sums = np.add.accumulate(block, axis=0)[-1].tolist()
+        self.acc[d] = [acc[0] + j, sums[0], acc[2] + (batch.num_tokens + emitted - rows),
+                       acc[3] + context, acc[4] + emitted] + sums[1:]
 
     def add_busy(self, d: int, seconds: float) -> None:
         """A step that did not complete (a failure) still kept the device busy."""

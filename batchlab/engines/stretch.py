@@ -171,8 +171,8 @@ class Stretch:
                     self._count_rows()
                 rows, context = self.rows[s - 1:last], self.context[s - 1:last]
             else:  # every row: an int, the same for each step
-                rows = batch.num_seqs
-                context = batch.num_context_tokens + rows * np.arange(s - 1, last)
+                rows, c = batch.num_seqs, batch.num_context_tokens
+                context = np.arange(c + rows * (s - 1), c + rows * last, rows)  # one call, not 3
             m = batch.num_micro_batches
             if m != 1:  # capped at the rows, as a policy planning the step alone would
                 m = min(m, rows) if isinstance(rows, int) else np.minimum(rows, m)
@@ -237,9 +237,9 @@ class Stretch:
                 # After a prefill step priced by `run`: one chunk of every step from the
                 # start (the same sequential sums), which `settle` takes without joining.
                 seq = np.concatenate(((self.start,), self.durations[0], durations))
-                ends = np.cumsum(seq)[1:]
-            else:
-                ends = np.cumsum(np.concatenate(((self.end,), durations)))[1:]  # sequential
+                ends = np.add.accumulate(seq)[1:]
+            else:  # sequential sums; np.add.accumulate: np.cumsum without its wrapper
+                ends = np.add.accumulate(np.concatenate(((self.end,), durations)))[1:]
         # Every duration >= 0 (NaN fails it) and a finite last end: all finite, in two checks.
         if ends is None or not (np.minimum.reduce(durations) >= 0 and math.isfinite(ends[-1])):
             raise ConfigError(
