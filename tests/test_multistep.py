@@ -221,19 +221,18 @@ def test_probes_back_off_while_requests_wait():
     """Below PAYS_OFF the policy plans ahead one time in PROBE_EVERY; while requests wait
     (a stretch then ends at the first finish), each multi-step batch that ran one step
     doubles the wait, up to PROBE_MOST; one that ran on brings it back to PROBE_EVERY."""
-    from batchlab.policies.continuous import PROBE_EVERY, PROBE_MOST
-    policy = ContinuousBatching()
+    from batchlab.policies.plan_ahead import PROBE_EVERY, PROBE_MOST, PlanAheadGauge
+    gauge = PlanAheadGauge()
     for _ in range(20):
-        policy._planned_ahead(False)  # the average falls well below PAYS_OFF
+        gauge.book(False)  # the average falls well below PAYS_OFF
 
-    def probes(plans):
-        return sum(policy._worth_planning_ahead() for _ in range(plans))
+    def probes(plans, waiting):
+        return sum(gauge.worth(waiting) for _ in range(plans))
 
-    assert probes(32 * PROBE_EVERY) == 32  # nobody waits: the back-off does not apply
-    policy._waiting.push((0.0, 0, 0))  # somebody waits (the queue's entry shape)
-    assert probes(2 * PROBE_MOST) == 2
-    policy._planned_ahead(True)
-    assert probes(8 * PROBE_EVERY) == 8
+    assert probes(32 * PROBE_EVERY, False) == 32  # nobody waits: the back-off does not apply
+    assert probes(2 * PROBE_MOST, True) == 2  # somebody waits
+    gauge.book(True)
+    assert probes(8 * PROBE_EVERY, True) == 8
 
 
 def test_continuous_forgets_what_it_no_longer_needs():

@@ -47,6 +47,7 @@ from ..core import Batch, KVBlockManager, Plan, PolicyError, Request
 from ..core.fastnp import ONE, count_nonzero
 from ..core.reoffer import plan_devices
 from ..core.validators import positive, seconds
+from .plan_ahead import PlanAheadGauge
 from .running import RunningRows
 from .waiting import WaitingQueue
 
@@ -56,14 +57,6 @@ def _order(instance, attribute, value):
         raise ValueError(f"{attribute.name} must be 'fcfs' or 'priority', got {value!r}")
 
 
-# Planning ahead is worth its reservation while at least PAYS_OFF of the recent multi-step
-# batches (a moving average over about 1 / EMA_WEIGHT of them) ran more than one step; below
-# that the policy plans ahead one time in PROBE_EVERY, to see when stretches run on again.
-# While requests wait, a stretch cannot let finished rows go (the room is for the waiting),
-# so it ends at the first finish: there the wait between probes doubles with each multi-step
-# batch that ran one step, up to PROBE_MOST (a probe reserves blocks and prices steps
-# ahead), and is PROBE_EVERY again after one that ran on.
-PAYS_OFF, EMA_WEIGHT, PROBE_EVERY, PROBE_MOST = 0.35, 0.125, 8, 256
 
 
 @attrs.define
@@ -114,9 +107,8 @@ class ContinuousBatching:
     _admitting: list = attrs.field(factory=lambda: [None, 0], init=False)
     # [now] of the last schedule call (a list: set in place, no attrs setattr hook)
     _clock: list = attrs.field(factory=lambda: [0.0], init=False)
-    # [moving average of multi-step batches that ran more than one step, plans skipped since
-    # the last probe, plans between probes while requests wait]
-    _payoff: list = attrs.field(factory=lambda: [1.0, 0, PROBE_EVERY], init=False)
+    # whether multi-step plans pay for themselves (plan_ahead.py)
+    _payoff: PlanAheadGauge = attrs.field(factory=PlanAheadGauge, init=False)
     # [most KV blocks of any device seen] (set as each device is first offered: devices do
     # not change during a run; a list: set in place, no attrs setattr hook)
     _most_blocks: list = attrs.field(factory=lambda: [0], init=False)
@@ -218,7 +210,7 @@ class ContinuousBatching:
         rows, run.scheduled = run.scheduled, None
         steps = getattr(result, "num_steps", 1)
         if batch.num_steps > 1:
-            self._planned_ahead(steps > 1)
+            self._payoff.book(steps > 1)
         fed = batch.num_cached_tokens + batch.num_new_tokens
         if steps > 1:
             fed = fed + (steps - 1)
@@ -302,7 +294,7 @@ class ContinuousBatching:
         # engine does not know of, so a stretch could run past it.
         if (self.max_num_steps > 1 and self.window == 0 and not preempted
                 and rows.size == run.ids.size and self.may_plan_ahead()
-                and self._worth_planning_ahead()):
+                and self._payoff.worth(self._waiting)):
             fed = run.computed + take
             # Every row must complete what it knows, so emit, at the first step: a running
             # prompt's chunk can be a single leftover budget token and not finish it.
@@ -328,28 +320,6 @@ class ContinuousBatching:
         step another device ends stops a stretch (the policy would be asked then), so they
         would run a step or two and the reservation would cost more than it saves."""
         return len(self._kv) == 1
-
-    def _worth_planning_ahead(self) -> bool:
-        """Speed only (records and device totals are the same either way; the ITL mean's
-        last bits may not be, see core/gaps.py): when most stretches end after
-        their first step (an arrival every step or two, say), the reservation and the
-        stretch cost more than the few steps saved; while under PAYS_OFF of recent ones ran
-        on, plan ahead one time in PROBE_EVERY, to see when stretches run on again, or more
-        rarely while requests wait and probes keep ending after one step (PROBE_MOST)."""
-        pay = self._payoff
-        if pay[0] >= PAYS_OFF:
-            return True
-        pay[1] += 1
-        if pay[1] < (pay[2] if self._waiting else PROBE_EVERY):
-            return False
-        pay[1] = 0
-        return True
-
-    def _planned_ahead(self, ran_on: bool) -> None:
-        """Book whether a multi-step batch ran past its first step (see PAYS_OFF)."""
-        pay = self._payoff
-        pay[0] += (ran_on - pay[0]) * EMA_WEIGHT
-        pay[2] = PROBE_EVERY if ran_on else min(2 * pay[2], PROBE_MOST)
 
     def _steps_ahead(self, run: RunningRows, kv: KVBlockManager, fed: np.ndarray) -> int:
         """How many steps this batch of every running row may be planned ahead, and reserve
