@@ -107,6 +107,19 @@ class KVBlockManager:
         self._take(int(np.add.reduce(want - held)))
         self._held[ids] = want
 
+    def fit(self, ids: np.ndarray, num_tokens: np.ndarray) -> None:
+        """Make each of distinct, non-negative ids (a policy's own running set) hold exactly
+        the blocks num_tokens tokens need: `trim` then `grow` in one pass, for a caller whose
+        rows may still hold blocks reserved ahead (`reserve_steps`) that they did not use.
+        Raises MemoryError (nothing changed) if the growth exceeds the free blocks and what
+        the trim gives back."""
+        if ids.size == 0:
+            return
+        held = self._held_by(ids)
+        want = self._blocks(num_tokens)
+        self._take(int(np.add.reduce(want - held)))  # < 0: blocks given back
+        self._held[ids] = want
+
     def grow_if_fits(self, rid: int, num_tokens: int) -> bool:
         """`grow(rid, num_tokens)` for one id if `can_grow` says yes, in one call; returns
         whether it grew (nothing changes when it does not fit). A policy admitting a request
