@@ -120,7 +120,8 @@ class Stretch:
         else:
             ends, durations = np.concatenate(self.ends), np.concatenate(self.durations)
             costs = np.concatenate(self.costs).astype(float, copy=False)
-        j = len(ends) if ends[-1] < horizon else int(np.searchsorted(ends, horizon)) + 1
+        # ends.searchsorted: np.searchsorted without its Python-level wrapper (~1 us)
+        j = len(ends) if ends[-1] < horizon else int(ends.searchsorted(horizon)) + 1
         if j < len(ends):
             ends, durations, costs = ends[:j], durations[:j], costs[:j]
         self.ends, self.durations, self.costs = ends, durations, costs
