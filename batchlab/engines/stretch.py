@@ -87,10 +87,11 @@ class Stretch:
         # Rows that leave after step s, and their tokens, counted by s (rows with more steps
         # left than k run all k): the rows in step s are those no earlier step let go.
         last = np.minimum(self.left, k)
-        gone = np.bincount(last, minlength=k + 1).cumsum()
+        # np.add.accumulate: what .cumsum() computes, without its dispatch (~0.6 us each)
+        gone = np.add.accumulate(np.bincount(last, minlength=k + 1))
         # Token sums as float64 weights: exact while below 2**53, which a batch's context,
         # bounded by a device's memory, is far from.
-        gone_tokens = np.bincount(last, weights=base, minlength=k + 1).cumsum()
+        gone_tokens = np.add.accumulate(np.bincount(last, weights=base, minlength=k + 1))
         self.rows = self.batch.num_seqs - gone[:k]
         stay = self.batch.num_context_tokens - gone_tokens[:k].astype(np.int64)
         self.context = stay + self.rows * np.arange(k)

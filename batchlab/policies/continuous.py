@@ -445,7 +445,7 @@ class ContinuousBatching:
         # A list goes into concatenate as it is: one conversion inside, not a call each.
         take = np.concatenate((take, takes))
         # The first admitted is the best ranked of them (they left the heap in order).
-        if num_before and requests[int(run.ids[num_before - 1])] > requests[ids[0]]:
+        if num_before and requests[run.ids.item(num_before - 1)] > requests[ids[0]]:
             # A recomputed or high-priority request jumped in.
             order = self._merged_order(run.ids, num_before)
             run.take(order)
