@@ -43,6 +43,27 @@ def test_grow_if_fits_on_a_new_id_past_the_array():
     kv.check_valid()
 
 
+def test_fit_is_trim_then_grow_of_rows_holding_a_reservation():
+    """fit gives back blocks reserved ahead and grows in one pass: the trim to what the rows
+    computed and the grow to their next tokens, raising where the grow would."""
+    one, other = KVBlockManager(12, block_size=4), KVBlockManager(12, block_size=4)
+    ids, computed = np.array([0, 1, 2]), np.array([3, 8, 13])
+    for kv in (one, other):
+        kv.grow(ids, computed)
+        assert kv.reserve_steps(ids, computed, 6) == 6  # 9, 14, 19 tokens: all 12 blocks
+    one.trim(ids, computed + 2)
+    one.grow(ids, computed + np.array([3, 1, 0]))
+    other.fit(ids, computed + np.array([3, 1, 0]))
+    assert other.num_free_blocks == one.num_free_blocks == 3
+    assert np.array_equal(other.num_held(ids), one.num_held(ids))
+    with pytest.raises(MemoryError):  # 11 + 1 + 1 blocks: 4 more than the 9 held, 3 free
+        other.fit(ids, np.array([44, 1, 1]))
+    assert other.num_free_blocks == 3 and other.num_held(ids).tolist() == [2, 3, 4]
+    other.fit(ids, np.array([40, 1, 1]))  # 3 more: fits, the others give blocks back
+    assert other.num_free_blocks == 0 and other.num_held(ids).tolist() == [10, 1, 1]
+    other.check_valid()
+
+
 @pytest.mark.parametrize("block_size", [1, 3, 16])
 def test_hot_path_block_count_is_blocks_for(block_size):
     """grow, trim and reserve_steps round up with (n + b - 1) // b on int64 arrays; it must

@@ -17,6 +17,11 @@ import attrs
 import numpy as np
 
 
+# Rows up to which Batch sums its columns as Python lists (cheaper than a numpy reduction
+# on a few dozen rows, dearer on hundreds).
+_FEW_ROWS = 48
+
+
 def _int_array(values) -> np.ndarray:
     if type(values) is np.ndarray and values.dtype == np.int64 and values.ndim == 1:
         arr = values.copy()  # what policies pass: the same fresh copy, without np.array's work
@@ -72,13 +77,15 @@ class Batch:
                 f"request_ids={n}, num_new_tokens={len(self.num_new_tokens)}, "
                 f"num_cached_tokens={len(self.num_cached_tokens)}"
             )
-        # np.add.reduce: .sum() without its Python-level wrapper (the same integer sums).
-        new = int(np.add.reduce(self.num_new_tokens))
+        if n <= _FEW_ROWS:  # a list's sum: no reduction's setup (~0.4 us each), the same ints
+            new, cached = sum(self.num_new_tokens.tolist()), sum(self.num_cached_tokens.tolist())
+        else:  # np.add.reduce: .sum() without its Python-level wrapper (the same sums)
+            new = int(np.add.reduce(self.num_new_tokens))
+            cached = int(np.add.reduce(self.num_cached_tokens))
         # num_tokens: new tokens fed through the model this step (without padding).
         object.__setattr__(self, "num_tokens", new)
         # num_context_tokens: tokens the rows attend over after the step (cached + new).
-        object.__setattr__(self, "num_context_tokens",
-                           new + int(np.add.reduce(self.num_cached_tokens)))
+        object.__setattr__(self, "num_context_tokens", new + cached)
 
     @classmethod
     def decode(cls, request_ids, num_cached_tokens, **kw) -> "Batch":

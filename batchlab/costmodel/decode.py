@@ -25,6 +25,8 @@ import numpy as np
 
 from .ops import CD, NUM_FEATURES, QD, R, RD, T, TD
 _TOLERANCE = 1e-9
+# Row counts up to which `DecodePricer._base` keeps a table (4 x ops floats a row).
+_MOST_TABLE_ROWS = 1 << 14
 
 
 class DecodePricer:
@@ -51,11 +53,14 @@ class DecodePricer:
         # The same, shaped (4 quantities, 1, ops) for price_totals' (4, steps, ops) layout.
         self._A3, self._B3, self._C3 = (a.reshape(4, 1, self._n)
                                         for a in (self._A, self._B, self._C))
+        self._C2 = self._C.reshape(4, self._n)  # price_one's (4 quantities, ops)
         layers, dense, _, ar_l, ar_s, _ = self._stage
         # Two all-reduces' worth per layer: latency, and bytes (R / m rows of hidden states).
         self._comm0 = (layers + dense) * ar_l if ar_s else 0.0
         self._comm1 = (layers + dense) * self._scale * self._h_bytes * ar_s if ar_s else 0.0
-        self._bases: dict = {}  # (rows, micro-batches) -> A + B * scaled rows: few shapes
+        # micro-batches -> (4, rows, ops) table of A + B x scaled rows for rows 0, 1, ...
+        # (`_base`): a step's base is then a slice, and a stretch's steps one take.
+        self._base_tables: dict = {}
         # One micro-batch: cost columns from (compute, time, FLOPs, bytes) per step in one
         # product. Each column has at most two terms, each exact (x 1, x -1) or the one
         # rounding the element-wise form makes (x scale); the rest are exact zeros. So any
@@ -120,15 +125,10 @@ class DecodePricer:
             row[-1] = 0  # padded tokens: an int
             return float(durations[0]), row
         s = self._scale / 1  # price_totals' scale at one micro-batch
-        base = self._bases.get((rows, 1))
-        if base is None:
-            base = self._A + self._B * (rows * s)
-            if len(self._bases) < 4096:
-                self._bases[rows, 1] = base
+        base = self._base(rows, 1).reshape(4, self._n)
         # x 1.0 changes no bit (see price_totals); the context as a float64, as there
         context = float(batch.num_context_tokens)
-        out = base + self._C * (context if s == 1.0 else context * s)
-        out = out.reshape(4, self._n)
+        out = base + self._C2 * (context if s == 1.0 else context * s)
         comp_op, mem_op = out[0], out[1]
         bound = comp_op >= mem_op
         np.maximum(comp_op, mem_op, out=mem_op)
@@ -141,26 +141,51 @@ class DecodePricer:
                 [comp, time - comp, comm, self._ovh + self._step_overhead,
                  flops * self._size, nbytes * self._size, 0.0, 0.0, 0.0, 0])
 
+    def _base(self, rows, micro: int) -> np.ndarray:
+        """A + B x scaled rows per op, shaped (4 quantities, steps, ops), of every step's
+        rows (an int: one step; else an array, >= 1 each) at `micro` micro-batches.
+
+        Read from a table of every row count up to the most seen (per micro-batch count,
+        grown by doubling): a slice for an int, one take for an array, instead of a product
+        and a sum over every step priced (~2 us a call of ~16). The table's entries are the
+        same element-wise products and sums, so the values are the same bits."""
+        table = self._base_tables.get(micro)
+        if table is not None:
+            if isinstance(rows, int):
+                if rows < table.shape[1]:
+                    return table[:, rows:rows + 1]
+            else:
+                try:
+                    return table.take(rows, axis=1)
+                except IndexError:  # rows past the table
+                    pass
+        most = rows if isinstance(rows, int) else int(np.maximum.reduce(rows))
+        s = self._scale / micro
+        unscaled = isinstance(s, float) and s == 1.0  # x 1.0 changes no bit: skip it
+        if most >= _MOST_TABLE_ROWS:  # a huge batch: no table (it would take MBs)
+            scaled = np.asarray(rows if unscaled else rows * s).reshape(1, -1, 1)
+            return self._A3 + self._B3 * scaled
+        size = min(_MOST_TABLE_ROWS, max(64, 2 * (most + 1)))
+        scaled = np.arange(size, dtype=np.int64)
+        self._base_tables[micro] = self._A3 + self._B3 * (
+            scaled if unscaled else scaled * s).reshape(1, -1, 1)
+        return self._base(rows, micro)
+
     def price_totals(self, rows: np.ndarray, context: np.ndarray, micro):
         """Durations and cost rows of decode steps given by their totals, one entry per
         step: rows (>= 1), context tokens attended after the step (cached + 1 per row) and
         micro-batches (1..rows); rows and micro-batches may be ints, the same for every
         step. Element-wise over steps, so a step is priced the same alone or among others
         (the simulator's records rely on it): (A + B x rows) + C x keys per op, the first
-        sum cached where rows and micro-batches are ints, the same values either way."""
+        sum read from a table where micro-batches are an int (`_base`), the same values."""
         k, n = len(context), self._n
         s = self._scale / micro
         # x 1.0 changes no bit (ints become the same floats in the product): skip it
         unscaled = isinstance(s, float) and s == 1.0
         # Laid out (4 quantities, k steps, n ops): the compute and memory planes the roofline
         # compares are contiguous, and each op's row is still one contiguous reduction.
-        if isinstance(rows, int) and isinstance(micro, int):
-            base = self._bases.get((rows, micro))
-            if base is None:
-                base = self._A + self._B * (rows * s)
-                if len(self._bases) < 4096:
-                    self._bases[rows, micro] = base
-            base = base.reshape(4, 1, n)
+        if isinstance(micro, int):  # A + B x scaled rows from the table: the same values
+            base = self._base(rows, micro)
         else:
             scaled = np.asarray(rows if unscaled else rows * s)
             base = self._A3 + self._B3 * scaled.reshape(1, -1, 1)

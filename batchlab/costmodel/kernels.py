@@ -110,6 +110,7 @@ class MeasuredKernels:
         name, dtype = gpu.name, model.weight_dtype
         self._ops = [(i, c) for i, o in enumerate(op_list) if on
                      and (c := op_curve(name, dtype, o.gemms)) is not None]
+        self.measured = bool(self._ops)  # whether `apply` changes anything
         self._prefill = self._decode = None
         if on and experts is not None:
             self._prefill, self._decode = expert_curves(name, dtype, experts.gemms)

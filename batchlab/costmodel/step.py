@@ -88,6 +88,7 @@ class StepModel:
         count = {O.EVERY: layers, O.DENSE: dense, O.MOE: moe, O.FIRST: first, O.LAST: last}
         self._K = np.array([count[o.where] for o in op_list], float).T  # stages x ops
         self._KT = np.ascontiguousarray(self._K.T)
+        self._K0 = np.ascontiguousarray(self._K[0])  # stage 0's row (one-stage steps)
         self._Ktot = self._K.sum(axis=0)
         self._part = {part: np.array([o.part == part for o in op_list], float)
                       for part in (O.ATTENTION, O.FFN, O.HEAD)}
@@ -150,10 +151,14 @@ class StepModel:
         compute time, memory time, FLOPs, bytes."""
         T, R, Tp, Cp, Ap, Rd, Cd, Td, Qd = group
         s = 1.0 / m  # ops are per GPU of a group already (build_ops splits them over tp)
-        f = np.array([1.0, T * s, R * s, Tp * s, Cp * s, Ap * s, Rd * s, Cd * s, Td * s,
-                      Qd * s])
+        if m == 1:  # x 1.0 changes no bit: the features as they are (most steps)
+            f = np.array([1.0, T, R, Tp, Cp, Ap, Rd, Cd, Td, Qd])
+        else:
+            f = np.array([1.0, T * s, R * s, Tp * s, Cp * s, Ap * s, Rd * s, Cd * s, Td * s,
+                          Qd * s])
         out = (self._M @ f).reshape(4, self._n)
-        self._kernels.apply(out, T * s)
+        if self._kernels.measured:  # else apply changes nothing (most models and GPUs)
+            self._kernels.apply(out, T * s)
         return out
 
     def _work(self, feats, group, m, out):
@@ -276,7 +281,8 @@ class StepModel:
             m = 2  # two micro-batches, each hiding the other's communication
         else:
             m = max(1, min(int(batch.num_micro_batches), int(feats[1])))
-        group, sent = self._busiest_group(batch, feats)
+        # One attention group (most layouts): _busiest_group's answer without the call.
+        group, sent = (feats, T) if self._groups == 1 else self._busiest_group(batch, feats)
         out = self._op_out(group, m)
         if group is not feats:
             out[2:] = self._work(feats, group, m, out)
@@ -284,7 +290,7 @@ class StepModel:
         bound = comp_op >= mem_op
         np.maximum(comp_op, mem_op, out=mem_op)
         np.multiply(mem_op, bound, out=comp_op)
-        comp, time, flops, nbytes = (out @ self._K[0]).tolist()
+        comp, time, flops, nbytes = (out @ self._K0).tolist()
         scale = self._size * m
         flops *= scale
         nbytes *= scale

@@ -87,10 +87,11 @@ class Stretch:
         # Rows that leave after step s, and their tokens, counted by s (rows with more steps
         # left than k run all k): the rows in step s are those no earlier step let go.
         last = np.minimum(self.left, k)
-        gone = np.bincount(last, minlength=k + 1).cumsum()
+        # np.add.accumulate: what .cumsum() computes, without its dispatch (~0.6 us each)
+        gone = np.add.accumulate(np.bincount(last, minlength=k + 1))
         # Token sums as float64 weights: exact while below 2**53, which a batch's context,
         # bounded by a device's memory, is far from.
-        gone_tokens = np.bincount(last, weights=base, minlength=k + 1).cumsum()
+        gone_tokens = np.add.accumulate(np.bincount(last, weights=base, minlength=k + 1))
         self.rows = self.batch.num_seqs - gone[:k]
         stay = self.batch.num_context_tokens - gone_tokens[:k].astype(np.int64)
         self.context = stay + self.rows * np.arange(k)
@@ -120,7 +121,8 @@ class Stretch:
         else:
             ends, durations = np.concatenate(self.ends), np.concatenate(self.durations)
             costs = np.concatenate(self.costs).astype(float, copy=False)
-        j = len(ends) if ends[-1] < horizon else int(np.searchsorted(ends, horizon)) + 1
+        # ends.searchsorted: np.searchsorted without its Python-level wrapper (~1 us)
+        j = len(ends) if ends[-1] < horizon else int(ends.searchsorted(horizon)) + 1
         if j < len(ends):
             ends, durations, costs = ends[:j], durations[:j], costs[:j]
         self.ends, self.durations, self.costs = ends, durations, costs
