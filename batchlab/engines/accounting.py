@@ -14,13 +14,15 @@ import numpy as np
 from .result import device_table
 
 # Per-device totals accumulated during a run, in this order (DEVICE_DTYPE field names).
-ACC_FIELDS = ("steps", "busy_time", "new_tokens", "context_tokens", "output_tokens", "flops",
-              "bytes", "compute_time", "memory_time", "communication_time", "overhead_time",
-              "experts_touched", "routed_tokens", "bubble_time", "padded_tokens")
+# ACC_FIELDS[5:] follow the cost columns they sum (core.step.COST_FIELDS: compute, memory,
+# communication, overhead, flops, bytes, experts touched, tokens per expert x experts,
+# bubble fraction x duration, padded tokens), so `book_steps` copies a stretch's cost matrix
+# as it is instead of gathering its columns in another order (a `take` of about 1 us).
+ACC_FIELDS = ("steps", "busy_time", "new_tokens", "context_tokens", "output_tokens",
+              "compute_time", "memory_time", "communication_time", "overhead_time", "flops",
+              "bytes", "experts_touched", "routed_tokens", "bubble_time", "padded_tokens")
 BUSY = ACC_FIELDS.index("busy_time")
-# Cost columns (core.step.COST_FIELDS) feeding ACC_FIELDS[5:] in order.
-_COST_TO_ACC = np.array([4, 5, 0, 1, 2, 3, 6, 7, 8, 9])
-_NUM_SUMMED = 1 + len(_COST_TO_ACC)  # book_steps' float columns: busy time and the costs
+_NUM_SUMMED = 1 + len(ACC_FIELDS[5:])  # book_steps' float columns: busy time and the costs
 
 
 class DeviceTotals:
@@ -42,12 +44,12 @@ class DeviceTotals:
         acc[2] += batch.num_tokens
         acc[3] += batch.num_context_tokens
         acc[4] += num_emitted
-        acc[5] += cost.flops
-        acc[6] += cost.bytes
-        acc[7] += cost.compute
-        acc[8] += cost.memory
-        acc[9] += cost.communication
-        acc[10] += cost.overhead
+        acc[5] += cost.compute
+        acc[6] += cost.memory
+        acc[7] += cost.communication
+        acc[8] += cost.overhead
+        acc[9] += cost.flops
+        acc[10] += cost.bytes
         acc[11] += cost.experts_touched
         acc[12] += cost.tokens_per_expert * cost.experts_touched
         acc[13] += cost.bubble_fraction * duration
@@ -71,15 +73,13 @@ class DeviceTotals:
         else:
             emitted, context = int(np.add.reduce(totals[0])), int(np.add.reduce(totals[1]))
         # The float columns, summed down the steps as `book` would (a cumulative sum adds
-        # sequentially): busy time, then the cost columns in ACC_FIELDS[5:] order, in one
-        # copy (flops, bytes, compute, memory, communication, overhead, experts touched, then
-        # tokens per expert and bubble fraction, made routed tokens and bubble time below,
-        # padded tokens).
+        # sequentially): busy time, then the cost columns, which are in ACC_FIELDS[5:] order
+        # (tokens per expert and bubble fraction made routed tokens and bubble time below).
         block = np.empty((j + 1, _NUM_SUMMED))
         block[0, 0] = acc[BUSY]
         block[0, 1:] = acc[5:]
         block[1:, 0] = durations
-        costs.take(_COST_TO_ACC, axis=1, out=block[1:, 1:])  # no temporary, unlike costs[:, ...]
+        block[1:, 1:] = costs
         block[1:, 8] *= costs[:, 6]
         block[1:, 9] *= durations
         # np.cumsum is this same accumulate behind a Python-level wrapper (about 1 us a call).
