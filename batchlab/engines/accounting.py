@@ -14,13 +14,17 @@ import numpy as np
 from .result import device_table
 
 # Per-device totals accumulated during a run, in this order (DEVICE_DTYPE field names).
-ACC_FIELDS = ("steps", "busy_time", "new_tokens", "context_tokens", "output_tokens", "flops",
-              "bytes", "compute_time", "memory_time", "communication_time", "overhead_time",
-              "experts_touched", "routed_tokens", "bubble_time", "padded_tokens")
+# The counts first, then the float sums `book_steps` takes down a stretch's steps in one
+# block: busy time, then the fields of the cost columns they sum, in their order
+# (core.step.COST_FIELDS: compute, memory, communication, overhead, flops, bytes, experts
+# touched, tokens per expert x experts, bubble fraction x duration, padded tokens), so the
+# block's first row is one slice of the totals and its cost columns a plain copy of the
+# stretch's cost matrix (a `take` in another order cost about 1 us).
+ACC_FIELDS = ("steps", "new_tokens", "context_tokens", "output_tokens", "busy_time",
+              "compute_time", "memory_time", "communication_time", "overhead_time", "flops",
+              "bytes", "experts_touched", "routed_tokens", "bubble_time", "padded_tokens")
 BUSY = ACC_FIELDS.index("busy_time")
-# Cost columns (core.step.COST_FIELDS) feeding ACC_FIELDS[5:] in order.
-_COST_TO_ACC = np.array([4, 5, 0, 1, 2, 3, 6, 7, 8, 9])
-_NUM_SUMMED = 1 + len(_COST_TO_ACC)  # book_steps' float columns: busy time and the costs
+_NUM_SUMMED = len(ACC_FIELDS) - BUSY  # book_steps' float columns: busy time and the costs
 
 
 class DeviceTotals:
@@ -38,16 +42,16 @@ class DeviceTotals:
         if duration is None:
             duration = result.duration
         acc[0] += 1
-        acc[1] += duration
-        acc[2] += batch.num_tokens
-        acc[3] += batch.num_context_tokens
-        acc[4] += num_emitted
-        acc[5] += cost.flops
-        acc[6] += cost.bytes
-        acc[7] += cost.compute
-        acc[8] += cost.memory
-        acc[9] += cost.communication
-        acc[10] += cost.overhead
+        acc[1] += batch.num_tokens
+        acc[2] += batch.num_context_tokens
+        acc[3] += num_emitted
+        acc[4] += duration
+        acc[5] += cost.compute
+        acc[6] += cost.memory
+        acc[7] += cost.communication
+        acc[8] += cost.overhead
+        acc[9] += cost.flops
+        acc[10] += cost.bytes
         acc[11] += cost.experts_touched
         acc[12] += cost.tokens_per_expert * cost.experts_touched
         acc[13] += cost.bubble_fraction * duration
@@ -71,21 +75,19 @@ class DeviceTotals:
         else:
             emitted, context = int(np.add.reduce(totals[0])), int(np.add.reduce(totals[1]))
         # The float columns, summed down the steps as `book` would (a cumulative sum adds
-        # sequentially): busy time, then the cost columns in ACC_FIELDS[5:] order, in one
-        # copy (flops, bytes, compute, memory, communication, overhead, experts touched, then
-        # tokens per expert and bubble fraction, made routed tokens and bubble time below,
-        # padded tokens).
+        # sequentially), from the totals so far: busy time, then the cost columns, in
+        # ACC_FIELDS' order (tokens per expert and bubble fraction made routed tokens and
+        # bubble time below).
         block = np.empty((j + 1, _NUM_SUMMED))
-        block[0, 0] = acc[BUSY]
-        block[0, 1:] = acc[5:]
+        block[0] = acc[BUSY:]
         block[1:, 0] = durations
-        costs.take(_COST_TO_ACC, axis=1, out=block[1:, 1:])  # no temporary, unlike costs[:, ...]
+        block[1:, 1:] = costs
         block[1:, 8] *= costs[:, 6]
         block[1:, 9] *= durations
         # np.cumsum is this same accumulate behind a Python-level wrapper (about 1 us a call).
         sums = np.add.accumulate(block, axis=0)[-1].tolist()
-        self.acc[d] = [acc[0] + j, sums[0], acc[2] + (batch.num_tokens + emitted - rows),
-                       acc[3] + context, acc[4] + emitted] + sums[1:]
+        self.acc[d] = [acc[0] + j, acc[1] + (batch.num_tokens + emitted - rows),
+                       acc[2] + context, acc[3] + emitted] + sums
 
     def add_busy(self, d: int, seconds: float) -> None:
         """A step that did not complete (a failure) still kept the device busy."""

@@ -223,9 +223,10 @@ class Simulator(FaultEvents):
                 chained = follow_up[idx] >= 0
             started.append((d, Stretch(batch, self.devices[d], self.now, left, chained,
                                        self.step_hint[d])))
-        firsts = [st.first_end for _, st in started]
+        # One stretch (one device, as in most runs): the heap alone sets its horizon.
+        firsts = [st.first_end for _, st in started] if len(started) > 1 else None
         for i, (d, st) in enumerate(started):
-            horizon = top if len(started) == 1 else min([top] + firsts[:i] + firsts[i + 1:])
+            horizon = top if firsts is None else min([top] + firsts[:i] + firsts[i + 1:])
             num_run = st.settle(horizon)
             if st.decode_step is not None:
                 self.step_hint[d] = st.decode_step
