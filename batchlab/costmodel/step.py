@@ -26,6 +26,7 @@ import attrs
 import numpy as np
 
 from batchlab.core import StepCost
+from batchlab.core.step import cost_row
 
 from . import ops as O
 from .efficiency import Efficiency
@@ -270,9 +271,19 @@ class StepModel:
             return self._cost_one_stage(batch)
         return self._cost_pipeline(batch)
 
-    def _cost_one_stage(self, batch) -> tuple[float, StepCost]:
+    def cost_as_row(self, batch) -> tuple[float, tuple]:
+        """`cost` as (duration, the breakdown as a row in `COST_FIELDS` order): for a caller
+        that keeps rows of a cost matrix (the simulator's stretches), without a StepCost made
+        and read back on the simulator's path (~1 us a step)."""
+        if self.layout.pp == 1 and len(batch.num_new_tokens):
+            return self._cost_one_stage(batch, as_row=True)
+        duration, cost = self.cost(batch)
+        return duration, cost_row(cost)
+
+    def _cost_one_stage(self, batch, as_row: bool = False) -> tuple[float, StepCost]:
         """`cost` without pipeline stages, in scalars: the common case, and the hot path of
-        the simulator (tests check it agrees with `_cost_pipeline`)."""
+        the simulator (tests check it agrees with `_cost_pipeline`). as_row: the breakdown
+        as a tuple in `COST_FIELDS` order (`cost_as_row`) instead of a StepCost."""
         eff = self.efficiency
         feats = self._features(batch)
         T = feats[0]
@@ -331,18 +342,19 @@ class StepModel:
                                       self._per_gpu_tokens(t_mb, g_mb), is_decode)
             o = two_batch_overlap(comp, time - comp, ovh, comm + moe * slower, ph, share)
             duration = o.duration + eff.step_overhead
-            return duration, StepCost(
+            cost = StepCost(
                 compute=o.compute, memory=o.memory, communication=o.exposed,
                 communication_hidden=o.hidden, overhead=o.overhead + eff.step_overhead,
                 flops=flops, bytes=nbytes, experts_touched=touched, tokens_per_expert=tpe,
                 bubble_fraction=0.0, padded_tokens=batch.num_padded_tokens)
+            return duration, (cost_row(cost) if as_row else cost)
         duration = m * (time + ovh + comm) + eff.step_overhead
         # Positional (compute, memory, communication, overhead, flops, bytes, experts
         # touched, tokens per expert, bubble fraction, padded tokens): attrs binds them
         # faster than keywords, on the path of most simulated steps.
-        return duration, StepCost(
-            m * comp, m * (time - comp), m * comm, m * ovh + eff.step_overhead, flops, nbytes,
-            touched, tpe, 0.0, batch.num_padded_tokens)
+        row = (m * comp, m * (time - comp), m * comm, m * ovh + eff.step_overhead, flops, nbytes,
+               touched, tpe, 0.0, batch.num_padded_tokens)
+        return duration, (row if as_row else StepCost(*row))
 
     def _phases(self, op_time, experts, ar, xc, per_gpu, is_decode) -> tuple[Phases, float]:
         """One micro-batch's MoE layer in overlap phases, from the ops' seconds for one layer
