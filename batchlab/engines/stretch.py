@@ -36,6 +36,7 @@ from ..core.step import COST_FIELDS, cost_row
 
 # Decode steps priced at first by `run_steps` (the rest when the horizon lies further away).
 STEPS_GUESS = 16
+_FLOAT = np.dtype(np.float64)
 
 
 class Stretch:
@@ -250,9 +251,16 @@ class Stretch:
         if (getattr(durations, "shape", None) == (k,) and k
                 and getattr(costs, "shape", None) == (k, len(COST_FIELDS))):
             if self.num_priced == 1 and self.lead:
-                # After a prefill step priced by `run`: one chunk of every step from the
+                # After a prefill step priced by `_run`: one chunk of every step from the
                 # start (the same sequential sums), which `settle` takes without joining.
-                seq = np.concatenate(((self.start,), self.durations[0], durations))
+                # Filled in place where the device gives float64 (~0.8 us fewer than
+                # concatenating, which converts step 1's tuples on the way).
+                if durations.dtype == _FLOAT and costs.dtype == _FLOAT:
+                    seq = np.empty(k + 2)
+                    seq[0], seq[1] = self.start, self.durations[0][0]
+                    seq[2:] = durations
+                else:
+                    seq = np.concatenate(((self.start,), self.durations[0], durations))
                 ends = np.add.accumulate(seq)[1:]
             else:  # sequential sums; np.add.accumulate: np.cumsum without its wrapper
                 ends = np.add.accumulate(np.concatenate(((self.end,), durations)))[1:]
@@ -265,7 +273,13 @@ class Stretch:
                 f"({k}, {len(COST_FIELDS)}) costs")
         if seq is not None:  # step 1's chunk becomes the joined one
             self.durations[0] = seq[1:]
-            self.costs[0] = np.concatenate((self.costs[0], costs))
+            if costs.dtype == _FLOAT:  # the same values as concatenating, as above
+                joined = np.empty((k + 1, len(COST_FIELDS)))
+                joined[0] = self.costs[0][0]
+                joined[1:] = costs
+                self.costs[0] = joined
+            else:
+                self.costs[0] = np.concatenate((self.costs[0], costs))
             self.ends[0] = ends
         else:
             self.durations.append(durations)
