@@ -287,13 +287,14 @@ class StepModel:
         the simulator (tests check it agrees with `_cost_pipeline`). as_row: the breakdown
         as a tuple in `COST_FIELDS` order (`cost_as_row`) instead of a StepCost."""
         eff = self.efficiency
-        feats = self._features(batch)
+        feats = batch_features(batch, self.decode_threshold)  # _features, without its call
         T = feats[0]
         is_decode = feats[2] == 0
+        m = batch.num_micro_batches
         if self.overlap and feats[1] >= 2:
             m = 2  # two micro-batches, each hiding the other's communication
-        else:
-            m = max(1, min(int(batch.num_micro_batches), int(feats[1])))
+        elif type(m) is not int or m != 1:  # else 1 already (a batch has rows here)
+            m = max(1, min(int(m), int(feats[1])))
         # One attention group (most layouts): _busiest_group's answer without the call.
         group, sent = (feats, T) if self._groups == 1 else self._busiest_group(batch, feats)
         out = self._op_out(group, m)

@@ -52,6 +52,11 @@ from .running import RunningRows
 from .waiting import WaitingQueue
 
 
+# 0..n-1 for the rows of a step that feeds every running row (`_schedule_device`)
+_ROWS = np.arange(1 << 12)
+_ROWS.setflags(write=False)
+
+
 def _order(instance, attribute, value):
     if value not in ("fcfs", "priority"):
         raise ValueError(f"{attribute.name} must be 'fcfs' or 'priority', got {value!r}")
@@ -285,7 +290,8 @@ class ContinuousBatching:
             take, whole = self._admit(name, run, kv, budget - num_fed, take)
             completes = completes and whole
         if count_nonzero(take) == take.size:  # every row gets tokens (most steps)
-            rows = np.arange(take.size)
+            # 0..n-1 as a slice of a kept read-only range (~0.2 us less than np.arange)
+            rows = _ROWS[:take.size] if take.size <= _ROWS.size else np.arange(take.size)
         else:
             rows = np.flatnonzero(take)
         if rows.size == 0:
@@ -451,8 +457,14 @@ class ContinuousBatching:
             return take, True
         num_before = run.ids.size
         run.append(ids, knowns)
-        # A list goes into concatenate as it is: one conversion inside, not a call each.
-        take = np.concatenate((take, takes))
+        if len(takes) == 1:  # one admitted (most steps that admit): its take an item set
+            n = take.size
+            joined = np.empty(n + 1, np.int64)
+            joined[:n] = take
+            joined[n] = takes[0]
+            take = joined  # ~0.2 us less than concatenate converting the list
+        else:  # a list goes into concatenate as it is: one conversion inside, not a call each
+            take = np.concatenate((take, takes))
         # The first admitted is the best ranked of them (they left the heap in order).
         if num_before and requests[run.ids.item(num_before - 1)] > requests[ids[0]]:
             # A recomputed or high-priority request jumped in.
