@@ -173,3 +173,23 @@ def test_expert_parallel_ranks_wait_for_the_busiest():
     # a decode batch touches fewer distinct experts when routing is skewed
     decode = Batch.decode(range(64), np.full(64, 1000))
     assert skewed.run(decode).cost.experts_touched < uniform.run(decode).cost.experts_touched
+
+
+@pytest.mark.parametrize("model,gpu,gpus,kw", [
+    ("llama-3-8b", "h100", 1, {}), ("llama-3-70b", "h100", 8, dict(pp=2)),
+    ("deepseek-v3", "h800", 32, dict(tp=1, ep=32)),
+    ("deepseek-v3", "h800", 32, dict(tp=1, ep=32, overlap=False))])
+def test_price_step_is_run_as_a_cost_row(model, gpu, gpus, kw):
+    from batchlab.core.step import cost_row
+    dev = make_devices(model, gpu, gpus, **kw)[0]
+    batches = [Batch([1, 2, 3], [1, 1, 1], [100, 2000, 7]),                   # decode
+               Batch([1, 2, 3], [1, 1, 500], [100, 2000, 0]),                 # mixed
+               Batch([1, 2], [300, 40], [0, 8], num_micro_batches=2),         # prefill
+               Batch([1, 2], [1, 1], [100, 200], padded_len=256),             # padded
+               Batch([], [], [])]                                             # empty
+    for batch in batches:
+        result = dev.run(batch)
+        duration, row = dev.price_step(batch)
+        assert duration == result.duration
+        assert tuple(row) == cost_row(result.cost)
+        assert [type(x) for x in row][-1] is int  # padded tokens

@@ -45,6 +45,9 @@ class Device(Protocol):
     simulator prices the decode steps of a stretch, rows leaving or not, with one such
     call. A multi-step batch given to `run` is priced as its first step (`num_steps`
     ignored).
+    Optional method: `price_step(batch) -> (duration, cost row)`, what `run` gives, the cost
+    as a sequence in `COST_FIELDS` order: the simulator prices a multi-step batch's first
+    step with it where present (and makes a StepResult only if that step runs alone).
     """
 
     name: str

@@ -202,7 +202,9 @@ class DecodePricer:
         one = isinstance(micro, int) and micro == 1  # x 1 and / 1 change no bit: skip them
         comm = self._comm0 + self._comm1 * (rows if one else rows / micro)
         if one:
-            costs = sums.T @ self._one_batch  # (see __init__) all but two columns
+            # (see __init__) all but two columns; .dot: the product without matmul's ufunc
+            # dispatch (~0.25 us)
+            costs = sums.T.dot(self._one_batch)
             costs[:, 2] = comm
             costs[:, 3] = self._ovh + self._step_overhead
             return (sums[1] + self._ovh + comm) + self._step_overhead, costs

@@ -71,6 +71,15 @@ class CostModelDevice:
         duration, cost = self.step_model.cost(batch)
         return StepResult(duration, cost, _NO_ROWS, _NO_ROWS, _NO_COUNTS)
 
+    def price_step(self, batch: Batch):
+        """`run` as (duration, cost row in `COST_FIELDS` order; see `Device`): the same
+        values, without the StepResult and StepCost a simulator stretch would only read back
+        into a row (~2 us a stretch that leads with a prefill step)."""
+        if (self._decode is not None and batch.num_tokens == batch.num_seqs > 0
+                and batch.padded_len is None):
+            return self._decode.price_one(batch)
+        return self.step_model.cost_as_row(batch)
+
     def run_steps(self, batch: Batch, num_steps: int):
         """Steps 1..num_steps of a multi-step decode batch in one call (see `Device`), or
         None where the decode fast path does not apply (the engine then calls `run`)."""

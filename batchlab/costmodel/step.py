@@ -26,6 +26,7 @@ import attrs
 import numpy as np
 
 from batchlab.core import StepCost
+from batchlab.core.step import cost_row
 
 from . import ops as O
 from .efficiency import Efficiency
@@ -156,7 +157,9 @@ class StepModel:
         else:
             f = np.array([1.0, T * s, R * s, Tp * s, Cp * s, Ap * s, Rd * s, Cd * s, Td * s,
                           Qd * s])
-        out = (self._M @ f).reshape(4, self._n)
+        # ndarray.dot: the same BLAS product as @ (gemv), without matmul's ufunc dispatch
+        # (~0.25 us a call here and below; the same bits)
+        out = self._M.dot(f).reshape(4, self._n)
         if self._kernels.measured:  # else apply changes nothing (most models and GPUs)
             self._kernels.apply(out, T * s)
         return out
@@ -270,17 +273,28 @@ class StepModel:
             return self._cost_one_stage(batch)
         return self._cost_pipeline(batch)
 
-    def _cost_one_stage(self, batch) -> tuple[float, StepCost]:
+    def cost_as_row(self, batch) -> tuple[float, tuple]:
+        """`cost` as (duration, the breakdown as a row in `COST_FIELDS` order): for a caller
+        that keeps rows of a cost matrix (the simulator's stretches), without a StepCost made
+        and read back on the simulator's path (~1 us a step)."""
+        if self.layout.pp == 1 and len(batch.num_new_tokens):
+            return self._cost_one_stage(batch, as_row=True)
+        duration, cost = self.cost(batch)
+        return duration, cost_row(cost)
+
+    def _cost_one_stage(self, batch, as_row: bool = False) -> tuple[float, StepCost]:
         """`cost` without pipeline stages, in scalars: the common case, and the hot path of
-        the simulator (tests check it agrees with `_cost_pipeline`)."""
+        the simulator (tests check it agrees with `_cost_pipeline`). as_row: the breakdown
+        as a tuple in `COST_FIELDS` order (`cost_as_row`) instead of a StepCost."""
         eff = self.efficiency
-        feats = self._features(batch)
+        feats = batch_features(batch, self.decode_threshold)  # _features, without its call
         T = feats[0]
         is_decode = feats[2] == 0
+        m = batch.num_micro_batches
         if self.overlap and feats[1] >= 2:
             m = 2  # two micro-batches, each hiding the other's communication
-        else:
-            m = max(1, min(int(batch.num_micro_batches), int(feats[1])))
+        elif type(m) is not int or m != 1:  # else 1 already (a batch has rows here)
+            m = max(1, min(int(m), int(feats[1])))
         # One attention group (most layouts): _busiest_group's answer without the call.
         group, sent = (feats, T) if self._groups == 1 else self._busiest_group(batch, feats)
         out = self._op_out(group, m)
@@ -290,7 +304,7 @@ class StepModel:
         bound = comp_op >= mem_op
         np.maximum(comp_op, mem_op, out=mem_op)
         np.multiply(mem_op, bound, out=comp_op)
-        comp, time, flops, nbytes = (out @ self._K0).tolist()
+        comp, time, flops, nbytes = out.dot(self._K0).tolist()  # .dot: see _op_out
         scale = self._size * m
         flops *= scale
         nbytes *= scale
@@ -331,18 +345,19 @@ class StepModel:
                                       self._per_gpu_tokens(t_mb, g_mb), is_decode)
             o = two_batch_overlap(comp, time - comp, ovh, comm + moe * slower, ph, share)
             duration = o.duration + eff.step_overhead
-            return duration, StepCost(
+            cost = StepCost(
                 compute=o.compute, memory=o.memory, communication=o.exposed,
                 communication_hidden=o.hidden, overhead=o.overhead + eff.step_overhead,
                 flops=flops, bytes=nbytes, experts_touched=touched, tokens_per_expert=tpe,
                 bubble_fraction=0.0, padded_tokens=batch.num_padded_tokens)
+            return duration, (cost_row(cost) if as_row else cost)
         duration = m * (time + ovh + comm) + eff.step_overhead
         # Positional (compute, memory, communication, overhead, flops, bytes, experts
         # touched, tokens per expert, bubble fraction, padded tokens): attrs binds them
         # faster than keywords, on the path of most simulated steps.
-        return duration, StepCost(
-            m * comp, m * (time - comp), m * comm, m * ovh + eff.step_overhead, flops, nbytes,
-            touched, tpe, 0.0, batch.num_padded_tokens)
+        row = (m * comp, m * (time - comp), m * comm, m * ovh + eff.step_overhead, flops, nbytes,
+               touched, tpe, 0.0, batch.num_padded_tokens)
+        return duration, (row if as_row else StepCost(*row))
 
     def _phases(self, op_time, experts, ar, xc, per_gpu, is_decode) -> tuple[Phases, float]:
         """One micro-batch's MoE layer in overlap phases, from the ops' seconds for one layer

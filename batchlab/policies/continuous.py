@@ -52,6 +52,11 @@ from .running import RunningRows
 from .waiting import WaitingQueue
 
 
+# 0..n-1 for the rows of a step that feeds every running row (`_schedule_device`)
+_ROWS = np.arange(1 << 12)
+_ROWS.setflags(write=False)
+
+
 def _order(instance, attribute, value):
     if value not in ("fcfs", "priority"):
         raise ValueError(f"{attribute.name} must be 'fcfs' or 'priority', got {value!r}")
@@ -278,13 +283,15 @@ class ContinuousBatching:
         if run.ids.size == 0 and not self._waiting:  # an idle device with nothing to do:
             return None  # cheap, so a cluster of many idle devices costs little per call
         budget = self.token_budget_on(self._offered[name])
-        preempted, take, num_fed = self._fit_running(run, kv, budget)
+        preempted, take, num_fed, completes = self._fit_running(run, kv, budget)
         num_running = run.ids.size
         # like vLLM: no admissions in a step that had to preempt
         if not preempted and self._admission_due(run):
-            take = self._admit(name, run, kv, budget - num_fed, take)
+            take, whole = self._admit(name, run, kv, budget - num_fed, take)
+            completes = completes and whole
         if count_nonzero(take) == take.size:  # every row gets tokens (most steps)
-            rows = np.arange(take.size)
+            # 0..n-1 as a slice of a kept read-only range (~0.2 us less than np.arange)
+            rows = _ROWS[:take.size] if take.size <= _ROWS.size else np.arange(take.size)
         else:
             rows = np.flatnonzero(take)
         if rows.size == 0:
@@ -296,11 +303,16 @@ class ContinuousBatching:
         if (self.max_num_steps > 1 and self.window == 0 and not preempted
                 and rows.size == run.ids.size and self.may_plan_ahead()
                 and self._payoff.worth(self._waiting)):
-            fed = run.computed + take
             # Every row must complete what it knows, so emit, at the first step: a running
             # prompt's chunk can be a single leftover budget token and not finish it.
-            emits = not count_nonzero(fed != run.known)
-            if emits and num_running == rows.size and int(np.add.reduce(take)) == rows.size:
+            if completes:  # known already (most steps): fed is what the rows know
+                fed, emits = run.known, True  # (an addition and a comparison saved, ~1 us)
+            else:
+                fed = run.computed + take
+                emits = not count_nonzero(fed != run.known)
+            # None admitted (num_running == rows.size): take sums to num_fed, all decodes if
+            # that is one token a row
+            if emits and num_running == rows.size and num_fed == rows.size:
                 if self.admission_delay == 0 or not self._waiting:  # all decode, none admitted
                     steps = self._steps_ahead(run, kv, fed)
             elif emits and not self._waiting and rows.size <= budget:
@@ -371,7 +383,8 @@ class ContinuousBatching:
     def _fit_running(self, run: RunningRows, kv: KVBlockManager, budget: int):
         """Preempt the lowest-ranked rows until what this step feeds to the running rows
         fits in memory, and reserve it; returns (whether it preempted, tokens per row, their
-        sum)."""
+        sum, whether every row is fed all it knows: True for sure, False where it is not
+        known without comparing the arrays)."""
         preempted = False
         while True:
             take, fed, tokens = self._take(run, budget)
@@ -380,7 +393,8 @@ class ContinuousBatching:
                 # (update leaves them): every row holds what its tokens need, no more (held
                 # <= needed otherwise: rows hold what they computed). No change if it raises.
                 kv.fit(run.ids, tokens)
-                return preempted, take, fed
+                # tokens is run.known itself on _take's path of every row a decode
+                return preempted, take, fed, tokens is run.known
             except MemoryError:
                 pass
             victim = run.ids.size - 1
@@ -394,9 +408,10 @@ class ContinuousBatching:
             self._num_preempted += 1
 
     def _admit(self, name, run: RunningRows, kv: KVBlockManager, left: int,
-               take: np.ndarray) -> np.ndarray:
+               take: np.ndarray) -> tuple[np.ndarray, bool]:
         """Admit waiting requests while budget, sequence cap and memory allow; returns the
-        take of every row, the admitted ones included, in the running set's new order."""
+        take of every row, the admitted ones included, in the running set's new order, and
+        whether every admitted row is fed all it knows (its prompt, or what it recomputes)."""
         ids, takes, knowns = [], [], []
         device, admitting = self._offered[name], self._admitting
         cap, refused = self.max_num_seqs_on(device), []
@@ -439,18 +454,24 @@ class ContinuousBatching:
         for entry in refused:
             waiting.push(entry)
         if not ids:
-            return take
+            return take, True
         num_before = run.ids.size
         run.append(ids, knowns)
-        # A list goes into concatenate as it is: one conversion inside, not a call each.
-        take = np.concatenate((take, takes))
+        if len(takes) == 1:  # one admitted (most steps that admit): its take an item set
+            n = take.size
+            joined = np.empty(n + 1, np.int64)
+            joined[:n] = take
+            joined[n] = takes[0]
+            take = joined  # ~0.2 us less than concatenate converting the list
+        else:  # a list goes into concatenate as it is: one conversion inside, not a call each
+            take = np.concatenate((take, takes))
         # The first admitted is the best ranked of them (they left the heap in order).
         if num_before and requests[run.ids.item(num_before - 1)] > requests[ids[0]]:
             # A recomputed or high-priority request jumped in.
             order = self._merged_order(run.ids, num_before)
             run.take(order)
             take = take[order]
-        return take
+        return take, takes == knowns
 
     def _merged_order(self, ids: np.ndarray, num_before: int) -> np.ndarray:
         """The order that sorts rows `ids` by (sort key, rank) where both parts are sorted
