@@ -4,7 +4,8 @@ The simulator, the wall-clock engine and the serving front all book a finished s
 way (`DeviceTotals.book`) and hand the same per-device table to `Result`; a change to what a
 step adds to the totals is made here once. Totals are plain Python floats while a run goes
 (numpy field updates cost more than the sums on the simulator's step path) and become a
-`DEVICE_DTYPE` table only when asked for (`table()`).
+`DEVICE_DTYPE` table only when asked for (`table()`); the simulator's multi-step stretches
+(`book_steps`) are held as rows of a numpy block and added to them in bulk, in step order.
 """
 
 from __future__ import annotations
