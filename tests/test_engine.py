@@ -259,3 +259,24 @@ def test_launch_counts_restarts_and_first_schedules_row_by_row():
         assert table.first_scheduled[ids].tolist() == firsts
         table.in_flight[:] = False
     assert table.preemptions.tolist()[:5] == [0, 1, 1, 0, 1]
+
+
+def test_trusted_request_is_request_and_validates_the_rest():
+    """request_of's fast Request: the same object as Request(...) for plain values, and the
+    same error for anything Request's validators refuse."""
+    import numpy as np
+    from batchlab.core import Request
+    from batchlab.core.request import trusted_request
+
+    made = trusted_request(5, 1.5, 100, 200, 3, 7)
+    assert made == Request(5, 1.5, 100, 200, 3, None, 7)
+    assert hash(made) == hash(Request(5, 1.5, 100, 200, 3, None, 7))
+    assert trusted_request(1, 2, 1, 1, 0, None) == Request(1, 2, 1, 1)  # an int time: Request's
+    for bad in [(-1, 1.0, 1, 1), (1, float("nan"), 1, 1), (1, -0.5, 1, 1),
+                (1, float("inf"), 1, 1), (1, 1.0, 0, 1), (1, 1.0, 1, 0), (True, 1.0, 1, 1),
+                (np.int64(3), 1.0, 1, 1), (1, 1.0, 2.0, 1)]:
+        with pytest.raises(ValueError) as fast:
+            trusted_request(*bad, 0, None)
+        with pytest.raises(ValueError) as plain:
+            Request(*bad)
+        assert str(fast.value) == str(plain.value)

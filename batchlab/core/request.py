@@ -48,3 +48,36 @@ class Request:
     deadline: float | None = None
     # Filled only by an engine run with oracle=True; a fair policy never reads it.
     oracle_output_tokens: int | None = None
+
+
+# Request's slots, set directly by `trusted_request` (attrs' frozen __setattr__ refuses).
+_INF = math.inf
+_SLOTS = tuple(Request.__dict__[name].__set__ for name in
+               ("id", "arrival", "prompt_tokens", "max_new_tokens", "priority", "deadline",
+                "oracle_output_tokens"))
+
+
+def trusted_request(id: int, arrival: float, prompt_tokens: int, max_new_tokens: int,
+                    priority: int, oracle_output_tokens: int | None) -> Request:
+    """`Request(id, arrival, prompt_tokens, max_new_tokens, priority, None,
+    oracle_output_tokens)`, the same object, made without attrs' __init__ where the values
+    are plainly valid: Python ints (not bools) and a float, each in range, the checks of the
+    four validators that __init__ calls one by one; anything else goes to `Request`, which
+    validates it as always (and raises its error). An engine makes one per arrival, from a
+    workload's columns read with item(): about 0.5 instead of 0.9 us alone, and in the vidur
+    case's run about half of the 2.4 us `Request(...)` took."""
+    if not (type(id) is int and type(arrival) is float and type(prompt_tokens) is int
+            and type(max_new_tokens) is int and id >= 0 and 0.0 <= arrival < _INF
+            and prompt_tokens >= 1 and max_new_tokens >= 1):
+        return Request(id, arrival, prompt_tokens, max_new_tokens, priority, None,
+                       oracle_output_tokens)
+    request = object.__new__(Request)
+    set_id, set_arrival, set_prompt, set_cap, set_priority, set_deadline, set_oracle = _SLOTS
+    set_id(request, id)
+    set_arrival(request, arrival)
+    set_prompt(request, prompt_tokens)
+    set_cap(request, max_new_tokens)
+    set_priority(request, priority)
+    set_deadline(request, None)
+    set_oracle(request, oracle_output_tokens)
+    return request

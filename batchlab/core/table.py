@@ -146,9 +146,10 @@ class RequestTable:
                 restarted = (batch.num_cached_tokens == ZERO) & (have > ZERO)
                 self.preemptions[idx[restarted]] += 1
             if num_have < idx.size:  # a row with a cache was scheduled before: only others are new
-                never = np.isnan(self.first_scheduled[idx])
-                if count_nonzero(never):
-                    self.first_scheduled[idx[never]] = now
+                # fmin: a row never scheduled (NaN) takes `now`, the others keep their time
+                # (no later than now), in one pass instead of finding the new rows first
+                # (isnan, count, index: about 0.5 us more a launch).
+                self.first_scheduled[idx] = np.fmin(self.first_scheduled[idx], now)
         if seen is not None:
             self._seen[id(batch)] = (batch, seen[0], seen[1])
         self.in_flight[idx] = TRUE

@@ -17,6 +17,7 @@ import numpy as np
 from ..core import Plan, Request
 from ..core.errors import ConfigError, PolicyError
 from ..core.limits import MAX_SEED, _show
+from ..core.request import trusted_request
 from ..core.table import WAITING
 from ..core.validate import check_batch
 
@@ -182,14 +183,12 @@ def stalled(table, name: str) -> PolicyError:
 def request_of(workload, table, rid: int, *, oracle: bool = False) -> Request:
     """Request `rid` of a sampled workload as the policy sees it (after it has arrived):
     never its true output length, unless the run is an oracle run."""
-    # Positional, in field order (id, arrival, prompt_tokens, max_new_tokens, priority,
-    # deadline, oracle_output_tokens): attrs' __init__ binds them faster than keywords, and
-    # this runs once per arrival. item(): the Python float or int (the columns are float64
-    # and int64) without a numpy scalar between.
-    return Request(rid, table.arrival.item(rid), workload.prompt_tokens.item(rid),
-                   int(workload.max_new_tokens),
-                   0 if workload.priority is None else int(workload.priority[rid]), None,
-                   workload.output_tokens.item(rid) if oracle else None)
+    # item(): the Python float or int (the columns are float64 and int64) without a numpy
+    # scalar between; so trusted_request may skip Request's type checks.
+    return trusted_request(rid, table.arrival.item(rid), workload.prompt_tokens.item(rid),
+                           int(workload.max_new_tokens),
+                           0 if workload.priority is None else int(workload.priority[rid]),
+                           workload.output_tokens.item(rid) if oracle else None)
 
 
 def follow_ups(workload) -> np.ndarray:
