@@ -178,7 +178,7 @@ def test_expert_parallel_ranks_wait_for_the_busiest():
 @pytest.mark.parametrize("model,gpu,gpus,kw", [
     ("llama-3-8b", "h100", 1, {}), ("llama-3-70b", "h100", 8, dict(pp=2)),
     ("deepseek-v3", "h800", 32, dict(tp=1, ep=32)),
-    ("deepseek-v3", "h800", 32, dict(tp=1, ep=32, overlap=False))])
+    ("deepseek-v3", "h800", 32, dict(tp=1, ep=32, overlap=True))])
 def test_price_step_is_run_as_a_cost_row(model, gpu, gpus, kw):
     from batchlab.core.step import cost_row
     dev = make_devices(model, gpu, gpus, **kw)[0]
@@ -189,7 +189,34 @@ def test_price_step_is_run_as_a_cost_row(model, gpu, gpus, kw):
                Batch([], [], [])]                                             # empty
     for batch in batches:
         result = dev.run(batch)
+        if kw.get("overlap"):  # a row cannot hold the communication hidden under overlap,
+            assert dev.price_step(batch) is None  # so the engine calls run
+            continue
         duration, row = dev.price_step(batch)
         assert duration == result.duration
         assert tuple(row) == cost_row(result.cost)
         assert [type(x) for x in row][-1] is int  # padded tokens
+
+
+def test_a_one_step_stretch_under_overlap_hears_what_run_gives():
+    """A multi-step batch stopped after its first step (an arrival during it) reports that
+    step's StepResult: under two-batch overlap, with the communication hidden, which a
+    cost row (price_step) cannot hold."""
+    from batchlab import simulate
+    from batchlab.policies.continuous import ContinuousBatching
+    from batchlab.workloads import Workload
+
+    dev = make_devices("deepseek-v3", "h800", 32, tp=1, ep=32, overlap=True)
+    heard = []
+
+    class Heard(ContinuousBatching):
+        def update(self, batch, result, now):
+            heard.append((batch, result))
+            super().update(batch, result, now)
+
+    arrivals = np.cumsum(np.random.default_rng(1).exponential(0.05, 40))
+    simulate(Heard(), Workload(arrivals, [300] * 40, [60] * 40), dev, seed=0)
+    alone = [(b, r) for b, r in heard if b.num_steps > 1 and r.num_steps == 1]
+    assert alone and any(r.cost.communication_hidden > 0 for _, r in alone)
+    for batch, result in alone:
+        assert result.cost == dev[0].run(batch).cost

@@ -47,7 +47,9 @@ class Device(Protocol):
     ignored).
     Optional method: `price_step(batch) -> (duration, cost row)`, what `run` gives, the cost
     as a sequence in `COST_FIELDS` order: the simulator prices a multi-step batch's first
-    step with it where present (and makes a StepResult only if that step runs alone).
+    step with it where present (and makes a StepResult only if that step runs alone), and
+    calls `run` where it returns None (a step whose cost a row cannot hold, such as
+    `communication_hidden`).
     """
 
     name: str

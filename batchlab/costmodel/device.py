@@ -74,7 +74,11 @@ class CostModelDevice:
     def price_step(self, batch: Batch):
         """`run` as (duration, cost row in `COST_FIELDS` order; see `Device`): the same
         values, without the StepResult and StepCost a simulator stretch would only read back
-        into a row (~2 us a stretch that leads with a prefill step)."""
+        into a row (~2 us a stretch that leads with a prefill step). None where the model
+        overlaps micro-batches: its StepCost carries `communication_hidden`, which a row has
+        no column for (the engine then calls `run`)."""
+        if self.step_model.overlap:
+            return None
         if (self._decode is not None and batch.num_tokens == batch.num_seqs > 0
                 and batch.padded_len is None):
             return self._decode.price_one(batch)

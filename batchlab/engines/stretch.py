@@ -225,8 +225,9 @@ class Stretch:
     def _run(self, step: Batch) -> None:
         if self.num_priced == 0:
             self.lead = True
-            if self.price_step is not None:
-                duration, row = self.price_step(step)
+            priced = None if self.price_step is None else self.price_step(step)
+            if priced is not None:
+                duration, row = priced
             else:
                 self.first_result = result = self.device.run(step)
                 duration, row = result.duration, cost_row(result.cost)
