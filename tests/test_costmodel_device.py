@@ -198,10 +198,10 @@ def test_price_step_is_run_as_a_cost_row(model, gpu, gpus, kw):
         assert [type(x) for x in row][-1] is int  # padded tokens
 
 
-def test_a_one_step_stretch_under_overlap_hears_what_run_gives():
+def test_stretches_under_overlap_report_the_hidden_communication():
     """A multi-step batch stopped after its first step (an arrival during it) reports that
     step's StepResult: under two-batch overlap, with the communication hidden, which a
-    cost row (price_step) cannot hold."""
+    cost row (price_step) cannot hold; a longer one, its steps' hidden communication."""
     from batchlab import simulate
     from batchlab.policies.continuous import ContinuousBatching
     from batchlab.workloads import Workload
@@ -215,8 +215,17 @@ def test_a_one_step_stretch_under_overlap_hears_what_run_gives():
             super().update(batch, result, now)
 
     arrivals = np.cumsum(np.random.default_rng(1).exponential(0.05, 40))
-    simulate(Heard(), Workload(arrivals, [300] * 40, [60] * 40), dev, seed=0)
+    workload = Workload(arrivals, [300] * 40, [60] * 40)
+    simulate(Heard(), workload, dev, seed=0)
     alone = [(b, r) for b, r in heard if b.num_steps > 1 and r.num_steps == 1]
     assert alone and any(r.cost.communication_hidden > 0 for _, r in alone)
     for batch, result in alone:
         assert result.cost == dev[0].run(batch).cost
+    # A stretch of several steps reports the hidden communication of its steps, summed: in
+    # all, the policy hears what it hears when every step is planned alone.
+    assert any(r.num_steps > 1 and r.cost.communication_hidden > 0 for _, r in heard)
+    multi = sum(r.cost.communication_hidden for _, r in heard)
+    heard.clear()
+    simulate(Heard(max_num_steps=1), workload, dev, seed=0)
+    assert all(r.num_steps == 1 for _, r in heard)
+    assert multi == pytest.approx(sum(r.cost.communication_hidden for _, r in heard), rel=1e-12)

@@ -294,8 +294,9 @@ class Simulator(FaultEvents):
             # np.add.reduce: what .sum() calls, without its Python-level wrapper.
             total = np.add.reduce(costs, axis=0).tolist()
             total[-1] = int(total[-1])  # padded tokens
-            full = StepResult(float(np.add.reduce(durations)), StepCost(*total), emitted,
-                              finished, generated, num_steps=len(ends))
+            full = StepResult(float(np.add.reduce(durations)),
+                              StepCost(*total, stretch.hidden_total()), emitted, finished,
+                              generated, num_steps=len(ends))
         self._call("update", batch, full, self.now)
         if count_nonzero(finished):  # several times faster than any() on small arrays
             if self.has_follow_ups:  # else no finish sends a next request: nothing to push

@@ -81,6 +81,9 @@ class Stretch:
         # step 1's StepResult where it runs alone (`settle`) and was priced on its own
         self.first_result = None
         self.lead = False  # step 1 priced on its own (a prefill step: `_run`)
+        # Per step priced, the communication hidden under computation (StepCost's field that
+        # a cost row has no column for), once a step priced by `run` had some; else None
+        self._hidden = None
         # `run` as (duration, cost row), where the device has it: step 1's StepResult is
         # then made only if that step runs alone (~2 us a stretch that runs on)
         self.price_step = getattr(device, "price_step", None)
@@ -137,6 +140,11 @@ class Stretch:
         self.ends, self.durations, self.costs = ends, durations, costs
         self.num_run = j
         return j
+
+    def hidden_total(self) -> float:
+        """Communication hidden under computation over the steps it runs (after `settle`),
+        summed step by step: what the steps' StepCosts said, which their cost rows cannot."""
+        return 0.0 if self._hidden is None else float(sum(self._hidden[:self.num_run]))
 
     def row_steps(self) -> np.ndarray | None:
         """Steps each row ran (None: all of them, every row)."""
@@ -223,6 +231,7 @@ class Stretch:
         return last, (None if i == 0 else self.left >= s)
 
     def _run(self, step: Batch) -> None:
+        hidden = 0.0  # price_step's rows: none (it declines steps that hide communication)
         if self.num_priced == 0:
             self.lead = True
             priced = None if self.price_step is None else self.price_step(step)
@@ -231,9 +240,11 @@ class Stretch:
             else:
                 self.first_result = result = self.device.run(step)
                 duration, row = result.duration, cost_row(result.cost)
+                hidden = result.cost.communication_hidden
         else:
             result = self.device.run(step)
             duration, row = result.duration, cost_row(result.cost)
+            hidden = result.cost.communication_hidden
         if not (duration >= 0 and math.isfinite(duration)):
             raise ConfigError(f"device {self.device.name!r} returned step duration "
                               f"{duration!r}")
@@ -242,6 +253,10 @@ class Stretch:
         self.durations.append((duration,))
         self.costs.append((row,))
         self.ends.append((end,))
+        if hidden or self._hidden is not None:
+            if self._hidden is None:
+                self._hidden = [0.0] * self.num_priced
+            self._hidden.append(hidden)
         self.num_priced += 1
         self.end = end
 
@@ -286,5 +301,7 @@ class Stretch:
             self.durations.append(durations)
             self.costs.append(costs)
             self.ends.append(ends)
+        if self._hidden is not None:  # steps priced as rows hide nothing
+            self._hidden.extend([0.0] * k)
         self.num_priced += k
         self.end = float(ends[-1])
