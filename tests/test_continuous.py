@@ -7,6 +7,7 @@ import pytest
 
 import batchlab
 from batchlab import AffineDevice, affine_devices, load_policy, simulate
+from batchlab.policies.running import merged_order
 from batchlab.workloads import Workload, make_workload
 
 MODERATE = make_workload("poisson", rate=1.5, num_requests=200, prompt="lognormal:512:1.0",
@@ -169,8 +170,8 @@ def test_running_rows_appended_into_spare_room_match_concatenated_columns():
 
 def test_admitted_rows_that_jump_in_are_merged_as_a_lexsort_would_order_them():
     """Where admitted rows (a recomputed request, a higher priority) rank before running ones,
-    _admit merges the two sorted parts by binary search: the same order as a lexsort of every
-    row's (sort key, rank), which the running rows no longer keep as columns."""
+    _admit merges the two sorted parts by binary search (running.merged_order): the same
+    order as a lexsort of every row's (sort key, rank), which the running rows do not keep."""
     rng = np.random.default_rng(11)
     policy = load_policy("continuous")
     for trial in range(500):
@@ -182,7 +183,7 @@ def test_admitted_rows_that_jump_in_are_merged_as_a_lexsort_would_order_them():
         rank_of = policy._requests.__getitem__
         ids = np.array(sorted(ids[:num_before].tolist(), key=rank_of)
                        + sorted(ids[num_before:].tolist(), key=rank_of))
-        order = policy._merged_order(ids, num_before)
+        order = merged_order(ids, num_before, policy._requests)
         want = np.lexsort((np.array([rank_of(r)[1] for r in ids.tolist()]),
                            np.array([rank_of(r)[0] for r in ids.tolist()])))
         assert np.array_equal(order, want), trial

@@ -38,8 +38,6 @@ matters, and the records are the same as when every step is planned on its own
 
 from __future__ import annotations
 
-import bisect
-
 import attrs
 import numpy as np
 
@@ -48,7 +46,7 @@ from ..core.fastnp import ONE, count_nonzero
 from ..core.reoffer import plan_devices
 from ..core.validators import positive, seconds
 from .plan_ahead import PlanAheadGauge
-from .running import RunningRows
+from .running import RunningRows, merged_order
 from .waiting import WaitingQueue
 
 
@@ -353,33 +351,6 @@ class ContinuousBatching:
         entry = self._requests.get(self._waiting.peek()[2])  # a stale head: admit, it is skipped
         return entry is None or self._clock[0] >= entry[4] + self.admission_delay  # arrival
 
-    def _take(self, run: RunningRows, budget: int) -> tuple[np.ndarray, int, np.ndarray]:
-        """Tokens each running row gets within the budget, their sum, and each row's tokens
-        after the step: decodes first (Sarathi's stall-free order: a long prefill never holds
-        up a running decode), then prefills and recomputes in rank order. Unchunked, a prefill
-        runs whole or waits; the first one runs even if it alone exceeds the budget, or it
-        could never run."""
-        need = run.known - run.computed
-        decode = need == ONE
-        if need.size <= budget and count_nonzero(decode) == need.size:
-            # every row a decode within budget (most steps): one token each, need itself (a
-            # fresh array of ones); the sum without a reduction; each row then holds what it
-            # knows, so known is the tokens after the step without an addition
-            return need, need.size, run.known
-        take = (decode & (np.cumsum(decode) <= budget)).astype(np.int64)
-        left = budget - int(count_nonzero(take))
-        prefill = np.where(decode, 0, need)
-        before = np.cumsum(prefill) - prefill
-        if self.chunked_prefill:
-            take = take + np.minimum(prefill, np.maximum(left - before, 0))
-        else:
-            whole = (prefill > 0) & (before + prefill <= left)
-            first = np.flatnonzero(prefill)
-            if first.size and not whole.any():
-                whole[first[0]] = True
-            take = np.where(whole, prefill, take)
-        return take, int(np.add.reduce(take)), run.computed + take
-
     def _fit_running(self, run: RunningRows, kv: KVBlockManager, budget: int):
         """Preempt the lowest-ranked rows until what this step feeds to the running rows
         fits in memory, and reserve it; returns (whether it preempted, tokens per row, their
@@ -387,13 +358,13 @@ class ContinuousBatching:
         known without comparing the arrays)."""
         preempted = False
         while True:
-            take, fed, tokens = self._take(run, budget)
+            take, fed, tokens = run.feed_within(budget, self.chunked_prefill)
             try:
                 # Grows, or gives back blocks a batch stopped early had reserved ahead
                 # (update leaves them): every row holds what its tokens need, no more (held
                 # <= needed otherwise: rows hold what they computed). No change if it raises.
                 kv.fit(run.ids, tokens)
-                # tokens is run.known itself on _take's path of every row a decode
+                # tokens is run.known itself where every row is a decode (feed_within)
                 return preempted, take, fed, tokens is run.known
             except MemoryError:
                 pass
@@ -468,27 +439,10 @@ class ContinuousBatching:
         # The first admitted is the best ranked of them (they left the heap in order).
         if num_before and requests[run.ids.item(num_before - 1)] > requests[ids[0]]:
             # A recomputed or high-priority request jumped in.
-            order = self._merged_order(run.ids, num_before)
+            order = merged_order(run.ids, num_before, requests)
             run.take(order)
             take = take[order]
         return take, takes == knowns
-
-    def _merged_order(self, ids: np.ndarray, num_before: int) -> np.ndarray:
-        """The order that sorts rows `ids` by (sort key, rank) where both parts are sorted
-        already, the running rows before num_before and the admitted ones after: each admitted
-        row goes where a binary search of the running rows puts it. Ranks are distinct, so
-        this is the one sorted order (the same as a lexsort of every row)."""
-        key_of = self._requests  # entries sort by (sort key, rank)
-        older = ids[:num_before].tolist()
-        admitted = [key_of[rid] for rid in ids[num_before:].tolist()]
-        where = [bisect.bisect_left(older, entry, key=key_of.__getitem__) for entry in admitted]
-        # Admitted row j lands at where[j] + j (where is non-decreasing: they are sorted).
-        moved = np.zeros(ids.size, dtype=bool)
-        moved[np.add(where, np.arange(len(where)))] = True
-        order = np.empty(ids.size, dtype=np.int64)
-        order[moved] = np.arange(num_before, ids.size)
-        order[~moved] = np.arange(num_before)
-        return order
 
     def _reject_impossible(self) -> list[int]:
         """A request whose prompt + max_new_tokens exceeds every device's memory could be
