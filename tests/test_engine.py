@@ -280,3 +280,24 @@ def test_trusted_request_is_request_and_validates_the_rest():
         with pytest.raises(ValueError) as plain:
             Request(*bad)
         assert str(fast.value) == str(plain.value)
+
+
+@pytest.mark.parametrize("held", [1, 3, 70])
+def test_device_totals_held_in_small_blocks_are_the_step_by_step_sums(monkeypatch, held):
+    """Stretches' rows are held in a block summed when full (accounting.HELD_STEPS): a block
+    that fills, or that a long stretch outgrows, still gives the sums of single steps, bit
+    for bit, with plain steps booked between stretches."""
+    from batchlab.costmodel import make_devices
+    from batchlab.engines import accounting
+
+    rng = np.random.default_rng(5)
+    n = 60
+    wl = Workload(np.cumsum(rng.exponential(0.3, n)), rng.integers(5, 400, n),
+                  rng.integers(1, 150, n))
+    devices = make_devices("llama-3-8b", "h100", 1)
+    one = simulate(batchlab.load_policy("continuous", max_num_steps=1), wl, devices, seed=0)
+    monkeypatch.setattr(accounting, "HELD_STEPS", held)
+    many = simulate(batchlab.load_policy("continuous"), wl, devices, seed=0)
+    assert many.num_events < one.num_events / 2  # stretches ran
+    for field in one.devices.dtype.names:
+        assert np.array_equal(one.devices[field], many.devices[field]), field
