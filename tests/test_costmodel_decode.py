@@ -124,3 +124,17 @@ def test_a_step_model_with_a_non_finite_constant_keeps_its_own_path():
 
     assert DecodePricer.for_model(sm) is not None
     assert DecodePricer.for_model(Infinite()) is None
+
+
+@pytest.mark.parametrize("rows", [np.int64(10), np.array(10), np.full(4, 10),
+                                  np.full(4, 10.0), np.full(4, 10, np.int32)])
+def test_price_decodes_takes_rows_of_any_numeric_kind(rows):
+    """Rows per step as a numpy scalar, a 0-d array or a float or int32 array price what a
+    Python int does: the row tables (ints, int64 arrays) and the direct product agree."""
+    dev = make_devices("llama-3-8b", "h100", 1)[0]
+    context = np.array([1000, 1010, 1020, 1030])
+    want = dev.price_decodes(10, context, 1)
+    got = dev.price_decodes(rows, context, 1)
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    assert dev.price_decodes(rows if np.ndim(rows) == 0 else rows[:3], context[:3], 1)[0].shape \
+        == (3,)

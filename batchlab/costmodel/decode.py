@@ -143,26 +143,30 @@ class DecodePricer:
 
     def _base(self, rows, micro: int) -> np.ndarray:
         """A + B x scaled rows per op, shaped (4 quantities, steps, ops), of every step's
-        rows (an int: one step; else an array, >= 1 each) at `micro` micro-batches.
+        rows (a Python int: one step; an integer array: one per step; >= 1 each) at
+        `micro` micro-batches.
 
         Read from a table of every row count up to the most seen (per micro-batch count,
         grown by doubling): a slice for an int, one take for an array, instead of a product
         and a sum over every step priced (~2 us a call of ~16). The table's entries are the
-        same element-wise products and sums, so the values are the same bits."""
+        same element-wise products and sums, so the values are the same bits. Other rows (a
+        numpy scalar, floats) and huge ones are computed as they come, the same values."""
+        whole = type(rows) is int
+        listed = not whole and getattr(rows, "ndim", 0) == 1 and rows.dtype.kind in "iu"
         table = self._base_tables.get(micro)
         if table is not None:
-            if isinstance(rows, int):
-                if rows < table.shape[1]:
+            if whole:
+                if 0 <= rows < table.shape[1]:
                     return table[:, rows:rows + 1]
-            else:
+            elif listed:
                 try:
                     return table.take(rows, axis=1)
                 except IndexError:  # rows past the table
                     pass
-        most = rows if isinstance(rows, int) else int(np.maximum.reduce(rows))
         s = self._scale / micro
         unscaled = isinstance(s, float) and s == 1.0  # x 1.0 changes no bit: skip it
-        if most >= _MOST_TABLE_ROWS:  # a huge batch: no table (it would take MBs)
+        most = rows if whole else int(np.maximum.reduce(rows)) if listed and rows.size else -1
+        if not 0 <= most < _MOST_TABLE_ROWS:  # huge, or not a table's kind of rows
             scaled = np.asarray(rows if unscaled else rows * s).reshape(1, -1, 1)
             return self._A3 + self._B3 * scaled
         size = min(_MOST_TABLE_ROWS, max(64, 2 * (most + 1)))
