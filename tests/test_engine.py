@@ -268,6 +268,11 @@ def test_trusted_request_is_request_and_validates_the_rest():
     from batchlab.core import Request
     from batchlab.core.request import trusted_request
 
+    import attrs
+    # trusted_request repeats these validators' checks: a validator or converter added to
+    # Request must be added there too (or request_of go back to Request(...)).
+    checked = {f.name for f in attrs.fields(Request) if f.validator or f.converter}
+    assert checked == {"id", "arrival", "prompt_tokens", "max_new_tokens"}
     made = trusted_request(5, 1.5, 100, 200, 3, 7)
     assert made == Request(5, 1.5, 100, 200, 3, None, 7)
     assert hash(made) == hash(Request(5, 1.5, 100, 200, 3, None, 7))
