@@ -32,7 +32,15 @@ def constant(value, dtype) -> np.ndarray:
     return arr
 
 
+def int_sum(values: np.ndarray) -> int:
+    """The exact sum of a 1-D int64 array as a Python int. A few dozen values (a running
+    set's rows, a step's finished ones: most calls on the simulator's path) as a list's sum,
+    without a reduction's setup (~0.4 us of ~0.6 at 15 values); more by np.add.reduce (what
+    .sum calls, without its wrapper). The same ints either way (no overflow below 2**63)."""
+    return sum(values.tolist()) if values.size <= 48 else int(np.add.reduce(values))
+
+
 ZERO, ONE, MINUS_ONE = constant(0, np.int64), constant(1, np.int64), constant(-1, np.int64)
 TRUE, FALSE = constant(True, bool), constant(False, bool)
 
-__all__ = ["FALSE", "MINUS_ONE", "ONE", "TRUE", "ZERO", "constant", "count_nonzero"]
+__all__ = ["FALSE", "MINUS_ONE", "ONE", "TRUE", "ZERO", "constant", "count_nonzero", "int_sum"]
