@@ -63,10 +63,15 @@ class CostModelDevice:
         """Routed experts per MoE layer (0 for dense models), for expert utilisation."""
         return self.step_model.model.num_experts
 
+    def _single_decode(self, batch: Batch) -> bool:
+        """Whether the decode pricer prices `batch` (`run` and `price_step`): one unpadded
+        decode step of a model it applies to, the same bits as `run_steps`."""
+        return (self._decode is not None and batch.num_tokens == batch.num_seqs > 0
+                and batch.padded_len is None)
+
     def run(self, batch: Batch) -> StepResult:
-        if (self._decode is not None and batch.num_tokens == batch.num_seqs > 0
-                and batch.padded_len is None):
-            duration, row = self._decode.price_one(batch)  # the same bits as run_steps
+        if self._single_decode(batch):
+            duration, row = self._decode.price_one(batch)
             return StepResult(duration, StepCost(*row), _NO_ROWS, _NO_ROWS, _NO_COUNTS)
         duration, cost = self.step_model.cost(batch)
         return StepResult(duration, cost, _NO_ROWS, _NO_ROWS, _NO_COUNTS)
@@ -79,8 +84,7 @@ class CostModelDevice:
         no column for (the engine then calls `run`)."""
         if self.step_model.overlap:
             return None
-        if (self._decode is not None and batch.num_tokens == batch.num_seqs > 0
-                and batch.padded_len is None):
+        if self._single_decode(batch):
             return self._decode.price_one(batch)
         return self.step_model.cost_as_row(batch)
 
