@@ -20,7 +20,7 @@ import batchlab  # noqa: E402
 from batchlab.engines.openai_front import create_app, parse_completion, running  # noqa: E402
 from batchlab.engines.serving import Server  # noqa: E402
 from batchlab.core.table import ABORTED, FINISHED  # noqa: E402
-from test_serving import Spy  # noqa: E402  (a policy that logs the aborts it is told of)
+from test_serving_server import Spy  # noqa: E402  (a policy that logs the aborts it is told of)
 
 
 def fast_devices():
