@@ -9,7 +9,7 @@ import csv
 import pytest
 
 from batchlab.cli import main
-from batchlab.studies import scenario, sweep
+from batchlab.studies import scenario
 
 
 @pytest.fixture

@@ -160,7 +160,7 @@ def test_table_complete_books_each_row_as_a_reference_loop_does(rows):
     against a plain loop over the rows: tokens, first/last token, max TBT, gaps, finishes."""
     prompt = [p for p, _, _, _, _ in rows]
     table = RequestTable.for_requests(prompt, [g + o for _, g, _, _, o in rows])
-    new, cached, ref = [], [], []
+    new, cached = [], []
     for i, (p, g, behind, extra, _) in enumerate(rows):
         table.status[i], table.generated[i], table.home[i] = 1, g, 0
         known = p + g  # prompt + generated: a row may feed up to here, or stop short

@@ -182,7 +182,7 @@ class DecodePricer:
         step. Element-wise over steps, so a step is priced the same alone or among others
         (the simulator's records rely on it): (A + B x rows) + C x keys per op, the first
         sum read from a table where micro-batches are an int (`_base`), the same values."""
-        k, n = len(context), self._n
+        k = len(context)
         s = self._scale / micro
         # x 1.0 changes no bit (ints become the same floats in the product): skip it
         unscaled = isinstance(s, float) and s == 1.0
