@@ -27,10 +27,12 @@ def test_policies_lists_fixed_window_with_parameters(capsys):
     assert "fixed-window" in out and "--set window=<float>" in out
 
 
-def test_presets_lists_gpus_and_models(capsys):
+def test_presets_lists_gpus_models_runtimes_and_deployments(capsys):
     assert main(["presets"]) == 0
     out = capsys.readouterr().out
     assert "h200" in out and "deepseek-v3" in out
+    assert "runtime profiles (--runtime)" in out and "eager" in out
+    assert "deployments (--deployment)" in out and "deepseek-v3-production" in out
 
 
 def test_run_on_a_cost_model_preset_shows_utilisation(capsys):

@@ -2,7 +2,7 @@
 
     batchlab --version
     batchlab policies                      # what is installed, with parameters
-    batchlab presets                       # GPU and model presets of the cost model
+    batchlab presets                       # GPU, model, runtime and deployment presets
     batchlab compare [--config FILE] [--out DIR]   # the main job: tables, plots, report.md
     batchlab run [--policy NAME] [--set key=value ...] [workload and device options] [--json]
     batchlab sweep CONFIG [--executor local|ray] [--address ADDR] [--processes N] [--out DIR]
@@ -111,8 +111,10 @@ def cmd_compare(args) -> int:
 
 
 def cmd_presets(args) -> int:
-    from ..costmodel import list_gpus, list_models
-    for title, rows in (("GPUs (--gpu)", list_gpus()), ("models (--model)", list_models())):
+    from ..costmodel import list_deployments, list_gpus, list_models, list_runtimes
+    for title, rows in (("GPUs (--gpu)", list_gpus()), ("models (--model)", list_models()),
+                        ("runtime profiles (--runtime)", list_runtimes()),
+                        ("deployments (--deployment)", list_deployments())):
         print(title)
         width = max(len(name) for name, _ in rows)
         for name, description in rows:

@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     sub.add_parser("policies", help="list installed policies and their parameters")
-    sub.add_parser("presets", help="list the GPU and model presets of the cost model")
+    sub.add_parser("presets", help="list the cost model's presets: GPUs, models, runtime "
+                   "profiles and deployments")
     # These three parse their own options (main() hands them over); listed here so that
     # `batchlab --help` and a mistyped command name them.
     sub.add_parser("calibrate", add_help=False, help="fit the cost model to a real torch "
