@@ -11,7 +11,8 @@ import pytest
 
 from batchlab.core import ConfigError
 from batchlab.costmodel import (
-    GPUS, MODELS, Efficiency, GPUSpec, get_gpu, get_model, list_gpus, list_models,
+    GPUS, MODELS, Efficiency, GPUSpec, get_deployment, get_gpu, get_model, get_runtime,
+    list_gpus, list_models,
     load_efficiency, load_gpu, load_model, make_devices,
 )
 
@@ -81,6 +82,23 @@ def test_unknown_presets_name_the_choices():
         get_gpu("b300")
     with pytest.raises(ConfigError, match=r"unknown model preset 'gpt-5'.*llama-3-8b.*deepseek-v3"):
         get_model("gpt-5")
+
+
+@pytest.mark.parametrize("kind,find,name,expected", [
+    ("GPU preset", get_gpu, " H100_SXM ", "h100"),
+    ("model preset", get_model, "DeepSeek V3", "deepseek-v3"),
+    ("runtime profile", get_runtime, "CUDA_graph", "cuda-graph"),
+    ("deployment", get_deployment, "deepseek_v3_production", "deepseek-v3-production"),
+])
+def test_every_kind_of_preset_is_found_by_one_rule(kind, find, name, expected):
+    # case, spaces and '_' for '-' aside, alike for the four kinds (lookup.py): before, a
+    # runtime profile or deployment spelt with '_' was unknown where a GPU's was found
+    assert find(name).name == expected
+    assert find(find(expected)) is find(expected)  # a preset object passes through
+    with pytest.raises(ConfigError, match=rf"^{kind} must be a preset name or a \w+, not 3$"):
+        find(3)
+    with pytest.raises(ConfigError, match=rf"^unknown {kind} 'nope'; choose one of .*{expected}"):
+        find("nope")
 
 
 @pytest.mark.parametrize("field,value", [

@@ -28,6 +28,7 @@ from batchlab.core import ConfigError
 
 from .builder import make_devices
 from .device import CostModelDevice
+from .lookup import find_preset
 
 
 @attrs.frozen(slots=True)
@@ -72,14 +73,8 @@ DEPLOYMENTS: dict[str, Deployment] = {d.name: d for d in [
 
 
 def get_deployment(name) -> Deployment:
-    """The deployment preset called `name`, or a Deployment itself."""
-    if isinstance(name, Deployment):
-        return name
-    key = name.strip().lower() if isinstance(name, str) else None
-    if key not in DEPLOYMENTS:
-        raise ConfigError(f"unknown deployment {name!r}; choose one of "
-                          f"{', '.join(DEPLOYMENTS)}")
-    return DEPLOYMENTS[key]
+    """The deployment preset called `name` (see `lookup.py`), or a Deployment itself."""
+    return find_preset("deployment", name, DEPLOYMENTS, Deployment)
 
 
 def list_deployments() -> list[tuple[str, str]]:

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import attrs
 
-from batchlab.core import ConfigError
-
 from .checks import v_count, v_non_negative, v_positive
+from .lookup import find_preset
 
 TERA = 1e12
 GB = 1e9  # bandwidths are quoted in decimal GB/s
@@ -128,23 +127,10 @@ _ALIASES = {"h100-sxm": "h100", "h100-80gb": "h100", "h200-sxm": "h200", "a100":
             "rtx-4090": "rtx4090"}
 
 
-def _key(name: str) -> str:
-    return name.strip().lower().replace("_", "-").replace(" ", "-")
-
-
 def get_gpu(name: str | GPUSpec) -> GPUSpec:
-    """The preset called `name` (case-insensitive; a few aliases such as 'a100' work)."""
-    if isinstance(name, GPUSpec):
-        return name
-    if not isinstance(name, str):
-        raise ConfigError(f"GPU must be a preset name or a GPUSpec, not {name!r}")
-    key = _ALIASES.get(_key(name), _key(name))
-    if key not in GPUS:
-        raise ConfigError(
-            f"unknown GPU preset {name!r}; choose one of {', '.join(GPUS)} "
-            "(or load your own with batchlab.costmodel.load_gpu(path))"
-        )
-    return GPUS[key]
+    """The preset called `name` (see `lookup.py`; a few aliases such as 'a100' work)."""
+    return find_preset("GPU preset", name, GPUS, GPUSpec, _ALIASES,
+                       "(or load your own with batchlab.costmodel.load_gpu(path))")
 
 
 def list_gpus() -> list[tuple[str, str]]:

@@ -6,8 +6,7 @@ the published totals, so a mistyped field cannot hide here.
 
 from __future__ import annotations
 
-from batchlab.core import ConfigError
-
+from .lookup import find_preset
 from .models import ModelConfig
 
 _PRESETS = [
@@ -72,23 +71,10 @@ _ALIASES = {"llama3-8b": "llama-3-8b", "llama-3.1-8b": "llama-3-8b", "llama3-70b
             "qwen3-moe": "qwen3-30b-a3b", "gpt-13b": "opt-13b"}
 
 
-def _key(name: str) -> str:
-    return name.strip().lower().replace("_", "-").replace(" ", "-")
-
-
 def get_model(name: str | ModelConfig) -> ModelConfig:
-    """The preset called `name` (case-insensitive; a few aliases such as 'mixtral' work)."""
-    if isinstance(name, ModelConfig):
-        return name
-    if not isinstance(name, str):
-        raise ConfigError(f"model must be a preset name or a ModelConfig, not {name!r}")
-    key = _ALIASES.get(_key(name), _key(name))
-    if key not in MODELS:
-        raise ConfigError(
-            f"unknown model preset {name!r}; choose one of {', '.join(MODELS)} "
-            "(or load your own with batchlab.costmodel.load_model(path))"
-        )
-    return MODELS[key]
+    """The preset called `name` (see `lookup.py`; a few aliases such as 'mixtral' work)."""
+    return find_preset("model preset", name, MODELS, ModelConfig, _ALIASES,
+                       "(or load your own with batchlab.costmodel.load_model(path))")
 
 
 def list_models() -> list[tuple[str, str]]:

@@ -31,9 +31,8 @@ from __future__ import annotations
 
 import attrs
 
-from batchlab.core import ConfigError
-
 from .efficiency import Efficiency
+from .lookup import find_preset
 
 
 @attrs.frozen(slots=True)
@@ -59,13 +58,8 @@ RUNTIMES: dict[str, RuntimeProfile] = {r.name: r for r in [
 
 
 def get_runtime(name) -> RuntimeProfile:
-    """The runtime profile called `name`, or a RuntimeProfile itself."""
-    if isinstance(name, RuntimeProfile):
-        return name
-    if not isinstance(name, str) or name.strip().lower() not in RUNTIMES:
-        raise ConfigError(f"unknown runtime profile {name!r}; choose one of "
-                          f"{', '.join(RUNTIMES)}")
-    return RUNTIMES[name.strip().lower()]
+    """The runtime profile called `name` (see `lookup.py`), or a RuntimeProfile itself."""
+    return find_preset("runtime profile", name, RUNTIMES, RuntimeProfile)
 
 
 def list_runtimes() -> list[tuple[str, str]]:
