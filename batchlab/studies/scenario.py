@@ -98,6 +98,11 @@ def _trace(value, where):
                           "rename the file to say its format")
 
 
+def _flag(value, where):
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false, got {limits._show(value)}")
+
+
 # What each setting may hold: the same checks for the CLI, sweep files and compare configs,
 # so that `--gpus 0` and `gpus = 0` in a sweep get the same one-line error.
 _CHECKS = {
@@ -115,6 +120,12 @@ _CHECKS = {
     "slo_tpot": lambda v, w: limits.check_seconds(v, w, positive=True),
     **{k: (lambda v, w: limits.check_count(v, w, limits.MAX_DEVICES))
        for k in ("gpus", "tp", "ep", "pp", "dp", "attention_gpus", "ffn_gpus")},
+    # The cost model's step settings and a deployment's: checked here too, so that a sweep
+    # refuses `decode_threshold = 0` before it runs and the CLI names --decode-threshold.
+    "deployment": _text, "runtime": _text, "overlap": _flag,
+    "decode_threshold": limits.check_tokens,
+    **{k: (lambda v, w: limits.check_int(v, w, low=0, high=limits.MAX_DEVICES))
+       for k in ("redundant_experts", "prefill_units", "decode_units")},
 }
 
 
