@@ -50,3 +50,36 @@ def test_a_sweep_refuses_a_bad_step_setting_before_running(tmp_path, capsys, set
     err = _error(capsys, ["sweep", str(path), "--out", str(tmp_path / "out")])
     assert f"{path}: sweep point 0 " in err and words in err
     assert not (tmp_path / "out" / "results.csv").exists()
+
+
+@pytest.mark.parametrize("old, new, where, words", [
+    # seed = -1 and seed = "x" were tracebacks from numpy; prompt = -512 failed every run
+    ('output = "8"', 'output = "8"\nseed = -1', "[run]", "seed must be an integer from 0"),
+    ('output = "8"', 'output = "8"\nseed = "x"', "[run]", "seed must be an integer from 0"),
+    ('prompt = "64"', "prompt = -512", "[run]", "prompt must be an integer from 1"),
+    # settings compare gives each point itself were overridden, or made every run fail
+    ("gpus = 1\n", "gpus = 1\nrequests = 5\n", "[[models]] #1 (dense)",
+     "requests is set by compare itself"),
+    ('output = "8"', 'output = "8"\ncv = 2.0', "[run]", "cv is set by compare itself"),
+    ("[studies.w]\nmodel = \"dense\"",
+     '[studies.w]\nmodel = { model = "llama-3-8b", gpus = 1 }', "[studies.w] model",
+     "the cost model needs both a model and a gpu preset"),
+    ('policy = "continuous"\nset = { max_num_seqs = 8 }',
+     'policy = "continuous"\nset = { max_num_seqs = 8 }\ndeploy.dense = { gpus = 2, tp = 3 }',
+     "[[policies]] #1 deploy.dense", "tp=3"),
+    ('policy = "continuous"\nset = { max_num_seqs = 8 }',
+     'policy = "continuous"\nset = { max_num_seqs = 8 }\ndeploy.dense = "2"',
+     "[[policies]] #1 deploy.dense", "must be a table of device settings"),
+    ('deploy = { gpus = 1 }', 'preset = "deepseek-v3-production"\ndeploy = { gpus = 1 }',
+     "[[scale]] #1 (one GPU)", "fixes its own devices; drop deploy"),
+])
+def test_a_compare_run_setting_mistake_is_named_before_anything_runs(tmp_path, old, new,
+                                                                     where, words):
+    from test_bad_input_audit import _config
+    from batchlab.core.errors import ConfigError
+    from batchlab.studies.compare_plan import load_config
+    path = _config(tmp_path, old, new)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: {where}: ") and words in str(info.value)
+

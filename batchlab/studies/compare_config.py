@@ -6,9 +6,9 @@ instead of a KeyError from deep inside `plan()`. A key compare does not read is 
 too (a typo would run another comparison than the one asked for), and so is a policy that
 is not installed under that name, a knob it does not have or a value it refuses: each would
 otherwise leave its runs failed or missing with only a line in the report. The values of
-run settings are checked later, with every other run's, by `scenario.check_params`, and
-`compare_plan.load_config` builds each model's and scale entry's devices once before
-anything runs.
+run settings are checked next, by `compare_plan.load_config` with `scenario.check_params`
+(the checks every run gets), and it builds the devices of each model, `deploy` table,
+study's inline model and scale entry once before anything runs.
 """
 
 from __future__ import annotations
@@ -216,7 +216,8 @@ def _check_scale(name: str, scale, model_keys: set, params: dict) -> None:
         for key in ("deploy", "set", "capacity"):
             if key in entry:
                 _table(name, f"{where} {key}", entry[key])
-        if "set" in entry and "continuous" in params:  # scale runs continuous batching
+        # scale runs continuous batching (a preset its own policy: compare_plan checks it)
+        if "set" in entry and "continuous" in params and "preset" not in entry:
             _knobs(name, f"{where} set", "continuous", entry["set"], params)
 
 
