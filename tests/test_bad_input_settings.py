@@ -83,3 +83,17 @@ def test_a_compare_run_setting_mistake_is_named_before_anything_runs(tmp_path, o
         load_config(path)
     assert str(info.value).startswith(f"{path}: {where}: ") and words in str(info.value)
 
+
+def test_traffic_min_requests_above_max_requests_is_refused(tmp_path):
+    """max_requests won without a word (30 and 10 ran 10 requests a rate); the capacity
+    search already refused the same pair."""
+    from test_bad_input_audit import _config
+    from batchlab.core.errors import ConfigError
+    from batchlab.studies.compare_plan import load_config
+    path = _config(tmp_path, "rates = []", "rates = [1]\nmin_requests = 30\nmax_requests = 10")
+    with pytest.raises(ConfigError, match=r"\[traffic\]: 'min_requests' 30 is above "
+                       "'max_requests' 10; raise the one or lower the other"):
+        load_config(path)
+    path = _config(tmp_path, "rates = []", "rates = [1]\nmax_requests = 10")  # default 30
+    with pytest.raises(ConfigError, match="'min_requests' 30 is above 'max_requests' 10"):
+        load_config(path)

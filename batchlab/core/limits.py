@@ -79,6 +79,14 @@ def check_seed(value, where: str = "seed") -> int:
     return check_int(value, where, low=0, high=MAX_SEED)
 
 
+def check_order(low, high, low_name: str, high_name: str) -> None:
+    """A lower bound no higher than its upper bound (min_requests <= max_requests), or a
+    ConfigError naming both."""
+    if low > high:
+        raise ConfigError(f"{low_name} {low} is above {high_name} {high}; raise the one or "
+                          "lower the other")
+
+
 def check_port(value, where: str = "port") -> int:
     return check_int(value, where, low=0, high=MAX_PORT)
 

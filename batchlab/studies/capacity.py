@@ -60,10 +60,8 @@ def check_search(search: dict, name=lambda key: key) -> dict:
                           f"bracket's ends within 5% of each other), got {rel_tol:g}")
     for key in ("min_requests", "max_requests"):
         limits.check_count(opts[key], name(key))
-    if opts["min_requests"] > opts["max_requests"]:
-        raise ConfigError(f"{name('min_requests')} {opts['min_requests']} is above "
-                          f"{name('max_requests')} {opts['max_requests']}; raise the one or "
-                          "lower the other")
+    limits.check_order(opts["min_requests"], opts["max_requests"], name("min_requests"),
+                       name("max_requests"))
     if not opts["min_rate"] <= opts["start"] <= opts["max_rate"]:
         raise ConfigError(f"{name('start')} {opts['start']:g} must lie from {name('min_rate')} "
                           f"{opts['min_rate']:g} to {name('max_rate')} {opts['max_rate']:g}")

@@ -27,6 +27,8 @@ POLICY_ENTRY = ("label", "policy", "set", "deploy", "skip")
 SCALE_ENTRY = ("label", "model", "preset", "deploy", "set", "capacity")
 STUDY = ("title", "model", "policy", "knob", "values", "rate", "requests", "set")
 KINDS = ("moe", "dense")
+# Requests of a [traffic] rate: rate x duration, clamped to these unless the table says
+TRAFFIC_REQUESTS = {"duration": 30, "min_requests": 30, "max_requests": 1000}
 
 
 def _fail(name: str, where: str, problem: str) -> None:
@@ -124,6 +126,13 @@ def _check_traffic(name: str, traffic) -> None:
         v, w, positive=True))
     for key in ("min_requests", "max_requests"):
         _optional(name, where, traffic, key, limits.check_count)
+    # max_requests won silently: min_requests = 30 and max_requests = 10 ran 10 a rate
+    bounds = {**TRAFFIC_REQUESTS, **traffic}
+    try:
+        limits.check_order(bounds["min_requests"], bounds["max_requests"], "'min_requests'",
+                           "'max_requests'")
+    except ConfigError as exc:
+        _fail(name, where, str(exc))
 
 
 def _entries(name: str, key: str, value, at_least_one: bool = False):

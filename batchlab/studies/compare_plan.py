@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..core.errors import ConfigError
-from .compare_config import check_config
+from .compare_config import TRAFFIC_REQUESTS, check_config
 from ..policies.discovery import available_policies
 from ..workloads.spec import parse_length
 from .scenario import build_devices, check_keys, check_params
@@ -199,15 +199,14 @@ def policy_setup(config: dict, entry: dict, model: dict, best: dict) -> tuple[di
 
 
 def traffic_points(config: dict) -> list[tuple[str, dict]]:
-    t = config["traffic"]
+    t = {**TRAFFIC_REQUESTS, **config["traffic"]}
     points = []
     if t.get("local_requests"):
         points.append(("1 user", {"arrival": "local", "requests": int(t["local_requests"])}))
     for rate in t.get("rates", []):
         if not (isinstance(rate, (int, float)) and rate > 0):
             raise ConfigError(f"{config['_name']}: traffic rate {rate!r} must be > 0 req/s")
-        n = int(min(max(rate * t.get("duration", 30), t.get("min_requests", 30)),
-                    t.get("max_requests", 1000)))
+        n = int(min(max(rate * t["duration"], t["min_requests"]), t["max_requests"]))
         points.append((f"{rate:g} req/s", {"arrival": "poisson", "rate": float(rate),
                                             "requests": n}))
     return points
