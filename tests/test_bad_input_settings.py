@@ -97,3 +97,17 @@ def test_traffic_min_requests_above_max_requests_is_refused(tmp_path):
     path = _config(tmp_path, "rates = []", "rates = [1]\nmax_requests = 10")  # default 30
     with pytest.raises(ConfigError, match="'min_requests' 30 is above 'max_requests' 10"):
         load_config(path)
+
+
+def test_an_slo_key_the_summary_lacks_is_refused_before_compare_runs(tmp_path, capsys):
+    """A typo (ttfft_p99_s) ran every study and table, exited 0 and reported that no
+    deployment met the SLO at any rate."""
+    from test_bad_input_audit import _config
+    path = _config(tmp_path, extra="[slo]\nttfft_p99_s = 2.0\n")
+    err = _error(capsys, ["compare", "--config", str(path), "--out", str(tmp_path / "o"),
+                          "--no-plots", "--quiet"])
+    assert f"{path}: [slo]: SLO key 'ttfft_p99_s' is not in the run summary" in err
+    assert not (tmp_path / "o").exists()
+    path = _config(tmp_path, extra="[slo]\nitl_p99_s = 0.1\ne2e_p90_s = 9.0\n")
+    from batchlab.studies.compare_plan import load_config
+    assert load_config(path)["_slo"]  # the keys a summary has load

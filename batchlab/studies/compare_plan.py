@@ -17,6 +17,7 @@ from .compare_config import TRAFFIC_REQUESTS, check_config
 from ..policies.discovery import available_policies
 from ..workloads.spec import parse_length
 from .scenario import build_devices, check_keys, check_params
+from .capacity import check_slo_keys
 from .slo import SLO
 
 DEFAULT_CONFIG = "compare.toml"
@@ -57,6 +58,10 @@ def load_config(path=None) -> dict:
         config["_slo"] = SLO.from_config(config.get("slo"), f"{name}: [slo]")
     except ConfigError as exc:
         raise ConfigError(str(exc)) from None
+    try:  # a typo ran every study and table, then reported "no deployment met the SLO"
+        check_slo_keys(config["_slo"])
+    except ConfigError as exc:
+        raise ConfigError(f"{name}: [slo]: {exc}") from None
     return config
 
 
