@@ -111,3 +111,14 @@ def test_an_slo_key_the_summary_lacks_is_refused_before_compare_runs(tmp_path, c
     path = _config(tmp_path, extra="[slo]\nitl_p99_s = 0.1\ne2e_p90_s = 9.0\n")
     from batchlab.studies.compare_plan import load_config
     assert load_config(path)["_slo"]  # the keys a summary has load
+
+
+def test_a_model_kind_that_contradicts_the_model_is_refused(tmp_path):
+    """kind = "moe" on a dense model put its numbers on the MoE side of the report."""
+    from test_bad_input_audit import _config
+    from batchlab.core.errors import ConfigError
+    from batchlab.studies.compare_plan import load_config
+    path = _config(tmp_path, 'kind = "dense"', 'kind = "moe"')
+    with pytest.raises(ConfigError, match=r'\[\[models\]\] #1 \(dense\): kind = "moe", but '
+                       r'llama-3-8b is a dense model; write kind = "dense"'):
+        load_config(path)

@@ -80,8 +80,9 @@ def _check_devices(config: dict, name: str) -> None:
     base = config["run"]  # run settings the points share (an efficiency profile, say)
     _build(f"{name}: [run]", base, devices=False)
     for i, model in enumerate(config["models"]):
-        _build(f"{name}: [[models]] #{i + 1} ({model['key']})",
-               {**base, **model_settings(config, model)})
+        where = f"{name}: [[models]] #{i + 1} ({model['key']})"
+        _build(where, {**base, **model_settings(config, model)})
+        _check_kind(where, model)
     for i, entry in enumerate(config.get("policies") or []):
         for key, deploy in (entry.get("deploy") or {}).items():
             _build(f"{name}: [[policies]] #{i + 1} deploy.{key}",
@@ -96,6 +97,19 @@ def _check_devices(config: dict, name: str) -> None:
         else:
             _build(where, {**base, **model_settings(config, model_entry(config, entry["model"]),
                                                     entry.get("deploy"))})
+
+
+def _check_kind(where: str, model: dict) -> None:
+    """`kind` says which side of the MoE-versus-dense conclusion a model is on: the wrong
+    one would put a MoE model's numbers under "dense" in the report."""
+    from ..costmodel import resolve_model
+    if "kind" in model:
+        spec = resolve_model(model["model"])
+        actual = "moe" if spec.is_moe else "dense"
+        if model["kind"] != actual:
+            raise ConfigError(f"{where}: kind = \"{model['kind']}\", but {spec.name} is "
+                              f"{'a mixture-of-experts' if spec.is_moe else 'a dense'} model; "
+                              f"write kind = \"{actual}\"")
 
 
 def _table(name: str, i: int, key: str, deploy) -> dict:
