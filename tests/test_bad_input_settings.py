@@ -122,3 +122,12 @@ def test_a_model_kind_that_contradicts_the_model_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r'\[\[models\]\] #1 \(dense\): kind = "moe", but '
                        r'llama-3-8b is a dense model; write kind = "dense"'):
         load_config(path)
+
+
+@pytest.mark.parametrize("command", [["run", "--requests", "3"], ["capacity"]])
+def test_an_absurd_price_is_refused(capsys, command):
+    """--price 1e308 ran: the cost overflowed to inf (a numpy warning) and the summary
+    silently dropped its $ line."""
+    err = _error(capsys, [*command, "--model", "llama-3-8b", "--gpu", "h100", "--price",
+                          "1e308"])
+    assert "--price must be a finite number >= 0 and <= 1e+06, got 1e+308" in err

@@ -26,6 +26,7 @@ MIN_RATE = 1 / MAX_SECONDS      # requests per second: slower, arrivals lie beyo
 MAX_SEED = 2**63 - 1            # numpy seeds are non-negative; int64 keeps them portable
 MAX_PRIORITY = 2**31 - 1        # |priority|; policies fold it into float sort keys
 MAX_PORT = 65535
+MAX_PRICE = 1e6                 # USD per GPU-hour (or device-hour): 1e308 overflowed the costs
 
 
 def is_int(value) -> bool:

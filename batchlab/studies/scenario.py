@@ -115,7 +115,7 @@ _CHECKS = {
     "cv": lambda v, w: limits.check_number(v, w, above=0, high=1000),
     "think_time": limits.check_seconds,
     "time_scale": lambda v, w: limits.check_number(v, w, above=0, high=limits.MAX_SECONDS),
-    "price": lambda v, w: limits.check_number(v, w, low=0),
+    "price": lambda v, w: limits.check_number(v, w, low=0, high=limits.MAX_PRICE),
     "slo_ttft": lambda v, w: limits.check_seconds(v, w, positive=True),
     "slo_tpot": lambda v, w: limits.check_seconds(v, w, positive=True),
     **{k: (lambda v, w: limits.check_count(v, w, limits.MAX_DEVICES))
