@@ -131,3 +131,11 @@ def test_an_absurd_price_is_refused(capsys, command):
     err = _error(capsys, [*command, "--model", "llama-3-8b", "--gpu", "h100", "--price",
                           "1e308"])
     assert "--price must be a finite number >= 0 and <= 1e+06, got 1e+308" in err
+
+
+def test_a_pair_cap_below_two_tokens_names_the_option(capsys, tmp_path):
+    """It said "TraceLengths.max_tokens must be >= 2", a class the user never typed."""
+    trace = tmp_path / "t.csv"
+    trace.write_text("arrival,prompt_tokens,output_tokens\n0,500,300\n")
+    err = _error(capsys, ["run", "--lengths", str(trace), "--max-tokens", "1"])
+    assert "--max-tokens must be an integer from 2 to" in err

@@ -107,7 +107,10 @@ def _flag(value, where):
 # so that `--gpus 0` and `gpus = 0` in a sweep get the same one-line error.
 _CHECKS = {
     "policy": _text, "arrival": _text, "trace": _trace, "model": _text, "gpu": _text,
-    "routing": _text, "prompt": _length, "output": _length, "max_tokens": limits.check_tokens,
+    "routing": _text, "prompt": _length, "output": _length,
+    # a pair's cap holds one prompt and one output token at least (TraceLengths says so too,
+    # but by its own name, not the setting's)
+    "max_tokens": lambda v, w: limits.check_int(v, w, low=2, high=limits.MAX_TOKENS),
     "requests": limits.check_count, "users": limits.check_count, "limit": limits.check_count,
     "max_new_tokens": limits.check_tokens, "seed": limits.check_seed,
     "devices": lambda v, w: limits.check_count(v, w, limits.MAX_DEVICES),
