@@ -139,3 +139,13 @@ def test_a_pair_cap_below_two_tokens_names_the_option(capsys, tmp_path):
     trace.write_text("arrival,prompt_tokens,output_tokens\n0,500,300\n")
     err = _error(capsys, ["run", "--lengths", str(trace), "--max-tokens", "1"])
     assert "--max-tokens must be an integer from 2 to" in err
+
+
+@pytest.mark.parametrize("value", ["folder", "profile.csv"])
+def test_an_efficiency_that_is_no_profile_file_names_the_option(capsys, tmp_path, value):
+    """The cost model's message named its API: "efficiency must be None, an Efficiency, a
+    dict or a .toml/.json profile path"."""
+    (tmp_path / "folder").mkdir()
+    err = _error(capsys, ["run", "--model", "llama-3-8b", "--gpu", "h100", "--efficiency",
+                          str(tmp_path / value)])
+    assert "--efficiency must be a .toml or .json profile file" in err

@@ -98,6 +98,17 @@ def _trace(value, where):
                           "rename the file to say its format")
 
 
+def _profile(value, where):
+    # a table of overrides (a config) or a profile file; the cost model's own message named
+    # its API ("None, an Efficiency, a dict ...") and not the option
+    if isinstance(value, dict):
+        return
+    _text(value, where)
+    if os.path.isdir(value) or not value.lower().endswith((".toml", ".json")):
+        raise ConfigError(f"{where} must be a .toml or .json profile file (`batchlab "
+                          f"calibrate --out` writes one), got {limits._show(value)}")
+
+
 def _flag(value, where):
     if not isinstance(value, bool):
         raise ConfigError(f"{where} must be true or false, got {limits._show(value)}")
@@ -125,7 +136,7 @@ _CHECKS = {
        for k in ("gpus", "tp", "ep", "pp", "dp", "attention_gpus", "ffn_gpus")},
     # The cost model's step settings and a deployment's: checked here too, so that a sweep
     # refuses `decode_threshold = 0` before it runs and the CLI names --decode-threshold.
-    "deployment": _text, "runtime": _text, "overlap": _flag,
+    "deployment": _text, "runtime": _text, "overlap": _flag, "efficiency": _profile,
     "decode_threshold": limits.check_tokens,
     **{k: (lambda v, w: limits.check_int(v, w, low=0, high=limits.MAX_DEVICES))
        for k in ("redundant_experts", "prefill_units", "decode_units")},
