@@ -112,6 +112,8 @@ def test_serve_names_a_port_already_taken(capsys):
     (["--out", "/dev/null/x.toml"], "--out /dev/null/x.toml: /dev/null is not a folder"),
     (["--set", "x"], "--set expects KEY=VALUE, got 'x'"),
     (["--policy", "no-such-policy"], "unknown policy 'no-such-policy'"),
+    (["--prompt", "0"], "--prompt must be a positive integer, got 0"),  # was ConstantLength.n
+    (["--output", "uniform:5:1"], "--output 'uniform:5:1': low must be <= high"),
     (["--no-such-option"], "(see `batchlab calibrate --help`)"),
 ])
 def test_calibrate_refuses_bad_options_before_measuring(capsys, tmp_path, args, words):

@@ -27,14 +27,14 @@ run: seed, slo_ttft, slo_tpot; label (free text, ignored). An unknown key is an 
 from __future__ import annotations
 
 import os
-import re
 
 from ..backends.affine import affine_devices
 from ..engines.simulator import simulate
 from ..core import limits
 from ..core.errors import ConfigError
 from ..policies.discovery import load_policy
-from ..workloads import make_workload, parse_length
+from ..workloads import make_workload
+from ..workloads.spec import check_length
 from ..workloads.traces import TRACE_SUFFIXES
 from .slo import is_overloaded
 
@@ -74,21 +74,6 @@ def _text(value, where):
         raise ConfigError(f"{where} must be a non-empty string, got {limits._show(value)}")
 
 
-def _length(value, where):
-    if isinstance(value, str):
-        # parse_length names its own classes ("ConstantLength.n must be ..."); name the setting.
-        try:
-            parse_length(value)
-        except ConfigError as exc:
-            owner = re.match(r"\w+\.(\w+) (must .*)", str(exc), re.DOTALL)
-            if owner and owner.group(1) == "n":  # a constant length: the setting itself
-                raise ConfigError(f"{where} {owner.group(2)}") from None
-            detail = f"{owner.group(1)} {owner.group(2)}" if owner else str(exc)
-            raise ConfigError(f"{where} {value!r}: {detail}") from None
-        return
-    limits.check_tokens(value, where)
-
-
 def _trace(value, where):
     _text(value, where)
     if os.path.isdir(value):
@@ -118,7 +103,7 @@ def _flag(value, where):
 # so that `--gpus 0` and `gpus = 0` in a sweep get the same one-line error.
 _CHECKS = {
     "policy": _text, "arrival": _text, "trace": _trace, "model": _text, "gpu": _text,
-    "routing": _text, "prompt": _length, "output": _length,
+    "routing": _text, "prompt": check_length, "output": check_length,
     # a pair's cap holds one prompt and one output token at least (TraceLengths says so too,
     # but by its own name, not the setting's)
     "max_tokens": lambda v, w: limits.check_int(v, w, low=2, high=limits.MAX_TOKENS),
