@@ -125,6 +125,16 @@ def test_calibrate_refuses_bad_options_before_measuring(capsys, tmp_path, args, 
     assert not (tmp_path / "c.toml").exists()
 
 
+def test_a_torch_model_file_with_a_bad_field_is_named(tmp_path):
+    """It said "TransformerConfig 'tiny-dense': ...", the default name, not the file."""
+    pytest.importorskip("torch")
+    from batchlab.backends.torch.config import get_config
+    path = tmp_path / "m.toml"
+    path.write_text("num_layers = -1\n")
+    with pytest.raises(ConfigError, match=f"^{path}: .*'num_layers' must be an int >= 1"):
+        get_config(str(path))
+
+
 def test_calibrate_api_refuses_no_repeats():
     pytest.importorskip("torch")
     from batchlab.backends.torch.calibrate import measure_grid
