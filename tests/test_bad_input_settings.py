@@ -149,3 +149,12 @@ def test_an_efficiency_that_is_no_profile_file_names_the_option(capsys, tmp_path
     err = _error(capsys, ["run", "--model", "llama-3-8b", "--gpu", "h100", "--efficiency",
                           str(tmp_path / value)])
     assert "--efficiency must be a .toml or .json profile file" in err
+
+
+@pytest.mark.parametrize("slo, words", [
+    ("ttft_p99_s=2,ttft_p99_s=3", "limits ttft_p99_s twice; give each key once"),  # last won
+    ("", "--slo '' names no limit"),  # searched under the default SLO
+    (" , ", "names no limit"),
+])
+def test_capacity_slo_that_repeats_or_names_no_key_is_refused(capsys, slo, words):
+    assert words in _error(capsys, ["capacity", "--slo", slo])
