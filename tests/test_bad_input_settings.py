@@ -158,3 +158,20 @@ def test_an_efficiency_that_is_no_profile_file_names_the_option(capsys, tmp_path
 ])
 def test_capacity_slo_that_repeats_or_names_no_key_is_refused(capsys, slo, words):
     assert words in _error(capsys, ["capacity", "--slo", slo])
+
+
+@pytest.mark.parametrize("old, new, words", [
+    ('label = "continuous"', 'label = " "', "[[policies]] #1: 'label' must be a title"),
+    ('key = "dense"', 'key = ""', "[[models]] #1: 'key' must be a short name"),
+    ('policy = "continuous"\nset = { max_num_seqs = 8 }',
+     'policy = "continuous"\nset = { max_num_seqs = 8 }\nskip.dense = 3',
+     "[[policies]] #1 skip: 'dense' must be a reason the policy cannot act on that model"),
+])
+def test_compare_text_fields_must_hold_text(tmp_path, old, new, words):
+    """An empty label gave a blank row; skip.dense = 3 left the policy out "because 3"."""
+    from test_bad_input_audit import _config
+    from batchlab.core.errors import ConfigError
+    from batchlab.studies.compare_plan import load_config
+    with pytest.raises(ConfigError) as info:
+        load_config(_config(tmp_path, old, new))
+    assert words in str(info.value)

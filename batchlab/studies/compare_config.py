@@ -46,7 +46,9 @@ def _need(name, where, table: dict, key: str, kind, what: str):
     if key not in table:
         _fail(name, where, f"{key!r} is missing; it must be {what}")
     value = table[key]
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+    # an empty text too: key = "" or label = "" gave blank rows and "(keys: , dense)"
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool or \
+            isinstance(value, str) and not value.strip():
         _fail(name, where, f"{key!r} must be {what}, got {limits._show(value)}")
     return value
 
@@ -205,6 +207,9 @@ def _check_policies(name: str, policies, model_keys: set, params: dict,
             if _deferred(value) and value.startswith("best:") and value[5:] not in studies:
                 _fail(name, f"{where} set", f"{knob} = {value!r} names no [studies] table "
                       f"(studies: {', '.join(studies) or 'none'})")
+        for model in entry.get("skip", {}):  # its text is the report's reason (skip = 3 was)
+            _need(name, f"{where} skip", entry["skip"], model, str,
+                  "a reason the policy cannot act on that model")
         for key in ("deploy", "skip"):
             for model in entry.get(key, {}):
                 if model not in model_keys:
