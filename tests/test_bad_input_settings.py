@@ -175,3 +175,11 @@ def test_compare_text_fields_must_hold_text(tmp_path, old, new, words):
     with pytest.raises(ConfigError) as info:
         load_config(_config(tmp_path, old, new))
     assert words in str(info.value)
+
+
+def test_a_trace_column_named_twice_is_refused(capsys, tmp_path):
+    """arrival,arrival,... read the first column and ignored the second without a word."""
+    trace = tmp_path / "t.csv"
+    trace.write_text("arrival,arrival,prompt_tokens,output_tokens\n0,1,5,3\n")
+    err = _error(capsys, ["run", "--trace", str(trace)])
+    assert f"{trace}:1: column 'arrival' appears 2 times in the header; keep one" in err
