@@ -183,3 +183,20 @@ def test_a_trace_column_named_twice_is_refused(capsys, tmp_path):
     trace.write_text("arrival,arrival,prompt_tokens,output_tokens\n0,1,5,3\n")
     err = _error(capsys, ["run", "--trace", str(trace)])
     assert f"{trace}:1: column 'arrival' appears 2 times in the header; keep one" in err
+
+
+@pytest.mark.parametrize("grid, words", [
+    ('gpu = ["h100", "h10"]', "unknown GPU preset 'h10'"),
+    ('runtime = ["eager", "eagr"]', "unknown runtime profile 'eagr'"),
+    ('model = ["llama-3-8b", "llama-9"]', "unknown model preset 'llama-9'"),
+])
+def test_a_sweep_refuses_an_unknown_preset_before_running(tmp_path, capsys, grid, words):
+    """Each ran the other points and left a failed row, like a layout that does not fit."""
+    path = tmp_path / "s.toml"
+    key = grid.split()[0]
+    base = "".join(f'{k} = "{v}"\n' for k, v in (("model", "llama-3-8b"), ("gpu", "h100"))
+                   if k != key)
+    path.write_text(f"[base]\nrequests = 3\n{base}[grid]\n{grid}\n")
+    err = _error(capsys, ["sweep", str(path), "--out", str(tmp_path / "out")])
+    assert f"{path}: sweep point 1 " in err and words in err
+    assert not (tmp_path / "out" / "results.csv").exists()

@@ -141,6 +141,21 @@ def check_params(params: dict) -> None:
                               "policy.<parameter>")
 
 
+PRESET_KEYS = ("model", "gpu", "deployment", "runtime", "efficiency")
+
+
+def check_presets(params: dict) -> None:
+    """Each cost-model preset name (or file) of `params` one that resolves: a typo such as
+    gpu = "h10" is a mistake in a sweep file, not a point that fails."""
+    from .. import costmodel
+    for key, resolve in (("model", costmodel.resolve_model), ("gpu", costmodel.resolve_gpu),
+                         ("deployment", costmodel.get_deployment),
+                         ("runtime", costmodel.get_runtime),
+                         ("efficiency", costmodel.resolve_efficiency)):
+        if params.get(key) is not None:
+            resolve(params[key])
+
+
 def build_policy(params: dict):
     policy_params = {k.split(".", 1)[1]: v for k, v in params.items()
                      if k.startswith("policy.") and v is not None}
