@@ -200,3 +200,16 @@ def test_a_sweep_refuses_an_unknown_preset_before_running(tmp_path, capsys, grid
     err = _error(capsys, ["sweep", str(path), "--out", str(tmp_path / "out")])
     assert f"{path}: sweep point 1 " in err and words in err
     assert not (tmp_path / "out" / "results.csv").exists()
+
+
+@pytest.mark.parametrize("command", [["compare", "--no-plots", "--quiet"], ["sweep", "S"]])
+def test_an_out_folder_through_a_dangling_link_is_named(capsys, tmp_path, command):
+    """mkdir said only "[Errno 17] File exists: '<link>'", naming neither --out nor why."""
+    link = tmp_path / "gone"
+    link.symlink_to(tmp_path / "nowhere")
+    sweep = tmp_path / "s.toml"
+    sweep.write_text("[base]\nrequests = 2\n")
+    argv = [str(sweep) if a == "S" else a for a in command]
+    err = _error(capsys, [*argv, "--out", str(link / "sub")])
+    assert f"--out {link / 'sub'}: {link} is a link to {tmp_path / 'nowhere'}, which does not " \
+           "exist" in err
