@@ -166,6 +166,7 @@ def test_capacity_slo_that_repeats_or_names_no_key_is_refused(capsys, slo, words
     ('policy = "continuous"\nset = { max_num_seqs = 8 }',
      'policy = "continuous"\nset = { max_num_seqs = 8 }\nskip.dense = 3',
      "[[policies]] #1 skip: 'dense' must be a reason the policy cannot act on that model"),
+    ("[studies.w]", '[studies." "]', "a study needs a name, such as [studies.window]"),
 ])
 def test_compare_text_fields_must_hold_text(tmp_path, old, new, words):
     """An empty label gave a blank row; skip.dense = 3 left the policy out "because 3"."""

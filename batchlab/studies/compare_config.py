@@ -167,6 +167,8 @@ def _check_studies(name: str, studies, model_keys: set, params: dict) -> None:
     _table(name, "[studies]", studies)
     for key, study in studies.items():
         where = f"[studies.{key}]"
+        if not key.strip():  # "best:" could not name it, and its plot had no name
+            _fail(name, where, "a study needs a name, such as [studies.window]")
         _table(name, where, study)
         _known(name, where, study, STUDY)
         policy = _need(name, where, study, "policy", str, "a policy name")
