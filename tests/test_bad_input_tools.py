@@ -112,6 +112,8 @@ def test_serve_names_a_port_already_taken(capsys):
     (["--out", "/dev/null/x.toml"], "--out /dev/null/x.toml: /dev/null is not a folder"),
     (["--set", "x"], "--set expects KEY=VALUE, got 'x'"),
     (["--policy", "no-such-policy"], "unknown policy 'no-such-policy'"),
+    (["--prompt", "0"], "--prompt must be a positive integer, got 0"),  # was ConstantLength.n
+    (["--output", "uniform:5:1"], "--output 'uniform:5:1': low must be <= high"),
     (["--no-such-option"], "(see `batchlab calibrate --help`)"),
 ])
 def test_calibrate_refuses_bad_options_before_measuring(capsys, tmp_path, args, words):
@@ -121,6 +123,16 @@ def test_calibrate_refuses_bad_options_before_measuring(capsys, tmp_path, args, 
     assert words in line and "Poisson" not in line
     assert "calibrating" not in capsys.readouterr().out   # refused before any measurement
     assert not (tmp_path / "c.toml").exists()
+
+
+def test_a_torch_model_file_with_a_bad_field_is_named(tmp_path):
+    """It said "TransformerConfig 'tiny-dense': ...", the default name, not the file."""
+    pytest.importorskip("torch")
+    from batchlab.backends.torch.config import get_config
+    path = tmp_path / "m.toml"
+    path.write_text("num_layers = -1\n")
+    with pytest.raises(ConfigError, match=f"^{path}: .*'num_layers' must be an int >= 1"):
+        get_config(str(path))
 
 
 def test_calibrate_api_refuses_no_repeats():

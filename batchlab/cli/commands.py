@@ -51,7 +51,7 @@ def cmd_capacity(args) -> int:
         raise ConfigError(scenario.as_option(str(exc))) from None
     if args.devices is not None and (args.model or args.gpu):
         raise ConfigError(DEVICES_WITH_MODEL)
-    slo = SLO.parse(args.slo) if args.slo else SLO.from_config(None)
+    slo = SLO.parse(args.slo) if args.slo is not None else SLO.from_config(None)
     cap = find_capacity(params, slo, **search)
     print(format_capacity(cap, as_json=args.json))
     return 0

@@ -26,6 +26,7 @@ MIN_RATE = 1 / MAX_SECONDS      # requests per second: slower, arrivals lie beyo
 MAX_SEED = 2**63 - 1            # numpy seeds are non-negative; int64 keeps them portable
 MAX_PRIORITY = 2**31 - 1        # |priority|; policies fold it into float sort keys
 MAX_PORT = 65535
+MAX_PRICE = 1e6                 # USD per GPU-hour (or device-hour): 1e308 overflowed the costs
 
 
 def is_int(value) -> bool:
@@ -77,6 +78,14 @@ def check_count(value, where: str, high: int = MAX_REQUESTS) -> int:
 
 def check_seed(value, where: str = "seed") -> int:
     return check_int(value, where, low=0, high=MAX_SEED)
+
+
+def check_order(low, high, low_name: str, high_name: str) -> None:
+    """A lower bound no higher than its upper bound (min_requests <= max_requests), or a
+    ConfigError naming both."""
+    if low > high:
+        raise ConfigError(f"{low_name} {low} is above {high_name} {high}; raise the one or "
+                          "lower the other")
 
 
 def check_port(value, where: str = "port") -> int:

@@ -60,10 +60,8 @@ def check_search(search: dict, name=lambda key: key) -> dict:
                           f"bracket's ends within 5% of each other), got {rel_tol:g}")
     for key in ("min_requests", "max_requests"):
         limits.check_count(opts[key], name(key))
-    if opts["min_requests"] > opts["max_requests"]:
-        raise ConfigError(f"{name('min_requests')} {opts['min_requests']} is above "
-                          f"{name('max_requests')} {opts['max_requests']}; raise the one or "
-                          "lower the other")
+    limits.check_order(opts["min_requests"], opts["max_requests"], name("min_requests"),
+                       name("max_requests"))
     if not opts["min_rate"] <= opts["start"] <= opts["max_rate"]:
         raise ConfigError(f"{name('start')} {opts['start']:g} must lie from {name('min_rate')} "
                           f"{opts['min_rate']:g} to {name('max_rate')} {opts['max_rate']:g}")
@@ -160,9 +158,17 @@ class Capacity:
                 "slo_notes": " ".join(self.slo.notes(self.row or {}))}
 
 
-def _check_slo_keys(slo: SLO, row: dict) -> None:
+def check_slo_keys(slo: SLO, row: dict | None = None) -> None:
     """A limit on a key the summary lacks would miss at every rate and report "capacity:
-    none"; the first probe's row shows which keys the summary has, so name the stray one."""
+    none"; the first probe's row shows which keys the summary has, so name the stray one.
+    row None: the summary of a one-request run on the affine device (every run's summary
+    has the same keys, NaN where a run has no value), to check before anything runs."""
+    if row is None:
+        from ..backends.affine import affine_devices
+        from ..engines.simulator import simulate
+        from ..workloads import make_workload
+        one = make_workload("constant", rate=1.0, num_requests=1, prompt="1", output="1")
+        row = simulate("continuous", one, affine_devices(1)).summary()
     for key, _ in slo.limits:
         if slo.key_used(key, row) not in row:
             known = sorted(k for k in row if k.endswith(("_s", "_fraction"))
@@ -197,7 +203,7 @@ def find_capacity(params: dict, slo: SLO | None = None, *, cache_dir=None,
         if seen[rate].get("error"):
             raise ConfigError(f"capacity search: {seen[rate]['error']}")
         if len(seen) == 1:
-            _check_slo_keys(slo, seen[rate])
+            check_slo_keys(slo, seen[rate])
         return seen[rate]["slo_met"]
 
     rate = _round(opts["start"])

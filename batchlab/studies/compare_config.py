@@ -6,9 +6,9 @@ instead of a KeyError from deep inside `plan()`. A key compare does not read is 
 too (a typo would run another comparison than the one asked for), and so is a policy that
 is not installed under that name, a knob it does not have or a value it refuses: each would
 otherwise leave its runs failed or missing with only a line in the report. The values of
-run settings are checked later, with every other run's, by `scenario.check_params`, and
-`compare_plan.load_config` builds each model's and scale entry's devices once before
-anything runs.
+run settings are checked next, by `compare_plan.load_config` with `scenario.check_params`
+(the checks every run gets), and it builds the devices of each model, `deploy` table,
+study's inline model and scale entry once before anything runs.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ POLICY_ENTRY = ("label", "policy", "set", "deploy", "skip")
 SCALE_ENTRY = ("label", "model", "preset", "deploy", "set", "capacity")
 STUDY = ("title", "model", "policy", "knob", "values", "rate", "requests", "set")
 KINDS = ("moe", "dense")
+# Requests of a [traffic] rate: rate x duration, clamped to these unless the table says
+TRAFFIC_REQUESTS = {"duration": 30, "min_requests": 30, "max_requests": 1000}
 
 
 def _fail(name: str, where: str, problem: str) -> None:
@@ -44,7 +46,9 @@ def _need(name, where, table: dict, key: str, kind, what: str):
     if key not in table:
         _fail(name, where, f"{key!r} is missing; it must be {what}")
     value = table[key]
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+    # an empty text too: key = "" or label = "" gave blank rows and "(keys: , dense)"
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool or \
+            isinstance(value, str) and not value.strip():
         _fail(name, where, f"{key!r} must be {what}, got {limits._show(value)}")
     return value
 
@@ -124,6 +128,13 @@ def _check_traffic(name: str, traffic) -> None:
         v, w, positive=True))
     for key in ("min_requests", "max_requests"):
         _optional(name, where, traffic, key, limits.check_count)
+    # max_requests won silently: min_requests = 30 and max_requests = 10 ran 10 a rate
+    bounds = {**TRAFFIC_REQUESTS, **traffic}
+    try:
+        limits.check_order(bounds["min_requests"], bounds["max_requests"], "'min_requests'",
+                           "'max_requests'")
+    except ConfigError as exc:
+        _fail(name, where, str(exc))
 
 
 def _entries(name: str, key: str, value, at_least_one: bool = False):
@@ -156,6 +167,8 @@ def _check_studies(name: str, studies, model_keys: set, params: dict) -> None:
     _table(name, "[studies]", studies)
     for key, study in studies.items():
         where = f"[studies.{key}]"
+        if not key.strip():  # "best:" could not name it, and its plot had no name
+            _fail(name, where, "a study needs a name, such as [studies.window]")
         _table(name, where, study)
         _known(name, where, study, STUDY)
         policy = _need(name, where, study, "policy", str, "a policy name")
@@ -196,6 +209,9 @@ def _check_policies(name: str, policies, model_keys: set, params: dict,
             if _deferred(value) and value.startswith("best:") and value[5:] not in studies:
                 _fail(name, f"{where} set", f"{knob} = {value!r} names no [studies] table "
                       f"(studies: {', '.join(studies) or 'none'})")
+        for model in entry.get("skip", {}):  # its text is the report's reason (skip = 3 was)
+            _need(name, f"{where} skip", entry["skip"], model, str,
+                  "a reason the policy cannot act on that model")
         for key in ("deploy", "skip"):
             for model in entry.get(key, {}):
                 if model not in model_keys:
@@ -216,7 +232,8 @@ def _check_scale(name: str, scale, model_keys: set, params: dict) -> None:
         for key in ("deploy", "set", "capacity"):
             if key in entry:
                 _table(name, f"{where} {key}", entry[key])
-        if "set" in entry and "continuous" in params:  # scale runs continuous batching
+        # scale runs continuous batching (a preset its own policy: compare_plan checks it)
+        if "set" in entry and "continuous" in params and "preset" not in entry:
             _knobs(name, f"{where} set", "continuous", entry["set"], params)
 
 

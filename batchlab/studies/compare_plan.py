@@ -13,10 +13,11 @@ from importlib import resources
 from pathlib import Path
 
 from ..core.errors import ConfigError
-from .compare_config import check_config
+from .compare_config import TRAFFIC_REQUESTS, check_config
 from ..policies.discovery import available_policies
 from ..workloads.spec import parse_length
-from .scenario import build_devices, check_keys
+from .scenario import build_devices, check_keys, check_params
+from .capacity import check_slo_keys
 from .slo import SLO
 
 DEFAULT_CONFIG = "compare.toml"
@@ -57,38 +58,90 @@ def load_config(path=None) -> dict:
         config["_slo"] = SLO.from_config(config.get("slo"), f"{name}: [slo]")
     except ConfigError as exc:
         raise ConfigError(str(exc)) from None
+    try:  # a typo ran every study and table, then reported "no deployment met the SLO"
+        check_slo_keys(config["_slo"])
+    except ConfigError as exc:
+        raise ConfigError(f"{name}: [slo]: {exc}") from None
     return config
 
 
+# Settings compare gives every point itself (its traffic, its policy): in [run], a [[models]]
+# entry, a `deploy` table or a study's inline model they would be overridden, or (a trace, a
+# closed loop's users) turn every run into another experiment or a failed row.
+OWN_KEYS = ("policy", "arrival", "rate", "cv", "users", "think_time", "requests", "trace",
+            "time_scale", "limit")
+
+
 def _check_devices(config: dict, name: str) -> None:
-    """Build each [[models]] entry's devices and each [[scale]] entry's once: an unknown
-    preset or a layout that does not fit would otherwise fail every run of it, leaving only
-    failed rows in the report."""
-    from .compare_scale import deployment_preset
+    """Build the devices of each [[models]] entry, each [[policies]] entry's `deploy` table,
+    each study's inline model and each [[scale]] entry once: an unknown preset or a layout
+    that does not fit would otherwise fail every run of it, leaving only failed rows in the
+    report."""
     base = config["run"]  # run settings the points share (an efficiency profile, say)
-    try:
-        check_keys(base)
-    except ConfigError as exc:
-        raise ConfigError(f"{name}: [run]: {exc}") from None
+    _build(f"{name}: [run]", base, devices=False)
     for i, model in enumerate(config["models"]):
-        _build(f"{name}: [[models]] #{i + 1} ({model['key']})",
-               {**base, **model_settings(config, model)})
+        where = f"{name}: [[models]] #{i + 1} ({model['key']})"
+        _build(where, {**base, **model_settings(config, model)})
+        _check_kind(where, model)
+    for i, entry in enumerate(config.get("policies") or []):
+        for key, deploy in (entry.get("deploy") or {}).items():
+            _build(f"{name}: [[policies]] #{i + 1} deploy.{key}",
+                   {**base, **model_settings(config, key, _table(name, i, key, deploy))})
+    for key, study in (config.get("studies") or {}).items():
+        if isinstance(study["model"], dict):
+            _build(f"{name}: [studies.{key}] model", {**base, **study["model"]})
     for i, entry in enumerate(config.get("scale", [])):
         where = f"{name}: [[scale]] #{i + 1} ({entry['label']})"
         if "preset" in entry:
-            try:
-                deployment_preset(entry["preset"])
-            except ConfigError as exc:
-                raise ConfigError(f"{where}: {exc}") from None
+            _check_preset(where, entry)
         else:
             _build(where, {**base, **model_settings(config, model_entry(config, entry["model"]),
                                                     entry.get("deploy"))})
 
 
-def _build(where: str, settings: dict) -> None:
+def _check_kind(where: str, model: dict) -> None:
+    """`kind` says which side of the MoE-versus-dense conclusion a model is on: the wrong
+    one would put a MoE model's numbers under "dense" in the report."""
+    from ..costmodel import resolve_model
+    if "kind" in model:
+        spec = resolve_model(model["model"])
+        actual = "moe" if spec.is_moe else "dense"
+        if model["kind"] != actual:
+            raise ConfigError(f"{where}: kind = \"{model['kind']}\", but {spec.name} is "
+                              f"{'a mixture-of-experts' if spec.is_moe else 'a dense'} model; "
+                              f"write kind = \"{actual}\"")
+
+
+def _table(name: str, i: int, key: str, deploy) -> dict:
+    if not isinstance(deploy, dict):  # deploy.moe = "16" was read as no deploy at all
+        raise ConfigError(f"{name}: [[policies]] #{i + 1} deploy.{key}: must be a table of "
+                          f"device settings, e.g. {{ gpus = 16, dp = 2 }}, got {deploy!r}")
+    return deploy
+
+
+def _check_preset(where: str, entry: dict) -> None:
+    from .compare_scale import deployment_preset
+    from .scenario import build_policy
     try:
-        check_keys(settings)
-        build_devices(settings)
+        settings, _ = deployment_preset(entry["preset"])
+        if "deploy" in entry:  # the preset's own layout ran; the table was ignored
+            raise ConfigError(f"preset {entry['preset']!r} fixes its own devices; drop "
+                              "deploy (or drop preset and give deploy)")
+        if settings is not None and entry.get("set"):  # the knobs of the preset's policy
+            build_policy({**settings, **{f"policy.{k}": v for k, v in entry["set"].items()}})
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _build(where: str, settings: dict, devices: bool = True) -> None:
+    try:
+        own = [k for k in OWN_KEYS if k in settings]
+        if own:
+            raise ConfigError(f"{own[0]} is set by compare itself ([traffic], [studies], "
+                              "[[policies]]); drop it here")
+        check_params(settings)
+        if devices:
+            build_devices(settings)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
 
@@ -165,15 +218,14 @@ def policy_setup(config: dict, entry: dict, model: dict, best: dict) -> tuple[di
 
 
 def traffic_points(config: dict) -> list[tuple[str, dict]]:
-    t = config["traffic"]
+    t = {**TRAFFIC_REQUESTS, **config["traffic"]}
     points = []
     if t.get("local_requests"):
         points.append(("1 user", {"arrival": "local", "requests": int(t["local_requests"])}))
     for rate in t.get("rates", []):
         if not (isinstance(rate, (int, float)) and rate > 0):
             raise ConfigError(f"{config['_name']}: traffic rate {rate!r} must be > 0 req/s")
-        n = int(min(max(rate * t.get("duration", 30), t.get("min_requests", 30)),
-                    t.get("max_requests", 1000)))
+        n = int(min(max(rate * t["duration"], t["min_requests"]), t["max_requests"]))
         points.append((f"{rate:g} req/s", {"arrival": "poisson", "rate": float(rate),
                                             "requests": n}))
     return points

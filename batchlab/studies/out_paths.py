@@ -44,6 +44,9 @@ def check_folder(option: str, path) -> None:
         raise ConfigError(f"{option} {path}: is a file; give a folder (created if missing)")
     existing = p
     while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():  # mkdir said only "[Errno 17] File exists: '<link>'"
+            raise ConfigError(f"{option} {path}: {existing} is a link to "
+                              f"{os.readlink(existing)}, which does not exist")
         existing = existing.parent
     if not existing.is_dir():
         raise ConfigError(f"{option} {path}: {existing} is a file, so the folder cannot be "

@@ -27,14 +27,14 @@ run: seed, slo_ttft, slo_tpot; label (free text, ignored). An unknown key is an 
 from __future__ import annotations
 
 import os
-import re
 
 from ..backends.affine import affine_devices
 from ..engines.simulator import simulate
 from ..core import limits
 from ..core.errors import ConfigError
 from ..policies.discovery import load_policy
-from ..workloads import make_workload, parse_length
+from ..workloads import make_workload
+from ..workloads.spec import check_length
 from ..workloads.traces import TRACE_SUFFIXES
 from .slo import is_overloaded
 
@@ -74,21 +74,6 @@ def _text(value, where):
         raise ConfigError(f"{where} must be a non-empty string, got {limits._show(value)}")
 
 
-def _length(value, where):
-    if isinstance(value, str):
-        # parse_length names its own classes ("ConstantLength.n must be ..."); name the setting.
-        try:
-            parse_length(value)
-        except ConfigError as exc:
-            owner = re.match(r"\w+\.(\w+) (must .*)", str(exc), re.DOTALL)
-            if owner and owner.group(1) == "n":  # a constant length: the setting itself
-                raise ConfigError(f"{where} {owner.group(2)}") from None
-            detail = f"{owner.group(1)} {owner.group(2)}" if owner else str(exc)
-            raise ConfigError(f"{where} {value!r}: {detail}") from None
-        return
-    limits.check_tokens(value, where)
-
-
 def _trace(value, where):
     _text(value, where)
     if os.path.isdir(value):
@@ -98,11 +83,30 @@ def _trace(value, where):
                           "rename the file to say its format")
 
 
+def _profile(value, where):
+    # a table of overrides (a config) or a profile file; the cost model's own message named
+    # its API ("None, an Efficiency, a dict ...") and not the option
+    if isinstance(value, dict):
+        return
+    _text(value, where)
+    if os.path.isdir(value) or not value.lower().endswith((".toml", ".json")):
+        raise ConfigError(f"{where} must be a .toml or .json profile file (`batchlab "
+                          f"calibrate --out` writes one), got {limits._show(value)}")
+
+
+def _flag(value, where):
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false, got {limits._show(value)}")
+
+
 # What each setting may hold: the same checks for the CLI, sweep files and compare configs,
 # so that `--gpus 0` and `gpus = 0` in a sweep get the same one-line error.
 _CHECKS = {
     "policy": _text, "arrival": _text, "trace": _trace, "model": _text, "gpu": _text,
-    "routing": _text, "prompt": _length, "output": _length, "max_tokens": limits.check_tokens,
+    "routing": _text, "prompt": check_length, "output": check_length,
+    # a pair's cap holds one prompt and one output token at least (TraceLengths says so too,
+    # but by its own name, not the setting's)
+    "max_tokens": lambda v, w: limits.check_int(v, w, low=2, high=limits.MAX_TOKENS),
     "requests": limits.check_count, "users": limits.check_count, "limit": limits.check_count,
     "max_new_tokens": limits.check_tokens, "seed": limits.check_seed,
     "devices": lambda v, w: limits.check_count(v, w, limits.MAX_DEVICES),
@@ -110,11 +114,17 @@ _CHECKS = {
     "cv": lambda v, w: limits.check_number(v, w, above=0, high=1000),
     "think_time": limits.check_seconds,
     "time_scale": lambda v, w: limits.check_number(v, w, above=0, high=limits.MAX_SECONDS),
-    "price": lambda v, w: limits.check_number(v, w, low=0),
+    "price": lambda v, w: limits.check_number(v, w, low=0, high=limits.MAX_PRICE),
     "slo_ttft": lambda v, w: limits.check_seconds(v, w, positive=True),
     "slo_tpot": lambda v, w: limits.check_seconds(v, w, positive=True),
     **{k: (lambda v, w: limits.check_count(v, w, limits.MAX_DEVICES))
        for k in ("gpus", "tp", "ep", "pp", "dp", "attention_gpus", "ffn_gpus")},
+    # The cost model's step settings and a deployment's: checked here too, so that a sweep
+    # refuses `decode_threshold = 0` before it runs and the CLI names --decode-threshold.
+    "deployment": _text, "runtime": _text, "overlap": _flag, "efficiency": _profile,
+    "decode_threshold": limits.check_tokens,
+    **{k: (lambda v, w: limits.check_int(v, w, low=0, high=limits.MAX_DEVICES))
+       for k in ("redundant_experts", "prefill_units", "decode_units")},
 }
 
 
@@ -129,6 +139,21 @@ def check_params(params: dict) -> None:
         if key.startswith("policy.") and not key[len("policy."):].strip():
             raise ConfigError(f"setting {key!r} names no policy parameter; write "
                               "policy.<parameter>")
+
+
+PRESET_KEYS = ("model", "gpu", "deployment", "runtime", "efficiency")
+
+
+def check_presets(params: dict) -> None:
+    """Each cost-model preset name (or file) of `params` one that resolves: a typo such as
+    gpu = "h10" is a mistake in a sweep file, not a point that fails."""
+    from .. import costmodel
+    for key, resolve in (("model", costmodel.resolve_model), ("gpu", costmodel.resolve_gpu),
+                         ("deployment", costmodel.get_deployment),
+                         ("runtime", costmodel.get_runtime),
+                         ("efficiency", costmodel.resolve_efficiency)):
+        if params.get(key) is not None:
+            resolve(params[key])
 
 
 def build_policy(params: dict):

@@ -68,12 +68,18 @@ class SLO:
         table = {}
         for part in filter(None, (p.strip() for p in text.split(","))):
             key, sep, value = part.partition("=")
+            if key.strip() in table:  # the last one won without a word
+                raise ConfigError(f"--slo {text!r} limits {key.strip()} twice; give each key "
+                                  "once")
             try:
                 table[key.strip()] = float(value)
             except ValueError:
                 sep = ""
             if not sep:
                 raise ConfigError(f"--slo {part!r}: write KEY=SECONDS, e.g. ttft_p99_s=2")
+        if not table:  # "" or "," searched under the default SLO without a word
+            raise ConfigError(f"--slo {text!r} names no limit; write KEY=SECONDS[,...], e.g. "
+                              "ttft_p99_s=2,itl_p99_s=0.1, or leave it out for the default")
         return cls.from_config(table, "--slo")
 
     def key_used(self, key: str, summary: dict) -> str:

@@ -138,9 +138,10 @@ def expand(config: dict) -> list[dict]:
 
 
 def check_points(points: list[dict]) -> None:
-    """Check every point's settings, and build its policy once per distinct setting: an
-    unknown name or parameter, or a value the policy refuses, is a mistake in the file, not a
-    point that fails (a layout that does not fit is one), so `batchlab sweep` calls this
+    """Check every point's settings, build its policy and resolve its cost-model presets
+    once per distinct setting: an unknown name or parameter, or a value the policy refuses,
+    is a mistake in the file, not a point that fails (a layout that does not fit is one),
+    so `batchlab sweep` calls this
     before anything runs. (`run_points` checks the settings too but builds no policy:
     compare's points resolve their knobs from studies, and one that fails there is a row.)"""
     seen = set()
@@ -152,6 +153,10 @@ def check_points(points: list[dict]) -> None:
             if policy not in seen:
                 seen.add(policy)
                 scenario.build_policy(point)
+            presets = _canonical({k: point.get(k) for k in scenario.PRESET_KEYS})
+            if presets not in seen:  # an unknown deployment or GPU left a failed row
+                seen.add(presets)
+                scenario.check_presets(point)
         except BatchlabError as exc:
             raise ConfigError(f"sweep point {i} {point!r}: {exc}") from None
 

@@ -13,6 +13,7 @@ line has.
 
 from __future__ import annotations
 
+import re
 from numbers import Integral
 
 import attrs
@@ -20,7 +21,7 @@ import numpy as np
 
 from ..core.errors import ConfigError
 from .arrivals import ClosedLoop, ConstantRate, Gamma, Poisson
-from ..core.limits import MAX_SECONDS, MAX_TOKENS
+from ..core.limits import MAX_SECONDS, MAX_TOKENS, check_tokens
 from .checks import (_fail, _int_if_integral, _optional_positive_int, _request_count)
 from .lengths import ConstantLength, LogNormalLength, UniformLength
 
@@ -210,6 +211,23 @@ def parse_length(spec) -> object:
         raise ConfigError(f"length {spec!r} has a part that is not a number; write "
                           f"{_LENGTH_FORMS}") from None
     return forms[kind][0](*numbers)
+
+
+def check_length(value, where: str) -> None:
+    """A length setting (a parse_length string or a token count), or a ConfigError naming
+    `where` (an option, a config key) instead of the class parse_length builds."""
+    if isinstance(value, str):
+        # parse_length names its own classes ("ConstantLength.n must be ..."); name the setting.
+        try:
+            parse_length(value)
+        except ConfigError as exc:
+            owner = re.match(r"\w+\.(\w+) (must .*)", str(exc), re.DOTALL)
+            if owner and owner.group(1) == "n":  # a constant length: the setting itself
+                raise ConfigError(f"{where} {owner.group(2)}") from None
+            detail = f"{owner.group(1)} {owner.group(2)}" if owner else str(exc)
+            raise ConfigError(f"{where} {value!r}: {detail}") from None
+        return
+    check_tokens(value, where)
 
 
 _ARRIVAL_NAMES = ("poisson", "gamma", "constant", "closed", "local")

@@ -181,6 +181,10 @@ def _read_csv_rows(path: str, reader, limit: int | None):
     header = [c.strip() for c in header]
     scheme = _scheme_of(header, path, header_line)
     parser = _RowParser(path, scheme)
+    twice = [c for c in scheme if header.count(c) > 1]
+    if twice:  # the first one was read and the other ignored, without a word
+        raise TraceError(path, header_line, None, f"column {twice[0]!r} appears "
+                         f"{header.count(twice[0])} times in the header; keep one")
     where = [header.index(c) for c in scheme]
     width = len(header)
     rows = []

@@ -14,6 +14,7 @@ import attrs
 
 from ...core import limits
 from ...core.errors import BatchlabError, ConfigError
+from ...workloads.spec import check_length
 from .calibrate import Profile, calibrate, default_shapes, write_profile
 
 
@@ -176,6 +177,8 @@ def _check_options(args) -> None:
     limits.check_number(args.rate, "--rate", above=0)
     limits.check_count(args.requests, "--requests")
     limits.check_seed(args.seed, "--seed")
+    for flag, value in (("--prompt", args.prompt), ("--output", args.output)):
+        check_length(value, flag)  # it said "ConstantLength.n must be ...", not the option
     for flag, path in (("--out", args.out), ("--json", args.json)):
         if path is None:
             continue

@@ -140,7 +140,11 @@ def get_config(spec) -> TransformerConfig:
     text = str(spec)
     if text.endswith((".toml", ".json")):
         # the cost model's reader: a [torch_model] table, or fields at top level
-        return get_config(read_table(text, "torch_model"))
+        table = read_table(text, "torch_model")
+        try:
+            return get_config(table)
+        except ConfigError as exc:  # it named the default name ('tiny-dense'), not the file
+            raise ConfigError(f"{text}: {exc}") from None
     if text not in PRESETS:
         raise ConfigError(f"unknown torch model {text!r}; presets: {', '.join(PRESETS)} "
                           "(or a .toml/.json file of TransformerConfig fields)")
