@@ -20,7 +20,9 @@ profile, two-batch overlap, EPLB copies of experts, the most tokens a decode row
 1 + draft tokens verified a step); deployment (a named deployment such as "deepseek-v3-production": prefill
 devices first, then decode devices), with prefill_units and decode_units (how many of each
 unit; default one each), runtime, overlap, decode_threshold and efficiency (it fixes its
-model, GPUs, layout and price: those beside it are an error);
+model, GPUs, layout and price, and takes precedence over those settings beside it, as a trace
+does over the sampled-traffic ones: DEPLOYMENT_FIXES, TRACE_FIXES; the commands refuse them
+where the user typed both);
 run: seed, slo_ttft, slo_tpot; label (free text, ignored). An unknown key is an error.
 """
 
