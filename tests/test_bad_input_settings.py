@@ -99,6 +99,19 @@ def test_traffic_min_requests_above_max_requests_is_refused(tmp_path):
         load_config(path)
 
 
+def test_a_study_inline_model_is_checked_as_it_runs(tmp_path):
+    """An inline study model copied from a [[models]] entry (key, kind, label beside its
+    settings) runs: plan_studies drops those three, so the check before the run must too."""
+    from test_bad_input_audit import _config
+    from batchlab.studies.compare_plan import load_config, plan_studies
+    path = _config(tmp_path, "[studies.w]\nmodel = \"dense\"",
+                   '[studies.w]\nmodel = { key = "d", kind = "dense", label = "8B", '
+                   'model = "llama-3-8b", gpu = "h100", gpus = 1 }')
+    points = plan_studies(load_config(path))
+    assert points and all(p["params"]["model"] == "llama-3-8b" and "kind" not in p["params"]
+                          for p in points)
+
+
 def test_an_slo_key_the_summary_lacks_is_refused_before_compare_runs(tmp_path, capsys):
     """A typo (ttfft_p99_s) ran every study and table, exited 0 and reported that no
     deployment met the SLO at any rate."""
