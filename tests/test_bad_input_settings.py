@@ -94,9 +94,33 @@ def test_traffic_min_requests_above_max_requests_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"\[traffic\]: 'min_requests' 30 is above "
                        "'max_requests' 10; raise the one or lower the other"):
         load_config(path)
-    path = _config(tmp_path, "rates = []", "rates = [1]\nmax_requests = 10")  # default 30
-    with pytest.raises(ConfigError, match="'min_requests' 30 is above 'max_requests' 10"):
+    path = _config(tmp_path, "rates = []", "rates = [1]\nmin_requests = 2000")  # max 1000
+    with pytest.raises(ConfigError, match="'min_requests' 2000 is above the default "
+                       "'max_requests' 1000"):
         load_config(path)
+
+
+def test_traffic_max_requests_alone_below_the_default_min_runs(tmp_path):
+    """max_requests = 10 alone ran 10 requests a rate: the default min_requests (30) yields
+    to it; only a min_requests the file gives is held against max_requests."""
+    from test_bad_input_audit import _config
+    from batchlab.studies.compare_plan import load_config, traffic_points
+    path = _config(tmp_path, "rates = []", "rates = [1]\nmax_requests = 10")
+    points = traffic_points(load_config(path))
+    assert [p["requests"] for _, p in points if p["arrival"] == "poisson"] == [10]
+
+
+def test_a_study_inline_model_is_checked_as_it_runs(tmp_path):
+    """An inline study model copied from a [[models]] entry (key, kind, label beside its
+    settings) runs: plan_studies drops those three, so the check before the run must too."""
+    from test_bad_input_audit import _config
+    from batchlab.studies.compare_plan import load_config, plan_studies
+    path = _config(tmp_path, "[studies.w]\nmodel = \"dense\"",
+                   '[studies.w]\nmodel = { key = "d", kind = "dense", label = "8B", '
+                   'model = "llama-3-8b", gpu = "h100", gpus = 1 }')
+    points = plan_studies(load_config(path))
+    assert points and all(p["params"]["model"] == "llama-3-8b" and "kind" not in p["params"]
+                          for p in points)
 
 
 def test_an_slo_key_the_summary_lacks_is_refused_before_compare_runs(tmp_path, capsys):

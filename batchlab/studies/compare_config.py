@@ -128,13 +128,17 @@ def _check_traffic(name: str, traffic) -> None:
         v, w, positive=True))
     for key in ("min_requests", "max_requests"):
         _optional(name, where, traffic, key, limits.check_count)
-    # max_requests won silently: min_requests = 30 and max_requests = 10 ran 10 a rate
-    bounds = {**TRAFFIC_REQUESTS, **traffic}
-    try:
-        limits.check_order(bounds["min_requests"], bounds["max_requests"], "'min_requests'",
-                           "'max_requests'")
-    except ConfigError as exc:
-        _fail(name, where, str(exc))
+    # max_requests won silently: min_requests = 30 and max_requests = 10 ran 10 a rate. Only
+    # a min_requests the file gives can contradict: the default one yields to a smaller
+    # max_requests (max_requests = 10 alone runs 10 a rate, as the user asked)
+    if "min_requests" in traffic:
+        bounds = {**TRAFFIC_REQUESTS, **traffic}
+        high = "'max_requests'" if "max_requests" in traffic else "the default 'max_requests'"
+        try:
+            limits.check_order(bounds["min_requests"], bounds["max_requests"], "'min_requests'",
+                               high)
+        except ConfigError as exc:
+            _fail(name, where, str(exc))
 
 
 def _entries(name: str, key: str, value, at_least_one: bool = False):

@@ -88,8 +88,9 @@ def _check_devices(config: dict, name: str) -> None:
             _build(f"{name}: [[policies]] #{i + 1} deploy.{key}",
                    {**base, **model_settings(config, key, _table(name, i, key, deploy))})
     for key, study in (config.get("studies") or {}).items():
-        if isinstance(study["model"], dict):
-            _build(f"{name}: [studies.{key}] model", {**base, **study["model"]})
+        if isinstance(study["model"], dict):  # as plan_studies runs it: key, kind, label dropped
+            _build(f"{name}: [studies.{key}] model",
+                   {**base, **model_settings(config, study["model"])})
     for i, entry in enumerate(config.get("scale", [])):
         where = f"{name}: [[scale]] #{i + 1} ({entry['label']})"
         if "preset" in entry:
