@@ -52,6 +52,12 @@ CASES = [
     ("device", "device 'gpu9', but no such device", [plan(Batch([0], [10], [0]), "gpu9")]),
     ("plan-type", "returned dict, not a Plan", [lambda now, d, a: {}]),
     ("wake", "not after now", [lambda now, d, a: Plan(wake_at=now)]),
+    # Not a time: a bare TypeError from the comparison before; inf moved the clock to inf.
+    ("wake", "at 'soon', which is not a time", [lambda now, d, a: Plan(wake_at="soon")]),
+    ("wake", "at inf, which is not a finite time",
+     [lambda now, d, a: Plan(wake_at=float("inf"))]),
+    ("wake", "at nan, which is not a finite time",
+     [lambda now, d, a: Plan(wake_at=float("nan"))]),
     ("reject", "rejected request 5", [lambda now, d, a: Plan(rejected=[5])]),
 ]
 

@@ -9,6 +9,7 @@ what surrounds them in every engine loop.
 
 from __future__ import annotations
 
+import math
 import threading
 import weakref
 
@@ -140,10 +141,25 @@ def check_plan(plan, name: str, now: float, *, migrations: str | None = None) ->
     if migrations is not None and plan.migrations:
         raise ConfigError(f"policy {name!r} planned KV migrations, which {migrations} does "
                           "not support; run it in the simulator")
-    if plan.wake_at is not None and not plan.wake_at > now:
-        raise PolicyError(name, "wake", f"asked to be woken at {plan.wake_at}, "
-                          f"not after now ({now})")
+    if plan.wake_at is not None:
+        check_wake(plan.wake_at, name, now)
     return plan
+
+
+def check_wake(wake_at, name: str, now: float) -> None:
+    """A wake-up time (not None) must be a finite time after now. A string or an array
+    would otherwise end the run with a bare TypeError from the comparison, and infinity
+    would be kept as an event that moves the simulator's clock to inf."""
+    try:
+        if now < wake_at < math.inf:
+            return
+    except (TypeError, ValueError):  # a str, None-like object, an array: not a time
+        raise PolicyError(name, "wake", f"asked to be woken at {_show(wake_at)}, which is "
+                          "not a time in seconds; return wake_at=None for no wake-up") from None
+    if not math.isfinite(wake_at):
+        raise PolicyError(name, "wake", f"asked to be woken at {wake_at}, which is not a "
+                          "finite time; return wake_at=None for no wake-up")
+    raise PolicyError(name, "wake", f"asked to be woken at {wake_at}, not after now ({now})")
 
 
 def check_rejectable(table, rid: int, name: str) -> None:

@@ -18,6 +18,7 @@ from ..core.errors import PolicyError
 from ..core.protocols import policy_name
 from ..core.table import ABORTED, REJECTED, WAITING, RequestTable
 from ..core.validate import check_batch
+from ..engines.contract import check_wake
 from ..engines.faults import lose_device
 from .rules import ContractChecks
 from .world import (_DT, _SPECS, CAPACITY_UNIT, DRAIN_STEP, FIT_SLACK, MAX_ABORTS, MAX_FAILURES,
@@ -245,9 +246,8 @@ class PolicyMachine(ContractChecks, RuleBasedStateMachine):
             self.flight[d] = _Flight(batch, self.now, self.serial)
         for rid, target in plan.migrations.items():
             self._migrate(int(rid), target)
-        if plan.wake_at is not None and not plan.wake_at > self.now:
-            self._fail("wake", f"asked to be woken at {plan.wake_at}, not after now "
-                       f"({self.now})")
+        if plan.wake_at is not None:
+            check_wake(plan.wake_at, self.name, self.now)
         self.wake = plan.wake_at
         return bool(plan.batches) or bool(plan.rejected) or bool(plan.migrations)
 
