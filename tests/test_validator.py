@@ -49,6 +49,18 @@ CASES = [
     ("memory", "needs 120 KV tokens", [plan(Batch([0, 1], [10, 10], [0, 0], padded_len=60))]),
     ("micro-batches", "num_micro_batches=3", [plan(Batch([0, 1], [10, 10], [0, 0],
                                                          num_micro_batches=3))]),
+    # Not whole numbers: a bare TypeError from the fast path before (a str, None), or a
+    # float priced as a fraction of a micro-batch, a padded length of 20.5 tokens.
+    ("micro-batches", "num_micro_batches='2' must be a whole number",
+     [plan(Batch([0, 1], [10, 10], [0, 0], num_micro_batches="2"))]),
+    ("micro-batches", "num_micro_batches=None", [plan(Batch([0], [10], [0],
+                                                            num_micro_batches=None))]),
+    ("micro-batches", "num_micro_batches=1.5", [plan(Batch([0, 1], [10, 10], [0, 0],
+                                                           num_micro_batches=1.5))]),
+    ("padding", "padded_len='64' is not a whole number",
+     [plan(Batch([0], [10], [0], padded_len="64"))]),
+    ("padding", "padded_len=20.5 is not a whole number",
+     [plan(Batch([0], [10], [0], padded_len=20.5))]),
     ("device", "device 'gpu9', but no such device", [plan(Batch([0], [10], [0]), "gpu9")]),
     ("plan-type", "returned dict, not a Plan", [lambda now, d, a: {}]),
     ("wake", "not after now", [lambda now, d, a: Plan(wake_at=now)]),
