@@ -71,6 +71,11 @@ CASES = [
     ("wake", "at nan, which is not a finite time",
      [lambda now, d, a: Plan(wake_at=float("nan"))]),
     ("reject", "rejected request 5", [lambda now, d, a: Plan(rejected=[5])]),
+    # Not ids: 0.5 rejected request 0 without a word before, 'x' or None a bare error.
+    ("reject", "named request 0.5 in its plan", [lambda now, d, a: Plan(rejected=[0.5])]),
+    ("reject", "named request 'x' in its plan", [lambda now, d, a: Plan(rejected=["x"])]),
+    ("migration", "named request None in its plan",
+     [lambda now, d, a: Plan(migrations={None: "dev0"})]),
 ]
 
 

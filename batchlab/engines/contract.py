@@ -20,7 +20,7 @@ from ..core.errors import ConfigError, PolicyError
 from ..core.limits import MAX_SEED, _show
 from ..core.request import trusted_request
 from ..core.table import WAITING
-from ..core.validate import check_batch
+from ..core.validate import check_batch, whole_number
 
 
 def check_seed(seed) -> int:
@@ -162,11 +162,24 @@ def check_wake(wake_at, name: str, now: float) -> None:
     raise PolicyError(name, "wake", f"asked to be woken at {wake_at}, not after now ({now})")
 
 
-def check_rejectable(table, rid: int, name: str) -> None:
-    """A policy may reject only a request that is open and not in a running batch."""
+def planned_id(value, name: str, rule: str) -> int:
+    """A request id a plan names (in `rejected`, or a key of `migrations`) as an int, or a
+    PolicyError: int() would take 0.5 for request 0 and end the run with a bare error on
+    'x' or None."""
+    if not whole_number(value):
+        raise PolicyError(name, rule, f"named request {_show(value)} in its plan; a request id "
+                          "is an int")
+    return int(value)
+
+
+def check_rejectable(table, rid, name: str) -> int:
+    """A policy may reject only a request that is open and not in a running batch; returns
+    the id as an int."""
+    rid = planned_id(rid, name, "reject")
     if not (0 <= rid < table.size) or table.status[rid] != WAITING or table.in_flight[rid]:
         raise PolicyError(name, "reject", f"rejected request {rid}, which is not "
                           "waiting (unknown, finished, or running)")
+    return rid
 
 
 def launch_batches(plan: Plan, devices, index: dict, table, name: str, now: float,

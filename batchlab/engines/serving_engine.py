@@ -150,8 +150,8 @@ class ServingEngine:
         plan = check_plan(self._call("schedule", now, list(self.devices)), self.name, now,
                           migrations="the serving front")
         self.pending_wake = plan.wake_at
-        for rid in map(int, plan.rejected):
-            check_rejectable(self.table, rid, self.name)
+        for rid in plan.rejected:
+            rid = check_rejectable(self.table, rid, self.name)
             self.table.close(rid, REJECTED, now)
             self._gone(rid)
             events.append((rid, "rejected", None))

@@ -41,7 +41,7 @@ from ..core.table import REJECTED, WAITING, RequestTable
 from .accounting import DeviceTotals
 from .contract import (check_plan, check_policy_object, check_rejectable, check_seed,
                        check_workload, claim_policy, follow_ups, index_devices, launch_batches,
-                       policy_raised, request_of, stalled)
+                       planned_id, policy_raised, request_of, stalled)
 from .events import ARRIVAL, DONE, MOVED, PROGRESS, WAKE, WOKEN
 from .faults import Faults
 from .result import Result
@@ -250,7 +250,7 @@ class Simulator(FaultEvents):
             self._push(st.last_end, DONE, d)
 
     def _migrate(self, rid, target: str) -> None:
-        table, rid = self.table, int(rid)
+        table, rid = self.table, planned_id(rid, self.name, "migration")
         d = self.index.get(target)
         if not (0 <= rid < table.size) or table.status[rid] != WAITING or table.in_flight[rid]:
             raise PolicyError(self.name, "migration", f"asked to move request {rid}, which is "
@@ -276,8 +276,7 @@ class Simulator(FaultEvents):
         self._call("migrated", rid, self.devices[d].name, self.now)
 
     def _reject(self, rid) -> None:
-        rid = int(rid)
-        check_rejectable(self.table, rid, self.name)
+        rid = check_rejectable(self.table, rid, self.name)
         self.table.close(rid, REJECTED, self.now)
         self._closed((rid,))
 

@@ -147,8 +147,7 @@ class WallClock:
                           migrations="run_wallclock")
         self.pending_wake = plan.wake_at
         for rid in plan.rejected:
-            rid = int(rid)
-            check_rejectable(self.table, rid, self.name)
+            rid = check_rejectable(self.table, rid, self.name)
             self.table.close(rid, REJECTED, now)
             self._closed((rid,), now)
         launched = launch_batches(plan, self.devices, self.index, self.table, self.name, now)
