@@ -109,3 +109,13 @@ def test_continuing_a_cache_that_lives_elsewhere_is_rejected():
     moved = lambda now, d, a: Plan({"b": Batch.decode([0], [10])})
     with pytest.raises(PolicyError, match="lives on another device"):
         simulate(Scripted([first, moved]), open_workload([0.0], [10], [2]), devs)
+
+
+@pytest.mark.parametrize("ids", [[0.7], [float("nan")], [True]])
+def test_a_batch_of_rows_that_are_not_whole_numbers_is_refused_not_truncated(ids):
+    # Before: Batch([0.7], ...) ran request 0 without a word (numpy truncates the float).
+    with pytest.raises(ValueError, match="whole numbers"):
+        Batch(ids, [1], [0])
+    with pytest.raises(PolicyError, match="schedule.. raised ValueError: Batch rows hold"):
+        run(lambda now, d, a: Plan({"dev0": Batch(ids, [10], [0])}))
+    assert Batch([0.0, 2.0], [1, 1], [3, 3]).request_ids.tolist() == [0, 2]
