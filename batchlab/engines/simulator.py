@@ -304,10 +304,15 @@ class Simulator(FaultEvents):
             full = StepResult(float(np.add.reduce(durations)),
                               StepCost(*total, stretch.hidden_total()), emitted, finished,
                               generated, num_steps=len(ends))
+        # Read `finished` before the policy sees it: the arrays are the policy's to keep, and
+        # one that edits them in update must not lose a closed-loop follow-up.
+        ended = count_nonzero(finished)  # several times faster than any() on small arrays
+        # else no finish sends a next request: nothing to push
+        closed = batch.request_ids[finished] if ended and self.has_follow_ups else None
         self._call("update", batch, full, self.now)
-        if count_nonzero(finished):  # several times faster than any() on small arrays
-            if self.has_follow_ups:  # else no finish sends a next request: nothing to push
-                self._closed(batch.request_ids[finished])
+        if ended:
+            if closed is not None:
+                self._closed(closed)
             if self.progress is not None and self.table.num_closed >= self.progress_next:
                 self.progress_next = self.table.num_closed + self.progress_step
                 self.progress(self.table.num_closed, self.table.size)
