@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import attrs
 import numpy as np
 import pytest
 
 import batchlab
-from batchlab import AffineDevice, Batch, Plan, PolicyError, affine_devices, simulate
+from batchlab import (AffineDevice, Batch, Plan, PolicyError, affine_devices, load_policy,
+                      simulate)
 from batchlab.workloads import Workload
 
 from conftest import Scripted, open_workload
@@ -116,6 +118,33 @@ def test_wake_up_is_honoured_and_superseded_wakes_are_ignored():
     simulate(Scripted([wait, earlier, go]), open_workload([0.0, 1.0], [4, 4], [1, 1]), [dev])
     # t=0 asks for 5; t=1 (arrival) replaces it with 2; the stale wake at 5 never calls.
     assert calls == [0.0, 1.0, 2.0]
+
+
+def test_a_ticker_that_asks_to_be_woken_after_every_request_ended_ends_the_run():
+    # Before: the simulator kept waking it (a million times, ~20 s) and then failed with
+    # 'liveness' although every request had finished; run_wallclock ended at once.
+    class Ticker:
+        name = "ticker"
+
+        def __init__(self):
+            self.inner, self.calls = load_policy("continuous"), 0
+
+        def add(self, request, now):
+            self.inner.add(request, now)
+
+        def schedule(self, now, devices):
+            self.calls += 1
+            return attrs.evolve(self.inner.schedule(now, devices), wake_at=now + 1.0)
+
+        def update(self, batch, result, now):
+            self.inner.update(batch, result, now)
+
+        def abort(self, request_id):
+            self.inner.abort(request_id)
+
+    ticker = Ticker()
+    result = simulate(ticker, open_workload([0.0, 0.5], [4, 4], [3, 3]), affine_devices(1))
+    assert result.summary()["num_finished"] == 2 and ticker.calls < 20
 
 
 def test_a_policy_that_stalls_is_named():

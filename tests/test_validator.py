@@ -49,10 +49,33 @@ CASES = [
     ("memory", "needs 120 KV tokens", [plan(Batch([0, 1], [10, 10], [0, 0], padded_len=60))]),
     ("micro-batches", "num_micro_batches=3", [plan(Batch([0, 1], [10, 10], [0, 0],
                                                          num_micro_batches=3))]),
+    # Not whole numbers: a bare TypeError from the fast path before (a str, None), or a
+    # float priced as a fraction of a micro-batch, a padded length of 20.5 tokens.
+    ("micro-batches", "num_micro_batches='2' must be a whole number",
+     [plan(Batch([0, 1], [10, 10], [0, 0], num_micro_batches="2"))]),
+    ("micro-batches", "num_micro_batches=None", [plan(Batch([0], [10], [0],
+                                                            num_micro_batches=None))]),
+    ("micro-batches", "num_micro_batches=1.5", [plan(Batch([0, 1], [10, 10], [0, 0],
+                                                           num_micro_batches=1.5))]),
+    ("padding", "padded_len='64' is not a whole number",
+     [plan(Batch([0], [10], [0], padded_len="64"))]),
+    ("padding", "padded_len=20.5 is not a whole number",
+     [plan(Batch([0], [10], [0], padded_len=20.5))]),
     ("device", "device 'gpu9', but no such device", [plan(Batch([0], [10], [0]), "gpu9")]),
     ("plan-type", "returned dict, not a Plan", [lambda now, d, a: {}]),
     ("wake", "not after now", [lambda now, d, a: Plan(wake_at=now)]),
+    # Not a time: a bare TypeError from the comparison before; inf moved the clock to inf.
+    ("wake", "at 'soon', which is not a time", [lambda now, d, a: Plan(wake_at="soon")]),
+    ("wake", "at inf, which is not a finite time",
+     [lambda now, d, a: Plan(wake_at=float("inf"))]),
+    ("wake", "at nan, which is not a finite time",
+     [lambda now, d, a: Plan(wake_at=float("nan"))]),
     ("reject", "rejected request 5", [lambda now, d, a: Plan(rejected=[5])]),
+    # Not ids: 0.5 rejected request 0 without a word before, 'x' or None a bare error.
+    ("reject", "named request 0.5 in its plan", [lambda now, d, a: Plan(rejected=[0.5])]),
+    ("reject", "named request 'x' in its plan", [lambda now, d, a: Plan(rejected=["x"])]),
+    ("migration", "named request None in its plan",
+     [lambda now, d, a: Plan(migrations={None: "dev0"})]),
 ]
 
 
@@ -86,3 +109,13 @@ def test_continuing_a_cache_that_lives_elsewhere_is_rejected():
     moved = lambda now, d, a: Plan({"b": Batch.decode([0], [10])})
     with pytest.raises(PolicyError, match="lives on another device"):
         simulate(Scripted([first, moved]), open_workload([0.0], [10], [2]), devs)
+
+
+@pytest.mark.parametrize("ids", [[0.7], [float("nan")], [True]])
+def test_a_batch_of_rows_that_are_not_whole_numbers_is_refused_not_truncated(ids):
+    # Before: Batch([0.7], ...) ran request 0 without a word (numpy truncates the float).
+    with pytest.raises(ValueError, match="whole numbers"):
+        Batch(ids, [1], [0])
+    with pytest.raises(PolicyError, match="schedule.. raised ValueError: Batch rows hold"):
+        run(lambda now, d, a: Plan({"dev0": Batch(ids, [10], [0])}))
+    assert Batch([0.0, 2.0], [1, 1], [3, 3]).request_ids.tolist() == [0, 2]

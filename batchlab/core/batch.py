@@ -23,9 +23,23 @@ def _int_array(values) -> np.ndarray:
     if type(values) is np.ndarray and values.dtype == np.int64 and values.ndim == 1:
         arr = values.copy()  # what policies pass: the same fresh copy, without np.array's work
     else:
-        arr = np.array(values, dtype=np.int64, copy=True).reshape(-1)
+        arr = np.array(values, copy=True).reshape(-1)
+        if arr.dtype != np.int64:
+            arr = _whole_array(arr)
     arr.setflags(write=False)  # cheaper than setting arr.flags.writeable (no flags object)
     return arr
+
+
+def _whole_array(arr: np.ndarray) -> np.ndarray:
+    """`arr` as int64, if its values are whole numbers: a float id or token count (0.7,
+    nan) would otherwise be truncated to another request, or to a count, without a word."""
+    kind = arr.dtype.kind
+    if kind == "b" or kind in "fc":
+        bad = arr if kind == "b" else arr[~(np.isfinite(arr) & (arr == np.trunc(arr)))]
+        if bad.size:
+            raise ValueError("Batch rows hold whole numbers (request ids, token counts), "
+                             f"got {bad[0].item()!r}")
+    return arr.astype(np.int64)
 
 
 @attrs.frozen(slots=True)

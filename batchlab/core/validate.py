@@ -52,12 +52,15 @@ def check_batch(batch, device, device_index: int, table: RequestTable, policy: s
             & (fresh | ((cached == have) & (table.home[ids] == home_constant(device_index))))
             & ((cached == known - new) if multi else (cached <= known - new)))
     # count_nonzero is several times faster than .all()/.any() on small arrays.
+    # A whole number first (one type test for a Python int): a str or None would raise a
+    # bare TypeError below, and a float would be priced as a fraction of a micro-batch.
+    micro = batch.num_micro_batches
     ok = (count_nonzero(good) == len(good) and distinct
-          and 1 <= batch.num_micro_batches <= batch.num_seqs)
+          and (type(micro) is int or whole_number(micro)) and 1 <= micro <= batch.num_seqs)
     if batch.padded_len is None:
         need = batch.num_context_tokens  # the rows' cached + new, summed by the Batch once
     else:
-        ok = ok and batch.padded_len >= (cached + new).max()
+        ok = ok and whole_number(batch.padded_len) and batch.padded_len >= (cached + new).max()
         need = batch.padded_len * batch.num_seqs
     if multi:
         ok = ok and _repeatable(batch)  # the rows' part is in `good`
@@ -78,11 +81,16 @@ def _can_repeat(batch: Batch, table: RequestTable) -> bool:
     return not count_nonzero(batch.num_cached_tokens + batch.num_new_tokens != known)
 
 
+def whole_number(value) -> bool:
+    """An int (Python's or numpy's), not a bool: what a count in a Batch must be."""
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer))
+
+
 def _repeatable(batch: Batch) -> bool:
     """The batch's own part of `_can_repeat`: num_steps a whole number >= 1, drop_finished
     true or false, nothing padded."""
     k = batch.num_steps
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+    if not whole_number(k) or k < 1:
         return False
     return isinstance(batch.drop_finished, (bool, np.bool_)) and batch.padded_len is None
 
@@ -164,6 +172,8 @@ def _diagnose(batch, device, device_index: int, table: RequestTable, policy: str
                            "prompt + generated: a decode, or a prefill chunk that completes "
                            "the prompt) and nothing is padded; plan num_steps=1 otherwise")
     if batch.padded_len is not None:
+        if not whole_number(batch.padded_len):
+            fail("padding", f"padded_len={batch.padded_len!r} is not a whole number of tokens")
         if batch.padded_len < int(lengths.max()):
             fail("padding", f"padded_len {batch.padded_len} is shorter than a row "
                             f"({int(lengths.max())} tokens)")
@@ -174,7 +184,8 @@ def _diagnose(batch, device, device_index: int, table: RequestTable, policy: str
         at = f" at its last step (num_steps={batch.num_steps})" if batch.num_steps != 1 else ""
         fail("memory", f"batch needs {need} KV tokens{at} but the device holds "
                        f"{device.kv_capacity_tokens}")
-    if not 1 <= batch.num_micro_batches <= batch.num_seqs:
-        fail("micro-batches", f"num_micro_batches={batch.num_micro_batches} must be between 1 "
+    micro = batch.num_micro_batches
+    if not (whole_number(micro) and 1 <= micro <= batch.num_seqs):
+        fail("micro-batches", f"num_micro_batches={micro!r} must be a whole number between 1 "
                               f"and the number of rows ({batch.num_seqs})")
     raise AssertionError("check_batch's fast path and its diagnosis disagree")  # a bug of ours

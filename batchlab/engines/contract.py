@@ -9,6 +9,7 @@ what surrounds them in every engine loop.
 
 from __future__ import annotations
 
+import math
 import threading
 import weakref
 
@@ -19,7 +20,7 @@ from ..core.errors import ConfigError, PolicyError
 from ..core.limits import MAX_SEED, _show
 from ..core.request import trusted_request
 from ..core.table import WAITING
-from ..core.validate import check_batch
+from ..core.validate import check_batch, whole_number
 
 
 def check_seed(seed) -> int:
@@ -140,17 +141,45 @@ def check_plan(plan, name: str, now: float, *, migrations: str | None = None) ->
     if migrations is not None and plan.migrations:
         raise ConfigError(f"policy {name!r} planned KV migrations, which {migrations} does "
                           "not support; run it in the simulator")
-    if plan.wake_at is not None and not plan.wake_at > now:
-        raise PolicyError(name, "wake", f"asked to be woken at {plan.wake_at}, "
-                          f"not after now ({now})")
+    if plan.wake_at is not None:
+        check_wake(plan.wake_at, name, now)
     return plan
 
 
-def check_rejectable(table, rid: int, name: str) -> None:
-    """A policy may reject only a request that is open and not in a running batch."""
+def check_wake(wake_at, name: str, now: float) -> None:
+    """A wake-up time (not None) must be a finite time after now. A string or an array
+    would otherwise end the run with a bare TypeError from the comparison, and infinity
+    would be kept as an event that moves the simulator's clock to inf."""
+    try:
+        if now < wake_at < math.inf:
+            return
+    except (TypeError, ValueError):  # a str, None-like object, an array: not a time
+        raise PolicyError(name, "wake", f"asked to be woken at {_show(wake_at)}, which is "
+                          "not a time in seconds; return wake_at=None for no wake-up") from None
+    if not math.isfinite(wake_at):
+        raise PolicyError(name, "wake", f"asked to be woken at {wake_at}, which is not a "
+                          "finite time; return wake_at=None for no wake-up")
+    raise PolicyError(name, "wake", f"asked to be woken at {wake_at}, not after now ({now})")
+
+
+def planned_id(value, name: str, rule: str) -> int:
+    """A request id a plan names (in `rejected`, or a key of `migrations`) as an int, or a
+    PolicyError: int() would take 0.5 for request 0 and end the run with a bare error on
+    'x' or None."""
+    if not whole_number(value):
+        raise PolicyError(name, rule, f"named request {_show(value)} in its plan; a request id "
+                          "is an int")
+    return int(value)
+
+
+def check_rejectable(table, rid, name: str) -> int:
+    """A policy may reject only a request that is open and not in a running batch; returns
+    the id as an int."""
+    rid = planned_id(rid, name, "reject")
     if not (0 <= rid < table.size) or table.status[rid] != WAITING or table.in_flight[rid]:
         raise PolicyError(name, "reject", f"rejected request {rid}, which is not "
                           "waiting (unknown, finished, or running)")
+    return rid
 
 
 def launch_batches(plan: Plan, devices, index: dict, table, name: str, now: float,

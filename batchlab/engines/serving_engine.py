@@ -150,8 +150,8 @@ class ServingEngine:
         plan = check_plan(self._call("schedule", now, list(self.devices)), self.name, now,
                           migrations="the serving front")
         self.pending_wake = plan.wake_at
-        for rid in map(int, plan.rejected):
-            check_rejectable(self.table, rid, self.name)
+        for rid in plan.rejected:
+            rid = check_rejectable(self.table, rid, self.name)
             self.table.close(rid, REJECTED, now)
             self._gone(rid)
             events.append((rid, "rejected", None))
@@ -178,8 +178,9 @@ class ServingEngine:
         for row in np.flatnonzero(emitted).tolist():
             events.append((int(ids[row]), "token", -1 if tokens is None else int(tokens[row])))
         full = StepResult(result.duration, result.cost, emitted, finished, generated, tokens)
+        ended = ids[finished].tolist()  # before update: the policy may edit `finished`
         self._call("update", batch, full, end)
-        for rid in ids[finished].tolist():
+        for rid in ended:
             self._gone(rid)
             events.append((rid, "finished", None))
 

@@ -41,7 +41,7 @@ from ..core.table import REJECTED, WAITING, RequestTable
 from .accounting import DeviceTotals
 from .contract import (check_plan, check_policy_object, check_rejectable, check_seed,
                        check_workload, claim_policy, follow_ups, index_devices, launch_batches,
-                       policy_raised, request_of, stalled)
+                       planned_id, policy_raised, request_of, stalled)
 from .events import ARRIVAL, DONE, MOVED, PROGRESS, WAKE, WOKEN
 from .faults import Faults
 from .result import Result
@@ -108,9 +108,17 @@ class Simulator(FaultEvents):
             if changed and self.num_idle:
                 launched = self._schedule()
                 idle_wakes = 0 if launched or changed & PROGRESS else idle_wakes + 1
-                if idle_wakes > MAX_IDLE_WAKES:
-                    raise PolicyError(self.name, "liveness", f"woke {idle_wakes} times in a row "
-                                      "without launching anything")
+                if idle_wakes:  # a wake-up that launched nothing: the rare path
+                    # Every request has ended, so nothing can arrive: a policy that keeps
+                    # asking to be woken (a ticker) has no more work, as run_wallclock sees.
+                    # Its wake-up is dropped (the heap's event is then stale) and the events
+                    # left (scheduled failures) run out; before, it ticked a million times
+                    # and failed 'liveness' with every request finished.
+                    if self.table.num_closed == self.table.size:
+                        self.pending_wake = None
+                    elif idle_wakes > MAX_IDLE_WAKES:
+                        raise PolicyError(self.name, "liveness", f"woke {idle_wakes} times in "
+                                          "a row without launching anything")
         if self.table.num_closed < self.table.size:
             raise stalled(self.table, self.name)
         if self.progress is not None:
@@ -242,7 +250,7 @@ class Simulator(FaultEvents):
             self._push(st.last_end, DONE, d)
 
     def _migrate(self, rid, target: str) -> None:
-        table, rid = self.table, int(rid)
+        table, rid = self.table, planned_id(rid, self.name, "migration")
         d = self.index.get(target)
         if not (0 <= rid < table.size) or table.status[rid] != WAITING or table.in_flight[rid]:
             raise PolicyError(self.name, "migration", f"asked to move request {rid}, which is "
@@ -268,8 +276,7 @@ class Simulator(FaultEvents):
         self._call("migrated", rid, self.devices[d].name, self.now)
 
     def _reject(self, rid) -> None:
-        rid = int(rid)
-        check_rejectable(self.table, rid, self.name)
+        rid = check_rejectable(self.table, rid, self.name)
         self.table.close(rid, REJECTED, self.now)
         self._closed((rid,))
 
@@ -297,10 +304,15 @@ class Simulator(FaultEvents):
             full = StepResult(float(np.add.reduce(durations)),
                               StepCost(*total, stretch.hidden_total()), emitted, finished,
                               generated, num_steps=len(ends))
+        # Read `finished` before the policy sees it: the arrays are the policy's to keep, and
+        # one that edits them in update must not lose a closed-loop follow-up.
+        ended = count_nonzero(finished)  # several times faster than any() on small arrays
+        # else no finish sends a next request: nothing to push
+        closed = batch.request_ids[finished] if ended and self.has_follow_ups else None
         self._call("update", batch, full, self.now)
-        if count_nonzero(finished):  # several times faster than any() on small arrays
-            if self.has_follow_ups:  # else no finish sends a next request: nothing to push
-                self._closed(batch.request_ids[finished])
+        if ended:
+            if closed is not None:
+                self._closed(closed)
             if self.progress is not None and self.table.num_closed >= self.progress_next:
                 self.progress_next = self.table.num_closed + self.progress_step
                 self.progress(self.table.num_closed, self.table.size)

@@ -147,8 +147,7 @@ class WallClock:
                           migrations="run_wallclock")
         self.pending_wake = plan.wake_at
         for rid in plan.rejected:
-            rid = int(rid)
-            check_rejectable(self.table, rid, self.name)
+            rid = check_rejectable(self.table, rid, self.name)
             self.table.close(rid, REJECTED, now)
             self._closed((rid,), now)
         launched = launch_batches(plan, self.devices, self.index, self.table, self.name, now)
@@ -164,9 +163,10 @@ class WallClock:
         self.totals.book(d, batch, result, int(emitted.sum()))
         full = StepResult(result.duration, result.cost, emitted, finished, generated,
                           result.tokens)
+        ended = batch.request_ids[finished]  # before update: the policy may edit `finished`
         self._call("update", batch, full, end)
-        if finished.any():
-            self._closed(batch.request_ids[finished], end)
+        if ended.size:
+            self._closed(ended, end)
 
     def _call(self, method: str, *args):
         return call_policy(self.policy, self.name, method, args, (PolicyError, ConfigError))

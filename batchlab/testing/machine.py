@@ -18,6 +18,7 @@ from ..core.errors import PolicyError
 from ..core.protocols import policy_name
 from ..core.table import ABORTED, REJECTED, WAITING, RequestTable
 from ..core.validate import check_batch
+from ..engines.contract import check_rejectable, check_wake, planned_id
 from ..engines.faults import lose_device
 from .rules import ContractChecks
 from .world import (_DT, _SPECS, CAPACITY_UNIT, DRAIN_STEP, FIT_SLACK, MAX_ABORTS, MAX_FAILURES,
@@ -220,11 +221,7 @@ class PolicyMachine(ContractChecks, RuleBasedStateMachine):
             self._fail("plan-type", f"schedule() returned {type(plan).__name__}, not a Plan")
         table = self.table
         for rid in plan.rejected:
-            rid = int(rid)
-            if not (0 <= rid < table.size) or table.status[rid] != WAITING \
-                    or table.in_flight[rid]:
-                self._fail("reject", f"rejected request {rid}, which is not waiting "
-                           "(unknown, finished, or running)")
+            rid = check_rejectable(table, rid, self.name)
             if self._fits(rid) and not self.allow_rejections:
                 r = self.requests[rid]
                 self._fail("liveness", f"rejected request {rid} (prompt {r.prompt_tokens} + "
@@ -244,10 +241,9 @@ class PolicyMachine(ContractChecks, RuleBasedStateMachine):
             self.by_batch[id(batch)] = self.serial
             self.flight[d] = _Flight(batch, self.now, self.serial)
         for rid, target in plan.migrations.items():
-            self._migrate(int(rid), target)
-        if plan.wake_at is not None and not plan.wake_at > self.now:
-            self._fail("wake", f"asked to be woken at {plan.wake_at}, not after now "
-                       f"({self.now})")
+            self._migrate(planned_id(rid, self.name, "migration"), target)
+        if plan.wake_at is not None:
+            check_wake(plan.wake_at, self.name, self.now)
         self.wake = plan.wake_at
         return bool(plan.batches) or bool(plan.rejected) or bool(plan.migrations)
 
