@@ -42,6 +42,7 @@ from ...core.errors import ConfigError, PolicyError
 from ...core.protocols import policy_name
 from ...core.table import ABORTED, FINISHED, REJECTED, RequestTable
 from ...core.validate import check_batch
+from ...engines.contract import planned_id
 from .settings import policy_settings
 from .stats import StepStats
 
@@ -177,7 +178,8 @@ class BatchlabScheduler(Scheduler):
         if plan.migrations:
             raise ConfigError(f"policy {self.policy_name!r} planned KV migrations, which "
                               "vLLM (one device) cannot run")
-        for rid in map(int, plan.rejected):
+        for rid in plan.rejected:  # an id that is no int (0.5, 'x') is named, not int()-ed
+            rid = planned_id(rid, self.policy_name, "reject")
             request = self._vreq.get(rid)
             if request is None:
                 raise PolicyError(self.policy_name, "reject",
