@@ -335,3 +335,17 @@ def test_device_totals_held_in_small_blocks_are_the_step_by_step_sums(monkeypatc
     assert many.num_events < one.num_events / 2  # stretches ran
     for field in one.devices.dtype.names:
         assert np.array_equal(one.devices[field], many.devices[field]), field
+
+
+def test_the_liveness_error_names_the_first_waiting_request_or_none():
+    """stalled() built its message from the first waiting request and raised IndexError
+    inside the message when the open requests had not arrived (none waiting)."""
+    from batchlab.core.table import RequestTable
+    from batchlab.engines.contract import stalled
+    table = RequestTable.for_requests([4, 4, 4], [2, 2, 2])
+    table.status[1] = 1  # WAITING
+    assert "(first: request 1)" in str(stalled(table, "p"))
+    table.status[1] = 0  # PENDING: nothing open has arrived
+    message = str(stalled(table, "p"))
+    assert "broke rule 'liveness': 3 requests never finished" in message
+    assert "first:" not in message

@@ -202,11 +202,13 @@ def launch_batches(plan: Plan, devices, index: dict, table, name: str, now: floa
 def stalled(table, name: str) -> PolicyError:
     """The error for a run whose policy left requests open and asked for no wake-up."""
     open_ids = np.flatnonzero(table.status[:table.size] == WAITING)
+    # none waiting: the open ones never arrived (an error of ours; still this error, not an
+    # IndexError from inside the message)
+    first = f" (first: request {int(open_ids[0])})" if open_ids.size else ""
     return PolicyError(
         name, "liveness",
         f"{table.size - table.num_closed} requests never finished and the policy asked for "
-        f"no wake-up (first: request {int(open_ids[0])}); a policy must run or reject every "
-        "request it was given")
+        f"no wake-up{first}; a policy must run or reject every request it was given")
 
 
 def request_of(workload, table, rid: int, *, oracle: bool = False) -> Request:
