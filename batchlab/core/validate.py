@@ -16,6 +16,7 @@ import numpy as np
 from .batch import Batch
 from .errors import PolicyError
 from .fastnp import ONE, ZERO, constant, count_nonzero
+from .limits import is_int
 from .table import FINISHED, PENDING, STATUS_NAMES, WAITING, RequestTable, home_constant
 
 _WAITING = constant(WAITING, np.int8)  # the status column's dtype (fastnp: no scalar)
@@ -56,11 +57,11 @@ def check_batch(batch, device, device_index: int, table: RequestTable, policy: s
     # bare TypeError below, and a float would be priced as a fraction of a micro-batch.
     micro = batch.num_micro_batches
     ok = (count_nonzero(good) == len(good) and distinct
-          and (type(micro) is int or whole_number(micro)) and 1 <= micro <= batch.num_seqs)
+          and (type(micro) is int or is_int(micro)) and 1 <= micro <= batch.num_seqs)
     if batch.padded_len is None:
         need = batch.num_context_tokens  # the rows' cached + new, summed by the Batch once
     else:
-        ok = ok and whole_number(batch.padded_len) and batch.padded_len >= (cached + new).max()
+        ok = ok and is_int(batch.padded_len) and batch.padded_len >= (cached + new).max()
         need = batch.padded_len * batch.num_seqs
     if multi:
         ok = ok and _repeatable(batch)  # the rows' part is in `good`
@@ -81,16 +82,11 @@ def _can_repeat(batch: Batch, table: RequestTable) -> bool:
     return not count_nonzero(batch.num_cached_tokens + batch.num_new_tokens != known)
 
 
-def whole_number(value) -> bool:
-    """An int (Python's or numpy's), not a bool: what a count in a Batch must be."""
-    return not isinstance(value, bool) and isinstance(value, (int, np.integer))
-
-
 def _repeatable(batch: Batch) -> bool:
     """The batch's own part of `_can_repeat`: num_steps a whole number >= 1, drop_finished
     true or false, nothing padded."""
     k = batch.num_steps
-    if not whole_number(k) or k < 1:
+    if not (type(k) is int or is_int(k)) or k < 1:
         return False
     return isinstance(batch.drop_finished, (bool, np.bool_)) and batch.padded_len is None
 
@@ -172,7 +168,7 @@ def _diagnose(batch, device, device_index: int, table: RequestTable, policy: str
                            "prompt + generated: a decode, or a prefill chunk that completes "
                            "the prompt) and nothing is padded; plan num_steps=1 otherwise")
     if batch.padded_len is not None:
-        if not whole_number(batch.padded_len):
+        if not is_int(batch.padded_len):
             fail("padding", f"padded_len={batch.padded_len!r} is not a whole number of tokens")
         if batch.padded_len < int(lengths.max()):
             fail("padding", f"padded_len {batch.padded_len} is shorter than a row "
@@ -185,7 +181,7 @@ def _diagnose(batch, device, device_index: int, table: RequestTable, policy: str
         fail("memory", f"batch needs {need} KV tokens{at} but the device holds "
                        f"{device.kv_capacity_tokens}")
     micro = batch.num_micro_batches
-    if not (whole_number(micro) and 1 <= micro <= batch.num_seqs):
+    if not (is_int(micro) and 1 <= micro <= batch.num_seqs):
         fail("micro-batches", f"num_micro_batches={micro!r} must be a whole number between 1 "
                               f"and the number of rows ({batch.num_seqs})")
     raise AssertionError("check_batch's fast path and its diagnosis disagree")  # a bug of ours

@@ -17,10 +17,10 @@ import numpy as np
 
 from ..core import Plan, Request
 from ..core.errors import ConfigError, PolicyError
-from ..core.limits import MAX_SEED, _show
+from ..core.limits import MAX_SEED, _show, is_int
 from ..core.request import trusted_request
 from ..core.table import WAITING
-from ..core.validate import check_batch, whole_number
+from ..core.validate import check_batch
 
 
 def check_seed(seed) -> int:
@@ -166,7 +166,7 @@ def planned_id(value, name: str, rule: str) -> int:
     """A request id a plan names (in `rejected`, or a key of `migrations`) as an int, or a
     PolicyError: int() would take 0.5 for request 0 and end the run with a bare error on
     'x' or None."""
-    if not whole_number(value):
+    if not is_int(value):
         raise PolicyError(name, rule, f"named request {_show(value)} in its plan; a request id "
                           "is an int")
     return int(value)
